@@ -1,0 +1,336 @@
+/* checkpoint.c — saving, finding, pruning and loading DiT checkpoints. */
+#include "checkpoint.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fsutil.h"
+
+void checkpoint_path(char *out, size_t len, const char *dir, int step, const char *kind) {
+    snprintf(out, len, "%s/step_%07d%s%s.safetensors", dir, step, kind[0] ? "." : "", kind);
+}
+
+char *checkpoint_config_json(const dit_config *c) {
+    json_t *o = json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:b}", "depth", c->depth,
+                          "hidden_size", c->hidden, "num_heads", c->heads, "patch_size", c->patch,
+                          "image_size", c->image_size, "in_channels", c->in_channels,
+                          "num_classes", c->num_classes, "learn_sigma", c->learn_sigma);
+    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    return s;
+}
+
+/* Fills tensor descriptors for one parameter-shaped host buffer under prefix; names are
+ * allocated into names[] (freed by the caller). */
+static void ckpt_describe(const dit_model *m, const char *prefix, const float *host,
+                          st_write_tensor *out, char **names) {
+    for (int i = 0; i < m->n_params; i++) {
+        const dit_param *p = &m->params[i];
+        size_t len = strlen(prefix) + strlen(p->name) + 1;
+        names[i] = malloc(len);
+        if (names[i]) snprintf(names[i], len, "%s%s", prefix, p->name);
+        out[i].name = names[i];
+        out[i].dtype = ST_F32;
+        out[i].ndim = p->ndim;
+        for (int d = 0; d < p->ndim; d++) out[i].shape[d] = p->shape[d];
+        out[i].data = host + p->offset;
+    }
+}
+
+static int ckpt_write(const char *path, const dit_model *m, const char *const *prefixes,
+                      const float *const *hosts, int groups, const float *pos_embed,
+                      const char *const *meta, char *err, size_t errlen) {
+    int n = m->n_params * groups + (pos_embed ? 1 : 0);
+    st_write_tensor *t = calloc((size_t)n, sizeof *t);
+    char **names = calloc((size_t)n, sizeof *names);
+    int rc = -1;
+    if (!t || !names) {
+        snprintf(err, errlen, "out of memory writing %s", path);
+        goto done;
+    }
+    int k = 0;
+    if (pos_embed) {
+        t[k].name = "pos_embed";
+        t[k].dtype = ST_F32;
+        t[k].ndim = 3;
+        t[k].shape[0] = 1;
+        t[k].shape[1] = m->cfg.tokens;
+        t[k].shape[2] = m->cfg.hidden;
+        t[k].data = pos_embed;
+        k++;
+    }
+    for (int g = 0; g < groups; g++) {
+        ckpt_describe(m, prefixes[g], hosts[g], t + k, names + k);
+        k += m->n_params;
+    }
+    for (int i = 0; i < n; i++)
+        if (!t[i].name) {
+            snprintf(err, errlen, "out of memory writing %s", path);
+            goto done;
+        }
+    rc = safetensors_write(path, t, n, meta, err, errlen);
+done:
+    if (names)
+        for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+    free(t);
+    return rc;
+}
+
+/* The __metadata__ shared by both files of a checkpoint; frees nothing (see ckpt_meta_free). */
+typedef struct {
+    char step[32];
+    char *config;
+    const char *kv[11];
+} ckpt_meta;
+
+static void ckpt_meta_init(ckpt_meta *mt, const dit_model *m, int step, const char *spec_json) {
+    snprintf(mt->step, sizeof mt->step, "%d", step);
+    mt->config = checkpoint_config_json(&m->cfg);
+    const char *kv[] = {"format", CHECKPOINT_FORMAT, "step", mt->step,
+                        "config", mt->config ? mt->config : "{}",
+                        "spec", spec_json ? spec_json : "{}", "weights", "ema", NULL};
+    memcpy(mt->kv, kv, sizeof kv);
+}
+
+int checkpoint_save_state(const char *dir, int step, const dit_model *m, const float *adam_m,
+                          const float *adam_v, const char *spec_json, char *err, size_t errlen) {
+    if (fs_mkdirs(dir, err, errlen)) return -1;
+    char path[4096];
+    ckpt_meta mt;
+    ckpt_meta_init(&mt, m, step, spec_json);
+    const char *prefixes[] = {"adam.m.", "adam.v."};
+    const float *hosts[] = {adam_m, adam_v};
+    checkpoint_path(path, sizeof path, dir, step, "state");
+    int rc = ckpt_write(path, m, prefixes, hosts, 2, NULL, mt.kv, err, errlen);
+    free(mt.config);
+    return rc;
+}
+
+int checkpoint_save_model(const char *dir, int step, const dit_model *m, const float *ema,
+                          const float *weights, const char *spec_json, char *err, size_t errlen) {
+    if (fs_mkdirs(dir, err, errlen)) return -1;
+    float *pe = malloc(sizeof(float) * (size_t)m->cfg.tokens * m->cfg.hidden);
+    if (!pe) {
+        snprintf(err, errlen, "out of memory writing checkpoint %d", step);
+        return -1;
+    }
+    dit_pos_embed_host(&m->cfg, pe);
+    char path[4096];
+    ckpt_meta mt;
+    ckpt_meta_init(&mt, m, step, spec_json);
+    const char *prefixes[] = {"", "train."};
+    const float *hosts[] = {ema, weights};
+    checkpoint_path(path, sizeof path, dir, step, "");
+    int rc = ckpt_write(path, m, prefixes, hosts, weights ? 2 : 1, pe, mt.kv, err, errlen);
+    free(mt.config);
+    free(pe);
+    return rc;
+}
+
+/* Steps of checkpoint model files in dir, ascending; returns the count (caller frees *steps). */
+static int ckpt_list(const char *dir, int **steps) {
+    *steps = NULL;
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int step, len = 0;
+        if (sscanf(e->d_name, "step_%d.safetensors%n", &step, &len) == 1 &&
+            (size_t)len == strlen(e->d_name)) {
+            if (n == cap) {
+                cap = cap ? 2 * cap : 16;
+                int *grown = realloc(*steps, sizeof(int) * cap);
+                if (!grown) break;
+                *steps = grown;
+            }
+            (*steps)[n++] = step;
+        }
+    }
+    closedir(d);
+    for (int i = 1; i < n; i++) /* insertion sort: a handful of entries */
+        for (int j = i; j > 0 && (*steps)[j - 1] > (*steps)[j]; j--) {
+            int tmp = (*steps)[j];
+            (*steps)[j] = (*steps)[j - 1];
+            (*steps)[j - 1] = tmp;
+        }
+    return n;
+}
+
+static int ckpt_complete(const char *dir, int step) {
+    char path[4096], err[256];
+    const char *kinds[] = {"", "state"};
+    for (int k = 0; k < 2; k++) {
+        st_file f;
+        checkpoint_path(path, sizeof path, dir, step, kinds[k]);
+        if (safetensors_open(&f, path, err, sizeof err)) return 0;
+        safetensors_close(&f);
+    }
+    return 1;
+}
+
+int checkpoint_latest(const char *dir) {
+    int *steps, n = ckpt_list(dir, &steps), best = -1;
+    for (int i = n - 1; i >= 0 && best < 0; i--)
+        if (ckpt_complete(dir, steps[i])) best = steps[i];
+    free(steps);
+    return best;
+}
+
+void checkpoint_prune(const char *dir, int keep) {
+    int *steps, n = ckpt_list(dir, &steps), kept = 0;
+    char path[4096];
+    for (int i = n - 1; i >= 0; i--) {
+        if (kept < keep && ckpt_complete(dir, steps[i])) {
+            kept++;
+            continue;
+        }
+        if (kept < keep) continue; /* an incomplete newer one may still be being written */
+        checkpoint_path(path, sizeof path, dir, steps[i], "");
+        unlink(path);
+        checkpoint_path(path, sizeof path, dir, steps[i], "state");
+        unlink(path);
+    }
+    free(steps);
+}
+
+int checkpoint_load(const char *dir, int step, const dit_model *m, dt_train_state *st,
+                    char *err, size_t errlen) {
+    char path[4096];
+    st_file f;
+    checkpoint_path(path, sizeof path, dir, step, "");
+    if (safetensors_open(&f, path, err, errlen)) return -1;
+    int rc = 0;
+    if (st->ema) rc = checkpoint_read_weights(&f, m, "", st->ema, err, errlen);
+    if (!rc && st->weights) rc = checkpoint_read_weights(&f, m, "train.", st->weights, err, errlen);
+    safetensors_close(&f);
+    if (rc || !(st->adam_m || st->adam_v)) return rc;
+    checkpoint_path(path, sizeof path, dir, step, "state");
+    if (safetensors_open(&f, path, err, errlen)) return -1;
+    if (st->adam_m) rc = checkpoint_read_weights(&f, m, "adam.m.", st->adam_m, err, errlen);
+    if (!rc && st->adam_v) rc = checkpoint_read_weights(&f, m, "adam.v.", st->adam_v, err, errlen);
+    safetensors_close(&f);
+    return rc;
+}
+
+static int ckpt_dim(const st_file *f, const char *name, int ndim, int axis, int64_t *out,
+                    char *err, size_t errlen) {
+    const st_tensor *t = safetensors_find(f, name);
+    if (!t) {
+        snprintf(err, errlen, "%s: no tensor '%s'; not a DiT checkpoint", f->path, name);
+        return -1;
+    }
+    if (t->ndim != ndim) {
+        snprintf(err, errlen, "%s: tensor '%s' has %d dims, a DiT has %d", f->path, name, t->ndim, ndim);
+        return -1;
+    }
+    *out = t->shape[axis];
+    return 0;
+}
+
+/* Head count of a preset with this hidden size (all presets have 64-wide heads except XL). */
+static int ckpt_heads_for_hidden(int64_t hidden) {
+    switch (hidden) {
+    case 384: return 6;
+    case 768: return 12;
+    case 1024: return 16;
+    case 1152: return 16;
+    default: return 0;
+    }
+}
+
+int checkpoint_read_config(const st_file *f, int heads_hint, dit_config *cfg, char *err, size_t errlen) {
+    const char *meta = safetensors_meta(f, "config");
+    if (meta) {
+        json_error_t je;
+        json_t *o = json_loads(meta, 0, &je);
+        int depth, hidden, heads, patch, image, chans, classes, ls;
+        if (!o || json_unpack(o, "{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:b}", "depth", &depth,
+                              "hidden_size", &hidden, "num_heads", &heads, "patch_size", &patch,
+                              "image_size", &image, "in_channels", &chans, "num_classes", &classes,
+                              "learn_sigma", &ls)) {
+            json_decref(o);
+            snprintf(err, errlen, "%s: __metadata__.config is not a valid DiT config", f->path);
+            return -1;
+        }
+        json_decref(o);
+        return dit_config_init(cfg, depth, hidden, heads, patch, image, chans, classes, ls, err, errlen);
+    }
+    /* No metadata: a converted PyTorch state dict. Infer from shapes. */
+    int64_t hidden, chans, patch, rows, out_dim, tokens = 0;
+    if (ckpt_dim(f, "x_embedder.proj.weight", 4, 0, &hidden, err, errlen) ||
+        ckpt_dim(f, "x_embedder.proj.weight", 4, 1, &chans, err, errlen) ||
+        ckpt_dim(f, "x_embedder.proj.weight", 4, 2, &patch, err, errlen) ||
+        ckpt_dim(f, "y_embedder.embedding_table.weight", 2, 0, &rows, err, errlen) ||
+        ckpt_dim(f, "final_layer.linear.weight", 2, 0, &out_dim, err, errlen))
+        return -1;
+    if (ckpt_dim(f, "pos_embed", 3, 1, &tokens, err, errlen)) {
+        snprintf(err, errlen, "%s: no pos_embed and no config metadata: cannot tell the image size",
+                 f->path);
+        return -1;
+    }
+    int depth = 0;
+    char name[64];
+    for (;; depth++) {
+        snprintf(name, sizeof name, "blocks.%d.attn.qkv.weight", depth);
+        if (!safetensors_find(f, name)) break;
+    }
+    int64_t grid = (int64_t)llround(sqrt((double)tokens));
+    int heads = heads_hint > 0 ? heads_hint : ckpt_heads_for_hidden(hidden);
+    if (!heads) {
+        snprintf(err, errlen, "%s: hidden size %lld matches no DiT preset and the file has no "
+                 "config metadata: give the head count", f->path, (long long)hidden);
+        return -1;
+    }
+    if (grid * grid != tokens || patch < 1 || out_dim % (patch * patch)) {
+        snprintf(err, errlen, "%s: pos_embed has %lld tokens, not a square grid of %lld-patches",
+                 f->path, (long long)tokens, (long long)patch);
+        return -1;
+    }
+    int64_t c_out = out_dim / (patch * patch);
+    if (c_out != chans && c_out != 2 * chans) {
+        snprintf(err, errlen, "%s: final layer has %lld output channels for %lld input channels",
+                 f->path, (long long)c_out, (long long)chans);
+        return -1;
+    }
+    return dit_config_init(cfg, depth, (int)hidden, heads, (int)patch, (int)(grid * patch),
+                           (int)chans, (int)rows - 1, c_out == 2 * chans, err, errlen);
+}
+
+int checkpoint_read_weights(const st_file *f, const dit_model *m, const char *prefix, float *host,
+                            char *err, size_t errlen) {
+    char name[160];
+    for (int i = 0; i < m->n_params; i++) {
+        const dit_param *p = &m->params[i];
+        snprintf(name, sizeof name, "%s%s", prefix, p->name);
+        const st_tensor *t = safetensors_find(f, name);
+        int same = t && t->ndim == p->ndim;
+        for (int d = 0; same && d < p->ndim; d++) same = t->shape[d] == p->shape[d];
+        if (!same) {
+            if (!t) snprintf(err, errlen, "%s: missing tensor '%s'", f->path, name);
+            else snprintf(err, errlen, "%s: tensor '%s' has the wrong shape for this DiT "
+                          "(expected %lld elements in %d dims)", f->path, name,
+                          (long long)p->numel, p->ndim);
+            return -1;
+        }
+        if (safetensors_read_f32(f, name, host + p->offset, p->numel, err, errlen)) return -1;
+    }
+    /* Anything else that is not ours means this is not the DiT we think it is. */
+    for (int i = 0; i < f->n; i++) {
+        const char *tn = f->tensors[i].name;
+        if (!strncmp(tn, "train.", 6) || !strncmp(tn, "adam.", 5) || !strcmp(tn, "pos_embed")) continue;
+        if (!dit_find_param(m, tn)) {
+            snprintf(err, errlen, "%s: unexpected tensor '%s' (not a parameter of this DiT)", f->path, tn);
+            return -1;
+        }
+    }
+    return 0;
+}

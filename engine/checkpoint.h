@@ -1,0 +1,59 @@
+/* checkpoint.h — DiT checkpoints as safetensors, interoperable with the published DiT.
+ *
+ * A checkpoint of step S in DIR is two files, written in this order, each crash-safely:
+ *   DIR/step_SSSSSSS.state.safetensors  AdamW moments "adam.m.<name>", "adam.v.<name>"
+ *   DIR/step_SSSSSSS.safetensors        the EMA weights under the official DiT names (what a
+ *                                       PyTorch DiT loads), the training weights under
+ *                                       "train.<name>", the fixed pos_embed; __metadata__ holds
+ *                                       format, step, config (JSON) and spec (JSON).
+ * A checkpoint is complete when both files exist and parse; all randomness is a function of
+ * (seed, step), so weights, moments and the step are the whole training state.
+ */
+#ifndef DT_CHECKPOINT_H
+#define DT_CHECKPOINT_H
+
+#include <stddef.h>
+#include "dit.h"
+#include "safetensors.h"
+
+#define CHECKPOINT_FORMAT "difftune.dit.v1"
+
+/* Host copies of the training state, parameter-shaped (m->num_floats each); NULL = absent. */
+typedef struct {
+    float *weights, *ema, *adam_m, *adam_v;
+} dt_train_state;
+
+/* Writes the state file of `step` (AdamW moments, host buffers of m->num_floats) into dir
+ * (created if missing). Write it before the model file. Returns 0, or -1 with a message; an
+ * earlier checkpoint is never damaged by a failure. */
+int checkpoint_save_state(const char *dir, int step, const dit_model *m, const float *adam_m,
+                          const float *adam_v, const char *spec_json, char *err, size_t errlen);
+/* Writes the model file of `step`: ema under the DiT names, weights (may be NULL) under
+ * "train.", pos_embed and metadata. Its appearance completes the checkpoint. */
+int checkpoint_save_model(const char *dir, int step, const dit_model *m, const float *ema,
+                          const float *weights, const char *spec_json, char *err, size_t errlen);
+
+/* Newest complete checkpoint step in dir, or -1 when there is none. */
+int checkpoint_latest(const char *dir);
+/* Path of a checkpoint file: kind "" (model) or "state". */
+void checkpoint_path(char *out, size_t len, const char *dir, int step, const char *kind);
+/* Deletes all but the newest `keep` complete checkpoints (and any incomplete older files). */
+void checkpoint_prune(const char *dir, int keep);
+/* Loads step's weights, EMA and moments into st (buffers that are non-NULL). Shapes must match m. */
+int checkpoint_load(const char *dir, int step, const dit_model *m, dt_train_state *st,
+                    char *err, size_t errlen);
+
+/* The DiT config of a safetensors model file: from our metadata when present, otherwise
+ * inferred from the tensor shapes (heads from the preset of that hidden size, or heads_hint when
+ * > 0). Returns 0, or -1 with a message naming what is missing or inconsistent. */
+int checkpoint_read_config(const st_file *f, int heads_hint, dit_config *cfg, char *err, size_t errlen);
+/* Copies the tensors "<prefix><name>" of every DiT parameter into host (m->num_floats), checking
+ * each shape. Fails naming the first missing or mis-shaped tensor, or a tensor that is not a DiT
+ * parameter (outside the "train.", "adam." and pos_embed names). */
+int checkpoint_read_weights(const st_file *f, const dit_model *m, const char *prefix, float *host,
+                            char *err, size_t errlen);
+
+/* The DiT config as a JSON string (caller frees), as stored in __metadata__["config"]. */
+char *checkpoint_config_json(const dit_config *cfg);
+
+#endif

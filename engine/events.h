@@ -1,0 +1,27 @@
+/* events.h — the engine's event stream: one JSON object per line (JSON Lines) on a FILE,
+ * stdout for `difftune train`. The server's supervisor reads exactly these lines.
+ *
+ * Types: status, progress, sample, checkpoint, metric, log, error. Every event carries "type"
+ * and "time" (unix seconds, fractional).
+ */
+#ifndef DT_EVENTS_H
+#define DT_EVENTS_H
+
+#include <stdio.h>
+#include <jansson.h>
+
+typedef struct {
+    FILE *out;  /* NULL = events are dropped (library use, tests) */
+    int quiet;  /* drop "log" events */
+} dt_events;
+
+/* Writes {"type": type, "time": now, ...fields} as one line and flushes. Steals the reference
+ * to fields (may be NULL). */
+void events_emit(dt_events *ev, const char *type, json_t *fields);
+/* A "log" event with a printf-style message and a level ("info", "warn"). */
+void events_log(dt_events *ev, const char *level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* An "error" event: machine-readable code and a message. */
+void events_error(dt_events *ev, const char *code, const char *message);
+
+#endif

@@ -1,0 +1,88 @@
+/* spec.h — the job specification (DESIGN.md section 3), parsed and validated.
+ *
+ * The same JSON document is the body of POST /jobs and the --spec file of `difftune train`
+ * (where base_model and dataset are paths). Every field is checked before any work starts; a bad
+ * one is reported with a machine-readable code, a message and the JSON path of the field.
+ */
+#ifndef DT_SPEC_H
+#define DT_SPEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+typedef enum { DT_METHOD_PRETRAIN = 0, DT_METHOD_FULL, DT_METHOD_DIFF_TUNING } dt_method;
+
+#define DT_SPEC_STR 1024
+
+typedef struct {
+    char base_model[DT_SPEC_STR]; /* path or id; empty only for pretrain */
+    char dataset[DT_SPEC_STR];    /* path or id */
+    dt_method method;
+    char peft[16];                /* "" (none); others are rejected until implemented */
+
+    struct {
+        char arch[32];            /* "DiT-S/2" ... "DiT-XL/8", or "custom" */
+        int depth, hidden_size, num_heads, patch_size; /* required for custom, else from arch */
+        int image_size;           /* default 32 */
+        int channels;             /* default 3 */
+        int learn_sigma;          /* default 1 */
+        int num_classes;          /* 0 = the dataset's class count */
+    } model;
+
+    struct {
+        int steps;                /* default 2000, >= 1 */
+        int batch_size;           /* default 32, 1..4096 */
+        double learning_rate;     /* default 1e-4, > 0 */
+        double weight_decay;      /* default 0, >= 0 */
+        double ema_decay;         /* default 0.9999, in [0, 1) */
+        double class_dropout;     /* default 0.1, in [0, 1] */
+        double grad_clip;         /* default 0 = off, >= 0 */
+        int grad_accum;           /* default 1, >= 1, divides batch_size */
+        uint64_t seed;            /* default 0 */
+    } hp;
+
+    struct {
+        double power;             /* s, default 1.0, in [0, 4] */
+        double replay_ratio;      /* default 0.2, in [0, 1) */
+        double replay_weight;     /* default 0.1, >= 0 */
+        int bank_size;            /* default 5000, >= 1 */
+        char bank_sampler[8];     /* "ddpm" (default) | "ddim" */
+        int bank_steps;           /* default 250, 1..1000 */
+        double bank_cfg;          /* default 1.5, >= 1 */
+    } diff_tuning;
+
+    struct {
+        int sample_every;         /* default 500, 0 = never (step 0 and the end are always sampled) */
+        int fid_every;            /* default 1000, 0 = never */
+        int fid_samples;          /* default 5000, >= 2 */
+    } eval;
+
+    struct {
+        int every;                /* default 1000, >= 1 */
+        int keep;                 /* default 3, >= 1 */
+    } checkpoint;
+
+    char device[32];              /* "auto" (default), "cpu", "cuda:N" */
+    int priority;                 /* default 0, -100..100 */
+} dt_spec;
+
+typedef struct {
+    char code[32];     /* "invalid_json", "invalid_type", "invalid_value", "unknown_field", "missing_field", "unsupported" */
+    char param[128];   /* JSON path of the field, e.g. "hyperparameters.learning_rate" */
+    char message[256]; /* human readable, names the field and what is allowed */
+} dt_spec_error;
+
+/* Fills s with the documented defaults (base_model and dataset empty). */
+void spec_defaults(dt_spec *s);
+/* Parses and validates a JSON job request. Unknown fields are errors. Returns 0, or -1 with e
+ * filled. On error s holds defaults merged with whatever parsed so far (do not use it). */
+int spec_parse(dt_spec *s, const char *json_text, size_t len, dt_spec_error *e);
+/* Same from an already parsed JSON object (borrowed). */
+int spec_from_json(dt_spec *s, json_t *root, dt_spec_error *e);
+/* The complete spec (defaults filled in) as a new JSON object; caller owns the reference. */
+json_t *spec_to_json(const dt_spec *s);
+/* "pretrain" | "full" | "diff_tuning" */
+const char *spec_method_name(dt_method m);
+
+#endif

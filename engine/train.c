@@ -1,0 +1,484 @@
+/* train.c — the training job: setup, the step, sample grids, checkpoints, resume. */
+#include "train.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "bank.h"
+#include "checkpoint.h"
+#include "dataset.h"
+#include "difftune.h"
+#include "diffusion.h"
+#include "dit.h"
+#include "fsutil.h"
+#include "image.h"
+#include "rng.h"
+#include "safetensors.h"
+#include "sampler.h"
+
+#define TRAIN_GRID_STEPS 50   /* DDIM steps for sample grids */
+#define TRAIN_GRID_CFG 1.5f   /* guidance for sample grids, as for the knowledge bank */
+#define TRAIN_GRID_SEED 0x67726964ULL
+#define TRAIN_BUCKETS 10      /* loss-by-timestep buckets of T/10 steps */
+
+typedef struct {
+    const dt_spec *spec;
+    const dt_train_opts *o;
+    dt_events *ev;
+    dt_backend *be;
+    dit_model m;
+    dt_dataset ds;
+    dt_bank bank;
+    dt_data_order order;
+    dt_schedule sched;
+    dt_diffusion_tables tab;
+    dt_tdist td;
+    dt_batch_plan plan;
+    dit_acts acts;
+    dt_sampler grid;
+    char ckpt_dir[4096], sample_dir[4096];
+    char *spec_json;
+    int micro;                /* micro-batch size = B / grad_accum */
+    /* backend memory */
+    float *params, *grads, *ema, *adam_m, *adam_v; /* (num_floats) each */
+    float *x0, *eps, *xt, *out, *dout;  /* (micro, C[_out], H, W) */
+    float *loss;              /* (B) per-sample losses */
+    float *norm_sq;           /* (1) */
+    int32_t *t_dev, *y_dev;   /* (micro) */
+    float *w_dev;             /* (micro) */
+    /* host memory, allocated once */
+    float *h_x0, *h_w, *h_loss; /* (B, C, H, W), (B), (B) */
+    int32_t *h_t, *h_y;         /* (B) */
+    float *h_stage;             /* (2 * num_floats) checkpoint staging */
+    float *h_grid;              /* (grid, C, H, W) */
+    int32_t *h_grid_labels;     /* (grid) */
+    /* running statistics since the last progress event */
+    double sum_obj, sum_down, sum_bank;
+    long n_obj, n_down, n_bank;
+    double bucket_sum[2][TRAIN_BUCKETS];
+    long bucket_n[2][TRAIN_BUCKETS];
+} trainer;
+
+static double train_now(void) {
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return tv.tv_sec + tv.tv_usec * 1e-6;
+}
+
+/* ---- setup ------------------------------------------------------------------------------- */
+
+/* The architecture: the base model's (fine-tuning) or the spec's (pretraining). */
+static int train_config(trainer *tr, dit_config *cfg, st_file *base, char *err, size_t errlen) {
+    const dt_spec *s = tr->spec;
+    if (s->method != DT_METHOD_PRETRAIN) {
+        if (safetensors_open(base, s->base_model, err, errlen)) return -1;
+        return checkpoint_read_config(base, 0, cfg, err, errlen);
+    }
+    int depth = s->model.depth, hidden = s->model.hidden_size, heads = s->model.num_heads,
+        patch = s->model.patch_size;
+    if (strcmp(s->model.arch, "custom") && dit_arch_lookup(s->model.arch, &depth, &hidden, &heads, &patch)) {
+        snprintf(err, errlen, "unknown model.arch '%s'", s->model.arch);
+        return -1;
+    }
+    /* num_classes is settled once the dataset is known; 1 is a placeholder that passes checks */
+    return dit_config_init(cfg, depth, hidden, heads, patch, s->model.image_size, s->model.channels,
+                           s->model.num_classes > 0 ? s->model.num_classes : 1, s->model.learn_sigma,
+                           err, errlen);
+}
+
+static int train_alloc(trainer *tr, char *err, size_t errlen) {
+    dt_backend *be = tr->be;
+    const dit_config *c = &tr->m.cfg;
+    const size_t P = tr->m.num_floats, B = (size_t)tr->plan.B, mb = (size_t)tr->micro;
+    const size_t img = (size_t)c->in_channels * c->image_size * c->image_size;
+    const size_t oimg = (size_t)c->out_channels * c->image_size * c->image_size;
+    float **blocks[] = {&tr->params, &tr->grads, &tr->ema, &tr->adam_m, &tr->adam_v};
+    for (int i = 0; i < 5; i++)
+        if (!(*blocks[i] = be->alloc(be, P * sizeof(float)))) goto oom;
+    if (!(tr->x0 = be->alloc(be, mb * img * sizeof(float))) ||
+        !(tr->eps = be->alloc(be, mb * img * sizeof(float))) ||
+        !(tr->xt = be->alloc(be, mb * img * sizeof(float))) ||
+        !(tr->out = be->alloc(be, mb * oimg * sizeof(float))) ||
+        !(tr->dout = be->alloc(be, mb * oimg * sizeof(float))) ||
+        !(tr->loss = be->alloc(be, B * sizeof(float))) ||
+        !(tr->norm_sq = be->alloc(be, sizeof(float))) ||
+        !(tr->t_dev = be->alloc(be, mb * sizeof(int32_t))) ||
+        !(tr->y_dev = be->alloc(be, mb * sizeof(int32_t))) ||
+        !(tr->w_dev = be->alloc(be, mb * sizeof(float))))
+        goto oom;
+    const int G = tr->o->grid_size > 0 ? tr->o->grid_size : 16;
+    tr->h_x0 = malloc(B * img * sizeof(float));
+    tr->h_w = malloc(B * sizeof(float));
+    tr->h_loss = malloc(B * sizeof(float));
+    tr->h_t = malloc(B * sizeof(int32_t));
+    tr->h_y = malloc(B * sizeof(int32_t));
+    tr->h_stage = malloc(2 * P * sizeof(float));
+    tr->h_grid = malloc((size_t)G * img * sizeof(float));
+    tr->h_grid_labels = malloc((size_t)G * sizeof(int32_t));
+    if (!tr->h_x0 || !tr->h_w || !tr->h_loss || !tr->h_t || !tr->h_y || !tr->h_stage ||
+        !tr->h_grid || !tr->h_grid_labels)
+        goto oom;
+    if (dit_acts_alloc(&tr->acts, &tr->m, tr->micro, 1, err, errlen)) return -1;
+    dt_sampler_opts so = {.steps = TRAIN_GRID_STEPS, .ddim = 1, .eta = 0.0, .cfg = TRAIN_GRID_CFG};
+    if (sampler_init(&tr->grid, &tr->m, &tr->sched, &so, G, err, errlen)) return -1;
+    for (int i = 0; i < G; i++) tr->h_grid_labels[i] = i % tr->ds.num_classes;
+    return 0;
+oom:
+    snprintf(err, errlen, "out of memory: a %zu-parameter DiT with batch %zu does not fit on %s",
+             P, B, be->name);
+    return -1;
+}
+
+/* Everything that can be checked before work starts: base model, dataset, class counts. */
+static int train_setup(trainer *tr, char *err, size_t errlen) {
+    const dt_spec *s = tr->spec;
+    st_file base = {0};
+    dit_config cfg;
+    int rc = TRAIN_INVALID;
+    if (train_config(tr, &cfg, &base, err, errlen)) goto done;
+    if (dataset_load(&tr->ds, s->dataset, cfg.image_size, cfg.in_channels, err, errlen)) goto done;
+    if (s->method == DT_METHOD_PRETRAIN) {
+        int classes = s->model.num_classes > 0 ? s->model.num_classes : tr->ds.num_classes;
+        if (classes < tr->ds.num_classes) {
+            snprintf(err, errlen, "model.num_classes is %d but the dataset has %d classes",
+                     classes, tr->ds.num_classes);
+            goto done;
+        }
+        dit_config_init(&cfg, cfg.depth, cfg.hidden, cfg.heads, cfg.patch, cfg.image_size,
+                        cfg.in_channels, classes, cfg.learn_sigma, err, errlen);
+    } else if (tr->ds.num_classes > cfg.num_classes) {
+        snprintf(err, errlen, "the dataset has %d classes but the base model's label table has only "
+                 "%d (plus the null class)", tr->ds.num_classes, cfg.num_classes);
+        goto done;
+    }
+    if (s->hp.batch_size % s->hp.grad_accum) {
+        snprintf(err, errlen, "hyperparameters.grad_accum (%d) must divide batch_size (%d)",
+                 s->hp.grad_accum, s->hp.batch_size);
+        goto done;
+    }
+    if (s->method == DT_METHOD_DIFF_TUNING && !tr->o->bank_dir) {
+        snprintf(err, errlen, "diff_tuning needs a knowledge-bank directory");
+        goto done;
+    }
+    rc = TRAIN_FAILED;
+    char dev_err[256];
+    const char *device = tr->o->device ? tr->o->device : s->device;
+    if (!(tr->be = dt_backend_create(device, dev_err, sizeof dev_err))) {
+        snprintf(err, errlen, "device %s: %s", device, dev_err);
+        rc = TRAIN_INVALID;
+        goto done;
+    }
+    if (dit_model_init(&tr->m, &cfg, tr->be, err, errlen)) goto done;
+    difftune_plan(&tr->plan, s, cfg.num_classes);
+    tr->micro = tr->plan.B / s->hp.grad_accum;
+    if (diffusion_schedule_init(&tr->sched, DT_DIFFUSION_T) ||
+        diffusion_tables_upload(&tr->tab, &tr->sched, tr->be) ||
+        difftune_tdist_init(&tr->td, DT_DIFFUSION_T, s->method, s->diff_tuning.power) ||
+        data_order_init(&tr->order, tr->ds.n, s->hp.seed)) {
+        snprintf(err, errlen, "out of memory for the diffusion tables");
+        goto done;
+    }
+    if (train_alloc(tr, err, errlen)) goto done;
+
+    /* Starting weights: the base model's (EMA) weights, or the from-scratch initialisation. */
+    float *host = tr->h_stage;
+    if (s->method == DT_METHOD_PRETRAIN) dit_init_host(&tr->m, host, s->hp.seed);
+    else if (checkpoint_read_weights(&base, &tr->m, "", host, err, errlen)) {
+        rc = TRAIN_INVALID;
+        goto done;
+    }
+    tr->be->upload(tr->be, tr->params, host, tr->m.num_floats * sizeof(float));
+    tr->be->copy(tr->be, tr->ema, tr->params, tr->m.num_floats * sizeof(float));
+    rc = TRAIN_OK;
+done:
+    safetensors_close(&base);
+    return rc;
+}
+
+static void train_teardown(trainer *tr) {
+    if (tr->be) {
+        dt_backend *be = tr->be;
+        void *bufs[] = {tr->params, tr->grads, tr->ema, tr->adam_m, tr->adam_v, tr->x0, tr->eps,
+                        tr->xt, tr->out, tr->dout, tr->loss, tr->norm_sq, tr->t_dev, tr->y_dev, tr->w_dev};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+            if (bufs[i]) be->free(be, bufs[i]);
+        sampler_free(&tr->grid);
+        if (tr->acts.block) dit_acts_free(&tr->acts, &tr->m);
+        diffusion_tables_free(&tr->tab, be);
+        if (tr->m.params) dit_model_free(&tr->m);
+        be->destroy(be);
+    }
+    diffusion_schedule_free(&tr->sched);
+    difftune_tdist_free(&tr->td);
+    data_order_free(&tr->order);
+    dataset_free(&tr->ds);
+    bank_free(&tr->bank);
+    free(tr->h_x0); free(tr->h_w); free(tr->h_loss); free(tr->h_t); free(tr->h_y);
+    free(tr->h_stage); free(tr->h_grid); free(tr->h_grid_labels);
+    free(tr->spec_json);
+}
+
+/* ---- outputs ----------------------------------------------------------------------------- */
+
+static int train_save(trainer *tr, int step, char *err, size_t errlen) {
+    dt_backend *be = tr->be;
+    const size_t P = tr->m.num_floats, bytes = P * sizeof(float);
+    events_emit(tr->ev, "progress", json_pack("{s:s, s:i, s:i}", "phase", "saving", "step", step,
+                                              "total_steps", tr->spec->hp.steps));
+    /* Moments first (state file), then weights and EMA (model file), through one staging area
+     * of two parameter blocks. */
+    float *a = tr->h_stage, *b = tr->h_stage + P;
+    be->download(be, a, tr->adam_m, bytes);
+    be->download(be, b, tr->adam_v, bytes);
+    if (checkpoint_save_state(tr->ckpt_dir, step, &tr->m, a, b, tr->spec_json, err, errlen)) return -1;
+    be->download(be, a, tr->ema, bytes);
+    be->download(be, b, tr->params, bytes);
+    if (checkpoint_save_model(tr->ckpt_dir, step, &tr->m, a, b, tr->spec_json, err, errlen)) return -1;
+    checkpoint_prune(tr->ckpt_dir, tr->spec->checkpoint.keep);
+
+    char path[4200], sha[65], name[64];
+    checkpoint_path(path, sizeof path, tr->ckpt_dir, step, "");
+    if (fs_sha256_file(path, sha, err, errlen)) return -1;
+    snprintf(name, sizeof name, "step_%07d.safetensors", step);
+    FILE *f = fopen(path, "rb");
+    long size = 0;
+    if (f) {
+        fseek(f, 0, SEEK_END);
+        size = ftell(f);
+        fclose(f);
+    }
+    events_emit(tr->ev, "checkpoint", json_pack("{s:i, s:s, s:s, s:I, s:s}", "step", step,
+                "name", name, "path", path, "bytes", (json_int_t)size, "sha256", sha));
+    return 0;
+}
+
+/* Samples the fixed-seed, fixed-label grid from the EMA weights into samples/step_S.png. */
+static int train_grid(trainer *tr, int step, char *err, size_t errlen) {
+    const dit_config *c = &tr->m.cfg;
+    const int G = tr->grid.max_batch;
+    events_emit(tr->ev, "progress", json_pack("{s:s, s:i, s:i}", "phase", "evaluating", "step", step,
+                                              "total_steps", tr->spec->hp.steps));
+    int r = sampler_run(&tr->grid, tr->ema, tr->h_grid_labels, G, TRAIN_GRID_SEED, 0, tr->h_grid, NULL);
+    if (r < 0) {
+        snprintf(err, errlen, "backend failure while sampling (%d)", r);
+        return -1;
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/step_%07d.png", tr->sample_dir, step);
+    int cols = (int)ceil(sqrt((double)G));
+    if (image_write_grid(path, tr->h_grid, G, c->in_channels, c->image_size, c->image_size, cols,
+                         err, errlen))
+        return -1;
+    char name[64];
+    snprintf(name, sizeof name, "step_%07d.png", step);
+    events_emit(tr->ev, "sample", json_pack("{s:i, s:s, s:s, s:i}", "step", step, "name", name,
+                                            "path", path, "images", G));
+    return 0;
+}
+
+/* ---- the step ---------------------------------------------------------------------------- */
+
+/* One optimisation step (1-based). No allocation. */
+static int train_step(trainer *tr, int step) {
+    dt_backend *be = tr->be;
+    const dt_spec *s = tr->spec;
+    const dit_config *c = &tr->m.cfg;
+    const size_t P = tr->m.num_floats, mb = (size_t)tr->micro;
+    const int HW = c->image_size * c->image_size;
+    const size_t img = (size_t)c->in_channels * HW, oimg = (size_t)c->out_channels * HW;
+
+    difftune_compose(&tr->plan, &tr->td, step, &tr->ds, &tr->order, tr->bank.images ? &tr->bank : NULL,
+                     tr->h_x0, tr->h_y, tr->h_t, tr->h_w);
+    be->zero(be, tr->grads, P * sizeof(float));
+    for (int k = 0; k < s->hp.grad_accum; k++) {
+        const size_t off = (size_t)k * mb;
+        be->upload(be, tr->x0, tr->h_x0 + off * img, mb * img * sizeof(float));
+        be->upload(be, tr->t_dev, tr->h_t + off, mb * sizeof(int32_t));
+        be->upload(be, tr->y_dev, tr->h_y + off, mb * sizeof(int32_t));
+        be->upload(be, tr->w_dev, tr->h_w + off, mb * sizeof(float));
+        be->randn(be, tr->eps, mb * img, s->hp.seed, DT_STREAM_NOISE + (uint64_t)step * 4096 + (uint64_t)k);
+        be->q_sample(be, tr->xt, tr->x0, tr->eps, tr->t_dev, &tr->tab, (int)mb, (int)img);
+        dit_forward(&tr->m, tr->params, &tr->acts, tr->xt, tr->t_dev, tr->y_dev, (int)mb, tr->out);
+        be->zero(be, tr->dout, mb * oimg * sizeof(float));
+        be->diffusion_loss(be, tr->loss + off, tr->dout, tr->out, tr->x0, tr->xt, tr->eps, tr->t_dev,
+                           tr->w_dev, &tr->tab, (int)mb, c->in_channels, HW, c->learn_sigma);
+        dit_backward(&tr->m, tr->params, tr->grads, &tr->acts, tr->dout, tr->y_dev, (int)mb);
+    }
+    if (s->hp.grad_clip > 0) {
+        be->sum_squares(be, tr->norm_sq, tr->grads, P);
+        be->clip_by_norm(be, tr->grads, P, tr->norm_sq, (float)s->hp.grad_clip);
+    }
+    be->adamw_update(be, tr->params, tr->grads, tr->adam_m, tr->adam_v, P, (float)s->hp.learning_rate,
+                     0.9f, 0.999f, 1e-8f, (float)s->hp.weight_decay, step);
+    be->ema_update(be, tr->ema, tr->params, P, (float)s->hp.ema_decay);
+
+    /* Per-sample losses feed the objective and the loss-by-timestep diagnostics. */
+    be->download(be, tr->h_loss, tr->loss, (size_t)tr->plan.B * sizeof(float));
+    int rc = be->sync(be);
+    for (int i = 0; i < tr->plan.B; i++) {
+        double l = tr->h_loss[i];
+        int bank = i >= tr->plan.B_down, bucket = tr->h_t[i] * TRAIN_BUCKETS / DT_DIFFUSION_T;
+        tr->sum_obj += tr->h_w[i] * l;
+        if (bank) { tr->sum_bank += l; tr->n_bank++; }
+        else { tr->sum_down += l; tr->n_down++; }
+        tr->bucket_sum[bank][bucket] += l;
+        tr->bucket_n[bank][bucket]++;
+    }
+    tr->n_obj++;
+    return rc;
+}
+
+static json_t *train_bucket_json(const trainer *tr, int bank) {
+    json_t *a = json_array();
+    for (int k = 0; k < TRAIN_BUCKETS; k++)
+        json_array_append_new(a, tr->bucket_n[bank][k]
+                                     ? json_real(tr->bucket_sum[bank][k] / tr->bucket_n[bank][k])
+                                     : json_null());
+    return a;
+}
+
+/* Emits progress (and the loss-by-timestep metric) and resets the running sums. */
+static void train_report(trainer *tr, int step, double ips) {
+    const dt_spec *s = tr->spec;
+    double loss = tr->n_obj ? tr->sum_obj / tr->n_obj : NAN;
+    json_t *p = json_pack("{s:s, s:i, s:i, s:f, s:f, s:f, s:f}", "phase", "training", "step", step,
+                          "total_steps", s->hp.steps, "loss", loss, "learning_rate", s->hp.learning_rate,
+                          "images_per_second", ips,
+                          "eta_seconds", ips > 0 ? (s->hp.steps - step) * (double)tr->plan.B / ips : 0.0);
+    if (tr->n_down) json_object_set_new(p, "loss_downstream", json_real(tr->sum_down / tr->n_down));
+    if (tr->n_bank) json_object_set_new(p, "loss_bank", json_real(tr->sum_bank / tr->n_bank));
+    events_emit(tr->ev, "progress", p);
+    json_t *m = json_pack("{s:s, s:i, s:o}", "name", "loss_by_timestep", "step", step,
+                          "downstream", train_bucket_json(tr, 0));
+    if (tr->plan.B_bank) json_object_set_new(m, "bank", train_bucket_json(tr, 1));
+    events_emit(tr->ev, "metric", m);
+    tr->sum_obj = tr->sum_down = tr->sum_bank = 0;
+    tr->n_obj = tr->n_down = tr->n_bank = 0;
+    memset(tr->bucket_sum, 0, sizeof tr->bucket_sum);
+    memset(tr->bucket_n, 0, sizeof tr->bucket_n);
+}
+
+/* ---- the job ----------------------------------------------------------------------------- */
+
+static int train_resume(trainer *tr, int *start, char *err, size_t errlen) {
+    *start = 0;
+    int latest = checkpoint_latest(tr->ckpt_dir);
+    if (latest < 0) return 0;
+    const size_t P = tr->m.num_floats, bytes = P * sizeof(float);
+    float *a = tr->h_stage, *b = tr->h_stage + P;
+    dt_train_state st = {.weights = a, .ema = b};
+    if (checkpoint_load(tr->ckpt_dir, latest, &tr->m, &st, err, errlen)) return -1;
+    tr->be->upload(tr->be, tr->params, a, bytes);
+    tr->be->upload(tr->be, tr->ema, b, bytes);
+    st = (dt_train_state){.adam_m = a, .adam_v = b};
+    if (checkpoint_load(tr->ckpt_dir, latest, &tr->m, &st, err, errlen)) return -1;
+    tr->be->upload(tr->be, tr->adam_m, a, bytes);
+    tr->be->upload(tr->be, tr->adam_v, b, bytes);
+    *start = latest;
+    events_log(tr->ev, "info", "resuming from checkpoint step %d", latest);
+    return 0;
+}
+
+static int train_bank(trainer *tr, char *err, size_t errlen) {
+    dt_bank_settings bs;
+    char key[65];
+    bank_settings_from_spec(&bs, tr->spec);
+    if (bank_key(tr->spec->base_model, &bs, key, err, errlen)) return -1;
+    events_emit(tr->ev, "progress", json_pack("{s:s, s:i, s:i}", "phase", "knowledge_bank", "step", 0,
+                                              "total_steps", bs.size));
+    int reused = 0;
+    /* params hold the base model's weights here: resume happens after the bank exists. */
+    int r = bank_load_or_generate(&tr->bank, tr->o->bank_dir, key, &bs, &tr->m, tr->params, tr->ev,
+                                  tr->o->stop, &reused, err, errlen);
+    if (r == 0)
+        events_emit(tr->ev, "metric", json_pack("{s:s, s:s, s:i, s:b}", "name", "knowledge_bank",
+                                                "key", key, "images", tr->bank.n, "reused", reused));
+    return r;
+}
+
+int train_run(const dt_spec *spec, const dt_train_opts *o, char *err, size_t errlen) {
+    trainer tr;
+    memset(&tr, 0, sizeof tr);
+    tr.spec = spec;
+    tr.o = o;
+    tr.ev = o->events;
+    int rc;
+    double t_start = train_now();
+    events_emit(tr.ev, "status", json_pack("{s:s}", "status", "running"));
+    events_emit(tr.ev, "progress", json_pack("{s:s, s:i, s:i}", "phase", "loading", "step", 0,
+                                             "total_steps", spec->hp.steps));
+    if ((rc = train_setup(&tr, err, errlen)) != TRAIN_OK) goto fail;
+    rc = TRAIN_FAILED;
+    json_t *sj = spec_to_json(spec);
+    tr.spec_json = json_dumps(sj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(sj);
+    snprintf(tr.ckpt_dir, sizeof tr.ckpt_dir, "%s/checkpoints", o->out_dir);
+    snprintf(tr.sample_dir, sizeof tr.sample_dir, "%s/samples", o->out_dir);
+    if (fs_mkdirs(tr.ckpt_dir, err, errlen) || fs_mkdirs(tr.sample_dir, err, errlen)) goto fail;
+    events_log(tr.ev, "info", "%s: %d-layer DiT, hidden %d, %d heads, patch %d, %dx%dx%d, %d classes, "
+               "%zu parameters on %s; dataset %d images in %d classes",
+               spec_method_name(spec->method), tr.m.cfg.depth, tr.m.cfg.hidden, tr.m.cfg.heads,
+               tr.m.cfg.patch, tr.m.cfg.image_size, tr.m.cfg.image_size, tr.m.cfg.in_channels,
+               tr.m.cfg.num_classes, tr.m.num_floats, tr.be->name, tr.ds.n, tr.ds.num_classes);
+
+    if (spec->method == DT_METHOD_DIFF_TUNING) {
+        int r = train_bank(&tr, err, errlen);
+        if (r == 1) {
+            rc = TRAIN_STOPPED;
+            events_emit(tr.ev, "status", json_pack("{s:s, s:i}", "status", "stopped", "step", 0));
+            goto out;
+        }
+        if (r) goto fail;
+    }
+    int start;
+    if (train_resume(&tr, &start, err, errlen)) goto fail;
+    if (start == 0 && train_grid(&tr, 0, err, errlen)) goto fail;
+
+    int saved = start, done = start;
+    double t_train = train_now();
+    const int log_every = o->log_every > 0 ? o->log_every : 10;
+    for (int step = start + 1; step <= spec->hp.steps; step++) {
+        if (o->stop && *o->stop) break;
+        if (train_step(&tr, step)) {
+            snprintf(err, errlen, "backend failure at step %d on %s", step, tr.be->name);
+            goto fail;
+        }
+        double el = train_now() - t_train;
+        if (step == start + 1 || step % log_every == 0 || step == spec->hp.steps) {
+            train_report(&tr, step, el > 0 ? (step - start) * (double)tr.plan.B / el : 0.0);
+        }
+        done = step;
+        int stop_now = (o->stop_after > 0 && step >= o->stop_after) || (o->stop && *o->stop);
+        if (step % spec->checkpoint.every == 0 || step == spec->hp.steps || stop_now) {
+            if (train_save(&tr, step, err, errlen)) goto fail;
+            saved = step;
+        }
+        if ((spec->eval.sample_every > 0 && step % spec->eval.sample_every == 0) || step == spec->hp.steps)
+            if (train_grid(&tr, step, err, errlen)) goto fail;
+        if (stop_now) break;
+    }
+    if (done > saved) { /* signalled between a save and the next step */
+        if (train_save(&tr, done, err, errlen)) goto fail;
+        saved = done;
+    }
+    if (saved < spec->hp.steps) {
+        /* Stopped early; the last finished step is checkpointed (saved == that step). */
+        events_emit(tr.ev, "status", json_pack("{s:s, s:i}", "status", "stopped", "step", saved));
+        rc = TRAIN_STOPPED;
+        goto out;
+    }
+    if (start == spec->hp.steps) events_log(tr.ev, "info", "already complete at step %d", start);
+    events_emit(tr.ev, "status", json_pack("{s:s, s:i, s:f}", "status", "succeeded", "step",
+                                           spec->hp.steps, "seconds", train_now() - t_start));
+    rc = TRAIN_OK;
+    goto out;
+fail:
+    events_error(tr.ev, rc == TRAIN_INVALID ? "invalid_input" : "training_failed", err);
+    events_emit(tr.ev, "status", json_pack("{s:s}", "status", "failed"));
+out:
+    train_teardown(&tr);
+    return rc;
+}

@@ -1,0 +1,36 @@
+/* train.h — one training job from spec to checkpoints: load and validate everything, build or
+ * reuse the knowledge bank, train (pretrain / full / diff_tuning), write sample grids and
+ * checkpoints, resume from the newest complete checkpoint in the output directory.
+ *
+ * Output directory: checkpoints/ (see checkpoint.h), samples/step_SSSSSSS.png. Events (see
+ * events.h) describe every phase; `difftune train` prints them on stdout.
+ */
+#ifndef DT_TRAIN_H
+#define DT_TRAIN_H
+
+#include <stddef.h>
+#include "events.h"
+#include "spec.h"
+
+typedef struct {
+    const char *out_dir;   /* required */
+    const char *bank_dir;  /* knowledge-bank cache root (required for diff_tuning) */
+    const char *device;    /* overrides spec->device when non-NULL */
+    int log_every;         /* steps between progress events (>= 1); first and last always */
+    int stop_after;        /* > 0: stop as if signalled once this step is done (tests, debugging) */
+    int grid_size;         /* images in each sample grid (default 16 when 0) */
+    dt_events *events;
+    volatile int *stop;    /* set asynchronously (SIGTERM): stop at the next step boundary */
+} dt_train_opts;
+
+/* Return codes of train_run. */
+#define TRAIN_OK 0
+#define TRAIN_STOPPED 1    /* stopped on request; a checkpoint of the last finished step exists */
+#define TRAIN_INVALID (-2) /* bad input, rejected before any work started */
+#define TRAIN_FAILED (-1)  /* failed while working (I/O, backend, out of memory) */
+
+/* Runs the job described by spec (base_model and dataset are file paths). Returns one of the
+ * codes above; on failure err holds the message and an "error" event was emitted. */
+int train_run(const dt_spec *spec, const dt_train_opts *opts, char *err, size_t errlen);
+
+#endif

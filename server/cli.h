@@ -1,0 +1,21 @@
+/* cli.h — the difftune subcommands and the small argument helpers they share. */
+#ifndef DT_CLI_H
+#define DT_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Each subcommand gets argv[0] = its own name and returns the process exit status:
+ * 0 success, 1 failure while working, 2 bad usage or input rejected, 3 stopped on request. */
+int cmd_train(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
+int cmd_dataset(int argc, char **argv);
+
+/* Strict integer / number parsing of a whole string ("12abc" fails). Return 0 or -1. */
+int cli_parse_int(const char *s, long lo, long hi, long *out);
+int cli_parse_u64(const char *s, uint64_t *out);
+int cli_parse_double(const char *s, double *out);
+/* Reads a whole file into a NUL-terminated heap buffer (*len bytes). NULL on failure. */
+char *cli_read_file(const char *path, size_t *len);
+
+#endif

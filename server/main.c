@@ -1,0 +1,39 @@
+/* main.c — the difftune binary: one executable, one subcommand per task. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const struct {
+    const char *name;
+    int (*run)(int, char **);
+    const char *summary;
+} commands[] = {
+    {"train", cmd_train, "train a DiT from a job spec (pretrain, full fine-tuning or Diff-Tuning)"},
+    {"sample", cmd_sample, "draw a grid of samples from a checkpoint"},
+    {"dataset", cmd_dataset, "make synthetic datasets and inspect image sets"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: difftune <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n'difftune <command> --help' describes each command.\n"
+               "exit status: 0 success, 1 failure, 2 bad usage or rejected input, 3 stopped on request\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+        printf("difftune %s\n", DIFFTUNE_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "difftune: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,46 @@
+/* check.h — the minimal assertion kit used by the C tests.
+ *
+ * CHECK records a failure with file and line and carries on, so one run reports every broken
+ * expectation; check_done() prints "N passed, M failed" and returns the process exit code.
+ */
+#ifndef DT_CHECK_H
+#define DT_CHECK_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <math.h>
+
+static int check_passed_, check_failed_;
+
+#define CHECK(cond, ...) do { \
+    if (cond) { check_passed_++; } else { \
+        check_failed_++; \
+        fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond); \
+        fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); } \
+} while (0)
+
+/* Relative-or-absolute closeness: |a-b| <= tol * max(1, |a|, |b|). */
+#define CHECK_CLOSE(a, b, tol, what) do { double a_ = (a), b_ = (b); \
+    double s_ = fmax(1.0, fmax(fabs(a_), fabs(b_))); \
+    CHECK(fabs(a_ - b_) <= (tol) * s_, "%s: %.9g vs %.9g (tol %g)", (what), a_, b_, (double)(tol)); \
+} while (0)
+
+/* Prints the tally; returns the exit status for main. */
+static inline int check_done(const char *suite) {
+    printf("%s: %d passed, %d failed\n", suite, check_passed_, check_failed_);
+    return check_failed_ ? 1 : 0;
+}
+
+/* A scratch directory for this test under DIFFTUNE_TEST_TMP (or /tmp), created empty. */
+static inline const char *check_tmpdir(const char *name) {
+    static char buf[1024];
+    const char *base = getenv("DIFFTUNE_TEST_TMP");
+    if (!base) base = "/tmp/difftune-test";
+    snprintf(buf, sizeof buf, "%s/%s", base, name);
+    char cmd[2200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", buf, buf);
+    if (system(cmd) != 0) { fprintf(stderr, "cannot create %s\n", buf); exit(2); }
+    return buf;
+}
+
+#endif

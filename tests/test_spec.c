@@ -1,0 +1,802 @@
+/* test_spec.c — the job specification: defaults, the DESIGN.md example, the canonical JSON and
+ * its round trip, and at least one bad value and one bad type for every field, each with the
+ * exact error code and param. */
+#include "spec.h"
+#include "check.h"
+
+#include <string.h>
+
+/* DESIGN.md section 3, comments removed. */
+static const char *const EXAMPLE =
+    "{\n"
+    "  \"base_model\": \"mdl_...\",\n"
+    "  \"dataset\": \"ds_...\",\n"
+    "  \"method\": \"diff_tuning\",\n"
+    "  \"peft\": null,\n"
+    "  \"model\": {\"arch\": \"DiT-S/2\", \"image_size\": 32, \"channels\": 3, \"learn_sigma\": true,\n"
+    "            \"num_classes\": 10},\n"
+    "  \"hyperparameters\": {\"steps\": 2000, \"batch_size\": 32, \"learning_rate\": 1e-4, \"ema_decay\": 0.9999,\n"
+    "                      \"seed\": 0, \"class_dropout\": 0.1},\n"
+    "  \"diff_tuning\": {\"power\": 1.0, \"replay_ratio\": 0.2, \"replay_weight\": 0.1,\n"
+    "                  \"bank_size\": 5000, \"bank_sampler\": \"ddpm\", \"bank_steps\": 250, \"bank_cfg\": 1.5},\n"
+    "  \"eval\": {\"sample_every\": 500, \"fid_every\": 1000, \"fid_samples\": 5000},\n"
+    "  \"checkpoint\": {\"every\": 1000, \"keep\": 3},\n"
+    "  \"device\": \"auto\",\n"
+    "  \"priority\": 0\n"
+    "}\n";
+
+/* A from-scratch custom DiT, the base for the architecture fields only pretrain may set. */
+static const char *const PRETRAIN =
+    "{\"dataset\": \"/data/mnist\", \"method\": \"pretrain\", \"model\": {\"arch\": \"custom\","
+    " \"depth\": 4, \"hidden_size\": 128, \"num_heads\": 4, \"patch_size\": 2, \"image_size\": 28,"
+    " \"channels\": 1}}";
+
+static int parse_str(dt_spec *s, const char *text, dt_spec_error *e)
+{
+    return spec_parse(s, text, strlen(text), e);
+}
+
+/* ---- field-by-field comparison (so a failure names the field) -------------------------------- */
+
+static void check_spec_equal(const dt_spec *a, const dt_spec *b, const char *what)
+{
+#define EQ_I(f) CHECK(a->f == b->f, "%s: " #f " %lld vs %lld", what, (long long)a->f, (long long)b->f)
+#define EQ_D(f) CHECK(a->f == b->f, "%s: " #f " %.17g vs %.17g", what, a->f, b->f)
+#define EQ_S(f) CHECK(strcmp(a->f, b->f) == 0, "%s: " #f " \"%s\" vs \"%s\"", what, a->f, b->f)
+    EQ_S(base_model); EQ_S(dataset); EQ_I(method); EQ_S(peft);
+    EQ_S(model.arch); EQ_I(model.depth); EQ_I(model.hidden_size); EQ_I(model.num_heads);
+    EQ_I(model.patch_size); EQ_I(model.image_size); EQ_I(model.channels);
+    EQ_I(model.learn_sigma); EQ_I(model.num_classes);
+    EQ_I(hp.steps); EQ_I(hp.batch_size); EQ_D(hp.learning_rate); EQ_D(hp.weight_decay);
+    EQ_D(hp.ema_decay); EQ_D(hp.class_dropout); EQ_D(hp.grad_clip); EQ_I(hp.grad_accum);
+    EQ_I(hp.seed);
+    EQ_D(diff_tuning.power); EQ_D(diff_tuning.replay_ratio); EQ_D(diff_tuning.replay_weight);
+    EQ_I(diff_tuning.bank_size); EQ_S(diff_tuning.bank_sampler); EQ_I(diff_tuning.bank_steps);
+    EQ_D(diff_tuning.bank_cfg);
+    EQ_I(eval.sample_every); EQ_I(eval.fid_every); EQ_I(eval.fid_samples);
+    EQ_I(checkpoint.every); EQ_I(checkpoint.keep);
+    EQ_S(device); EQ_I(priority);
+    /* spec_defaults zeroes padding and string tails, so equal specs are equal bytes too; this
+     * catches a field added to dt_spec but forgotten in the tables */
+    CHECK(memcmp(a, b, sizeof *a) == 0, "%s: specs differ byte-wise", what);
+#undef EQ_I
+#undef EQ_D
+#undef EQ_S
+}
+
+/* ---- defaults and the example ---------------------------------------------------------------- */
+
+static void test_defaults(void)
+{
+    dt_spec s;
+    memset(&s, 0x5a, sizeof s);
+    spec_defaults(&s);
+    CHECK(s.base_model[0] == 0 && s.dataset[0] == 0 && s.peft[0] == 0, "empty strings");
+    CHECK(s.method == DT_METHOD_DIFF_TUNING, "method %d", s.method);
+    CHECK(!strcmp(s.model.arch, "DiT-S/2"), "arch %s", s.model.arch);
+    CHECK(s.model.depth == 12 && s.model.hidden_size == 384 && s.model.num_heads == 6 &&
+          s.model.patch_size == 2, "DiT-S/2 sizes");
+    CHECK(s.model.image_size == 32 && s.model.channels == 3 && s.model.learn_sigma == 1 &&
+          s.model.num_classes == 0, "model defaults");
+    CHECK(s.hp.steps == 2000 && s.hp.batch_size == 32 && s.hp.grad_accum == 1 && s.hp.seed == 0,
+          "hp integers");
+    CHECK(s.hp.learning_rate == 1e-4 && s.hp.weight_decay == 0 && s.hp.ema_decay == 0.9999 &&
+          s.hp.class_dropout == 0.1 && s.hp.grad_clip == 0, "hp reals");
+    CHECK(s.diff_tuning.power == 1.0 && s.diff_tuning.replay_ratio == 0.2 &&
+          s.diff_tuning.replay_weight == 0.1 && s.diff_tuning.bank_size == 5000 &&
+          !strcmp(s.diff_tuning.bank_sampler, "ddpm") && s.diff_tuning.bank_steps == 250 &&
+          s.diff_tuning.bank_cfg == 1.5, "diff_tuning defaults");
+    CHECK(s.eval.sample_every == 500 && s.eval.fid_every == 1000 && s.eval.fid_samples == 5000,
+          "eval defaults");
+    CHECK(s.checkpoint.every == 1000 && s.checkpoint.keep == 3, "checkpoint defaults");
+    CHECK(!strcmp(s.device, "auto") && s.priority == 0, "device/priority defaults");
+
+    /* the minimal request gets exactly the defaults */
+    dt_spec p, want;
+    dt_spec_error e;
+    int rc = parse_str(&p, "{\"base_model\":\"mdl_1\",\"dataset\":\"ds_1\"}", &e);
+    CHECK(rc == 0, "minimal request: %s %s", e.code, e.message);
+    CHECK(e.code[0] == 0 && e.param[0] == 0 && e.message[0] == 0, "error cleared on success");
+    spec_defaults(&want);
+    strcpy(want.base_model, "mdl_1");
+    strcpy(want.dataset, "ds_1");
+    check_spec_equal(&p, &want, "minimal request");
+
+    CHECK(!strcmp(spec_method_name(DT_METHOD_PRETRAIN), "pretrain") &&
+          !strcmp(spec_method_name(DT_METHOD_FULL), "full") &&
+          !strcmp(spec_method_name(DT_METHOD_DIFF_TUNING), "diff_tuning"), "method names");
+}
+
+static void test_example(void)
+{
+    dt_spec s;
+    dt_spec_error e;
+    int rc = parse_str(&s, EXAMPLE, &e);
+    CHECK(rc == 0, "DESIGN.md example: %s %s: %s", e.code, e.param, e.message);
+    CHECK(!strcmp(s.base_model, "mdl_...") && !strcmp(s.dataset, "ds_..."), "ids");
+    CHECK(s.method == DT_METHOD_DIFF_TUNING && s.peft[0] == 0, "method, peft");
+    CHECK(!strcmp(s.model.arch, "DiT-S/2") && s.model.image_size == 32 && s.model.channels == 3 &&
+          s.model.learn_sigma == 1 && s.model.num_classes == 10, "model");
+    CHECK(s.model.depth == 12 && s.model.hidden_size == 384 && s.model.num_heads == 6 &&
+          s.model.patch_size == 2, "sizes filled from the arch");
+    CHECK(s.hp.steps == 2000 && s.hp.batch_size == 32 && s.hp.learning_rate == 1e-4 &&
+          s.hp.ema_decay == 0.9999 && s.hp.seed == 0 && s.hp.class_dropout == 0.1, "hp");
+    CHECK(s.diff_tuning.power == 1.0 && s.diff_tuning.replay_ratio == 0.2 &&
+          s.diff_tuning.replay_weight == 0.1 && s.diff_tuning.bank_size == 5000 &&
+          !strcmp(s.diff_tuning.bank_sampler, "ddpm") && s.diff_tuning.bank_steps == 250 &&
+          s.diff_tuning.bank_cfg == 1.5, "diff_tuning");
+    CHECK(s.eval.sample_every == 500 && s.eval.fid_every == 1000 && s.eval.fid_samples == 5000,
+          "eval");
+    CHECK(s.checkpoint.every == 1000 && s.checkpoint.keep == 3, "checkpoint");
+    CHECK(!strcmp(s.device, "auto") && s.priority == 0, "device, priority");
+
+    /* every field away from its default, through the text parser */
+    const char *all =
+        "{\"base_model\":\"/models/dit-b4.safetensors\",\"dataset\":\"/data/flowers\","
+        "\"method\":\"full\",\"model\":{\"arch\":\"DiT-B/4\",\"image_size\":64,\"channels\":4,"
+        "\"learn_sigma\":false,\"num_classes\":102},\"hyperparameters\":{\"steps\":7,"
+        "\"batch_size\":48,\"learning_rate\":3e-5,\"weight_decay\":0.01,\"ema_decay\":0,"
+        "\"class_dropout\":1,\"grad_clip\":1.5,\"grad_accum\":3,\"seed\":9007199254740992},"
+        "\"diff_tuning\":{\"power\":0.5,\"replay_ratio\":0,\"replay_weight\":2,\"bank_size\":1,"
+        "\"bank_sampler\":\"ddim\",\"bank_steps\":1000,\"bank_cfg\":1},\"eval\":{\"sample_every\":0,"
+        "\"fid_every\":0,\"fid_samples\":2},\"checkpoint\":{\"every\":1,\"keep\":1},"
+        "\"device\":\"cuda:3\",\"priority\":-100}";
+    rc = parse_str(&s, all, &e);
+    CHECK(rc == 0, "all fields: %s %s: %s", e.code, e.param, e.message);
+    CHECK(s.method == DT_METHOD_FULL && !strcmp(s.base_model, "/models/dit-b4.safetensors") &&
+          !strcmp(s.dataset, "/data/flowers"), "top level");
+    CHECK(!strcmp(s.model.arch, "DiT-B/4") && s.model.depth == 12 && s.model.hidden_size == 768 &&
+          s.model.num_heads == 12 && s.model.patch_size == 4 && s.model.image_size == 64 &&
+          s.model.channels == 4 && s.model.learn_sigma == 0 && s.model.num_classes == 102, "model");
+    CHECK(s.hp.steps == 7 && s.hp.batch_size == 48 && s.hp.learning_rate == 3e-5 &&
+          s.hp.weight_decay == 0.01 && s.hp.ema_decay == 0 && s.hp.class_dropout == 1 &&
+          s.hp.grad_clip == 1.5 && s.hp.grad_accum == 3 &&
+          s.hp.seed == 9007199254740992ull, "hp");
+    CHECK(s.diff_tuning.power == 0.5 && s.diff_tuning.replay_ratio == 0 &&
+          s.diff_tuning.replay_weight == 2 && s.diff_tuning.bank_size == 1 &&
+          !strcmp(s.diff_tuning.bank_sampler, "ddim") && s.diff_tuning.bank_steps == 1000 &&
+          s.diff_tuning.bank_cfg == 1, "diff_tuning");
+    CHECK(s.eval.sample_every == 0 && s.eval.fid_every == 0 && s.eval.fid_samples == 2, "eval");
+    CHECK(s.checkpoint.every == 1 && s.checkpoint.keep == 1, "checkpoint");
+    CHECK(!strcmp(s.device, "cuda:3") && s.priority == -100, "device, priority");
+
+    /* the XL table row, pretrain with a named arch and equal explicit sizes */
+    rc = parse_str(&s, "{\"dataset\":\"d\",\"method\":\"pretrain\",\"model\":{\"arch\":\"DiT-XL/8\","
+                       "\"depth\":28,\"hidden_size\":1152,\"num_heads\":16,\"patch_size\":8,"
+                       "\"image_size\":1024}}", &e);
+    CHECK(rc == 0, "XL/8 with equal sizes: %s %s", e.param, e.message);
+    CHECK(s.model.depth == 28 && s.model.hidden_size == 1152 && s.model.num_heads == 16 &&
+          s.model.patch_size == 8 && s.model.image_size == 1024, "XL/8 sizes");
+    rc = parse_str(&s, "{\"dataset\":\"d\",\"method\":\"pretrain\",\"model\":{\"arch\":\"DiT-L/2\"}}",
+                   &e);
+    CHECK(rc == 0 && s.model.depth == 24 && s.model.hidden_size == 1024 &&
+          s.model.num_heads == 16 && s.model.patch_size == 2, "L/2 filled: %s", e.message);
+
+    /* custom pretrain */
+    rc = parse_str(&s, PRETRAIN, &e);
+    CHECK(rc == 0, "custom pretrain: %s %s: %s", e.code, e.param, e.message);
+    CHECK(s.method == DT_METHOD_PRETRAIN && s.base_model[0] == 0 && !strcmp(s.model.arch, "custom")
+          && s.model.depth == 4 && s.model.hidden_size == 128 && s.model.num_heads == 4 &&
+          s.model.patch_size == 2 && s.model.image_size == 28 && s.model.channels == 1,
+          "custom model");
+
+    /* custom with diff_tuning: the sizes are the base model's, unknown here */
+    rc = parse_str(&s, "{\"base_model\":\"m\",\"dataset\":\"d\",\"model\":{\"arch\":\"custom\","
+                       "\"image_size\":30}}", &e);
+    CHECK(rc == 0, "custom diff_tuning: %s %s", e.param, e.message);
+    CHECK(s.model.depth == 0 && s.model.hidden_size == 0 && s.model.num_heads == 0 &&
+          s.model.patch_size == 0 && s.model.image_size == 30, "custom diff_tuning sizes are 0");
+}
+
+/* Valid requests at the edges of the ranges; each must parse. */
+static void test_accepted(void)
+{
+    static const char *const ok[] = {
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"device\":\"cuda:0\"}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"device\":\"cuda:15\"}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"device\":\"cuda:9999\"}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"device\":\"cuda\"}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"device\":\"cpu\"}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"priority\":100}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"peft\":null}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"method\":\"full\"}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"model\":{\"num_classes\":null}}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"model\":{\"num_classes\":1000000}}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"hyperparameters\":{\"learning_rate\":1}}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"hyperparameters\":{\"batch_size\":4096,\"grad_accum\":4096}}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"hyperparameters\":{\"batch_size\":1},"
+        "\"diff_tuning\":{\"replay_ratio\":0.5}}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"hyperparameters\":{\"batch_size\":1},"
+        "\"diff_tuning\":{\"replay_ratio\":0.9999999999999999}}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"diff_tuning\":{\"power\":4,\"replay_ratio\":0.0}}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"eval\":{\"fid_samples\":2}}",
+        "{\"dataset\":\"d\",\"method\":\"pretrain\",\"base_model\":null}",
+        "{\"dataset\":\"d\",\"method\":\"pretrain\",\"base_model\":\"\"}",
+        "{\"dataset\":\"d\",\"method\":\"pretrain\",\"model\":{\"arch\":\"custom\",\"depth\":1,"
+        "\"hidden_size\":8,\"num_heads\":2,\"patch_size\":1,\"image_size\":1}}",
+        "{\"dataset\":\"d\",\"method\":\"pretrain\",\"model\":{\"arch\":\"custom\",\"depth\":64,"
+        "\"hidden_size\":4096,\"num_heads\":64,\"patch_size\":8,\"image_size\":1024,\"channels\":16}}",
+        /* the diff_tuning object is accepted (and ignored by the engine) with other methods */
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"method\":\"full\",\"diff_tuning\":{\"power\":2}}",
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        dt_spec s;
+        dt_spec_error e;
+        int rc = parse_str(&s, ok[i], &e);
+        CHECK(rc == 0, "accepted[%zu] %s: %s %s: %s", i, ok[i], e.code, e.param, e.message);
+    }
+}
+
+/* ---- one bad thing at a time ----------------------------------------------------------------- */
+
+enum { BASE_EXAMPLE, BASE_PRETRAIN };
+
+typedef struct {
+    int base;
+    const char *patch; /* JSON object merged recursively into the base, or NULL */
+    const char *del;   /* "key" or "section.key" removed from the base afterwards, or NULL */
+    const char *code;
+    const char *param;
+} bad_case;
+
+static const bad_case bad_cases[] = {
+    /* base_model */
+    {BASE_EXAMPLE, "{\"base_model\":5}", NULL, "invalid_type", "base_model"},
+    {BASE_EXAMPLE, "{\"base_model\":[]}", NULL, "invalid_type", "base_model"},
+    {BASE_EXAMPLE, NULL, "base_model", "missing_field", "base_model"},
+    {BASE_EXAMPLE, "{\"base_model\":null}", NULL, "missing_field", "base_model"},
+    {BASE_EXAMPLE, "{\"base_model\":\"\"}", NULL, "missing_field", "base_model"},
+    {BASE_EXAMPLE, "{\"method\":\"full\",\"base_model\":null}", NULL, "missing_field", "base_model"},
+    {BASE_PRETRAIN, "{\"base_model\":\"mdl_1\"}", NULL, "invalid_value", "base_model"},
+    /* dataset */
+    {BASE_EXAMPLE, "{\"dataset\":true}", NULL, "invalid_type", "dataset"},
+    {BASE_EXAMPLE, "{\"dataset\":null}", NULL, "invalid_type", "dataset"},
+    {BASE_EXAMPLE, NULL, "dataset", "missing_field", "dataset"},
+    {BASE_EXAMPLE, "{\"dataset\":\"\"}", NULL, "missing_field", "dataset"},
+    {BASE_PRETRAIN, NULL, "dataset", "missing_field", "dataset"},
+    /* method */
+    {BASE_EXAMPLE, "{\"method\":1}", NULL, "invalid_type", "method"},
+    {BASE_EXAMPLE, "{\"method\":null}", NULL, "invalid_type", "method"},
+    {BASE_EXAMPLE, "{\"method\":\"finetune\"}", NULL, "invalid_value", "method"},
+    {BASE_EXAMPLE, "{\"method\":\"Full\"}", NULL, "invalid_value", "method"},
+    /* peft */
+    {BASE_EXAMPLE, "{\"peft\":3}", NULL, "invalid_type", "peft"},
+    {BASE_EXAMPLE, "{\"peft\":{}}", NULL, "invalid_type", "peft"},
+    {BASE_EXAMPLE, "{\"peft\":\"lora\"}", NULL, "unsupported", "peft"},
+    {BASE_EXAMPLE, "{\"peft\":\"bitfit\"}", NULL, "unsupported", "peft"},
+    {BASE_EXAMPLE, "{\"peft\":\"difffit\"}", NULL, "unsupported", "peft"},
+    {BASE_EXAMPLE, "{\"peft\":\"qlora\"}", NULL, "invalid_value", "peft"},
+    {BASE_EXAMPLE, "{\"peft\":\"\"}", NULL, "invalid_value", "peft"},
+    /* the sections themselves */
+    {BASE_EXAMPLE, "{\"model\":[]}", NULL, "invalid_type", "model"},
+    {BASE_EXAMPLE, "{\"model\":null}", NULL, "invalid_type", "model"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":1}", NULL, "invalid_type", "hyperparameters"},
+    {BASE_EXAMPLE, "{\"diff_tuning\":\"x\"}", NULL, "invalid_type", "diff_tuning"},
+    {BASE_EXAMPLE, "{\"eval\":[1]}", NULL, "invalid_type", "eval"},
+    {BASE_EXAMPLE, "{\"checkpoint\":true}", NULL, "invalid_type", "checkpoint"},
+    /* device */
+    {BASE_EXAMPLE, "{\"device\":5}", NULL, "invalid_type", "device"},
+    {BASE_EXAMPLE, "{\"device\":null}", NULL, "invalid_type", "device"},
+    {BASE_EXAMPLE, "{\"device\":\"gpu\"}", NULL, "invalid_value", "device"},
+    {BASE_EXAMPLE, "{\"device\":\"cuda:-1\"}", NULL, "invalid_value", "device"},
+    {BASE_EXAMPLE, "{\"device\":\"cuda:x\"}", NULL, "invalid_value", "device"},
+    {BASE_EXAMPLE, "{\"device\":\"cuda:\"}", NULL, "invalid_value", "device"},
+    {BASE_EXAMPLE, "{\"device\":\"cuda:01\"}", NULL, "invalid_value", "device"},
+    {BASE_EXAMPLE, "{\"device\":\"cuda:+1\"}", NULL, "invalid_value", "device"},
+    {BASE_EXAMPLE, "{\"device\":\"cuda:0 \"}", NULL, "invalid_value", "device"},
+    {BASE_EXAMPLE, "{\"device\":\"cuda:12345\"}", NULL, "invalid_value", "device"},
+    {BASE_EXAMPLE, "{\"device\":\"CPU\"}", NULL, "invalid_value", "device"},
+    {BASE_EXAMPLE, "{\"device\":\"\"}", NULL, "invalid_value", "device"},
+    /* priority */
+    {BASE_EXAMPLE, "{\"priority\":101}", NULL, "invalid_value", "priority"},
+    {BASE_EXAMPLE, "{\"priority\":-101}", NULL, "invalid_value", "priority"},
+    {BASE_EXAMPLE, "{\"priority\":1.5}", NULL, "invalid_type", "priority"},
+    {BASE_EXAMPLE, "{\"priority\":\"1\"}", NULL, "invalid_type", "priority"},
+    /* model.arch */
+    {BASE_EXAMPLE, "{\"model\":{\"arch\":2}}", NULL, "invalid_type", "model.arch"},
+    {BASE_EXAMPLE, "{\"model\":{\"arch\":\"DiT-M/2\"}}", NULL, "invalid_value", "model.arch"},
+    {BASE_EXAMPLE, "{\"model\":{\"arch\":\"dit-s/2\"}}", NULL, "invalid_value", "model.arch"},
+    {BASE_EXAMPLE, "{\"model\":{\"arch\":\"DiT-S/16\"}}", NULL, "invalid_value", "model.arch"},
+    {BASE_EXAMPLE, "{\"model\":{\"arch\":\"DiT-S/2 \"}}", NULL, "invalid_value", "model.arch"},
+    /* model.depth */
+    {BASE_PRETRAIN, "{\"model\":{\"depth\":\"12\"}}", NULL, "invalid_type", "model.depth"},
+    {BASE_PRETRAIN, "{\"model\":{\"depth\":12.0}}", NULL, "invalid_type", "model.depth"},
+    {BASE_PRETRAIN, "{\"model\":{\"depth\":0}}", NULL, "invalid_value", "model.depth"},
+    {BASE_PRETRAIN, "{\"model\":{\"depth\":65}}", NULL, "invalid_value", "model.depth"},
+    {BASE_PRETRAIN, NULL, "model.depth", "missing_field", "model.depth"},
+    {BASE_PRETRAIN, "{\"model\":{\"arch\":\"DiT-S/2\",\"depth\":28,\"hidden_size\":384,"
+     "\"num_heads\":6,\"patch_size\":2}}", NULL, "invalid_value",
+     "model.depth"},
+    {BASE_EXAMPLE, "{\"model\":{\"depth\":12}}", NULL, "invalid_value", "model.depth"},
+    /* model.hidden_size */
+    {BASE_PRETRAIN, "{\"model\":{\"hidden_size\":128.5}}", NULL, "invalid_type", "model.hidden_size"},
+    {BASE_PRETRAIN, "{\"model\":{\"hidden_size\":4}}", NULL, "invalid_value", "model.hidden_size"},
+    {BASE_PRETRAIN, "{\"model\":{\"hidden_size\":4100}}", NULL, "invalid_value", "model.hidden_size"},
+    {BASE_PRETRAIN, "{\"model\":{\"hidden_size\":130,\"num_heads\":1}}", NULL, "invalid_value",
+     "model.hidden_size"}, /* not a multiple of 4 */
+    {BASE_PRETRAIN, NULL, "model.hidden_size", "missing_field", "model.hidden_size"},
+    {BASE_PRETRAIN, "{\"model\":{\"arch\":\"DiT-B/2\",\"depth\":12,\"hidden_size\":384,"
+     "\"num_heads\":12,\"patch_size\":2}}", NULL, "invalid_value",
+     "model.hidden_size"},
+    {BASE_EXAMPLE, "{\"model\":{\"hidden_size\":384}}", NULL, "invalid_value", "model.hidden_size"},
+    /* model.num_heads */
+    {BASE_PRETRAIN, "{\"model\":{\"num_heads\":true}}", NULL, "invalid_type", "model.num_heads"},
+    {BASE_PRETRAIN, "{\"model\":{\"num_heads\":0}}", NULL, "invalid_value", "model.num_heads"},
+    {BASE_PRETRAIN, "{\"model\":{\"num_heads\":65}}", NULL, "invalid_value", "model.num_heads"},
+    {BASE_PRETRAIN, "{\"model\":{\"num_heads\":3}}", NULL, "invalid_value", "model.num_heads"},
+    {BASE_PRETRAIN, "{\"model\":{\"hidden_size\":392,\"num_heads\":8}}", NULL, "invalid_value",
+     "model.num_heads"}, /* head dimension 49 is odd */
+    {BASE_PRETRAIN, NULL, "model.num_heads", "missing_field", "model.num_heads"},
+    {BASE_EXAMPLE, "{\"model\":{\"num_heads\":6}}", NULL, "invalid_value", "model.num_heads"},
+    /* model.patch_size */
+    {BASE_PRETRAIN, "{\"model\":{\"patch_size\":\"2\"}}", NULL, "invalid_type", "model.patch_size"},
+    {BASE_PRETRAIN, "{\"model\":{\"patch_size\":3}}", NULL, "invalid_value", "model.patch_size"},
+    {BASE_PRETRAIN, "{\"model\":{\"patch_size\":16}}", NULL, "invalid_value", "model.patch_size"},
+    {BASE_PRETRAIN, "{\"model\":{\"patch_size\":0}}", NULL, "invalid_value", "model.patch_size"},
+    {BASE_PRETRAIN, NULL, "model.patch_size", "missing_field", "model.patch_size"},
+    {BASE_PRETRAIN, "{\"model\":{\"arch\":\"DiT-XL/8\",\"depth\":28,\"hidden_size\":1152,"
+     "\"num_heads\":16,\"patch_size\":2,\"image_size\":32}}", NULL, "invalid_value",
+     "model.patch_size"},
+    {BASE_EXAMPLE, "{\"model\":{\"patch_size\":2}}", NULL, "invalid_value", "model.patch_size"},
+    /* model.image_size */
+    {BASE_PRETRAIN, "{\"model\":{\"image_size\":28.0}}", NULL, "invalid_type", "model.image_size"},
+    {BASE_PRETRAIN, "{\"model\":{\"image_size\":0}}", NULL, "invalid_value", "model.image_size"},
+    {BASE_PRETRAIN, "{\"model\":{\"image_size\":2048}}", NULL, "invalid_value", "model.image_size"},
+    {BASE_PRETRAIN, "{\"model\":{\"image_size\":29}}", NULL, "invalid_value", "model.image_size"},
+    {BASE_PRETRAIN, "{\"model\":{\"patch_size\":8,\"image_size\":4}}", NULL, "invalid_value",
+     "model.image_size"},
+    {BASE_EXAMPLE, "{\"model\":{\"image_size\":\"32\"}}", NULL, "invalid_type", "model.image_size"},
+    {BASE_EXAMPLE, "{\"model\":{\"image_size\":33}}", NULL, "invalid_value", "model.image_size"},
+    {BASE_EXAMPLE, "{\"model\":{\"image_size\":1025}}", NULL, "invalid_value", "model.image_size"},
+    /* model.channels */
+    {BASE_EXAMPLE, "{\"model\":{\"channels\":3.5}}", NULL, "invalid_type", "model.channels"},
+    {BASE_EXAMPLE, "{\"model\":{\"channels\":0}}", NULL, "invalid_value", "model.channels"},
+    {BASE_EXAMPLE, "{\"model\":{\"channels\":17}}", NULL, "invalid_value", "model.channels"},
+    /* model.learn_sigma: a boolean has no bad value, only bad types */
+    {BASE_EXAMPLE, "{\"model\":{\"learn_sigma\":1}}", NULL, "invalid_type", "model.learn_sigma"},
+    {BASE_EXAMPLE, "{\"model\":{\"learn_sigma\":\"true\"}}", NULL, "invalid_type",
+     "model.learn_sigma"},
+    {BASE_EXAMPLE, "{\"model\":{\"learn_sigma\":null}}", NULL, "invalid_type", "model.learn_sigma"},
+    /* model.num_classes */
+    {BASE_EXAMPLE, "{\"model\":{\"num_classes\":\"10\"}}", NULL, "invalid_type",
+     "model.num_classes"},
+    {BASE_EXAMPLE, "{\"model\":{\"num_classes\":10.0}}", NULL, "invalid_type", "model.num_classes"},
+    {BASE_EXAMPLE, "{\"model\":{\"num_classes\":0}}", NULL, "invalid_value", "model.num_classes"},
+    {BASE_EXAMPLE, "{\"model\":{\"num_classes\":-1}}", NULL, "invalid_value", "model.num_classes"},
+    {BASE_EXAMPLE, "{\"model\":{\"num_classes\":1000001}}", NULL, "invalid_value",
+     "model.num_classes"},
+    /* hyperparameters.steps, strict integers */
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"steps\":2.0}}", NULL, "invalid_type",
+     "hyperparameters.steps"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"steps\":2.5}}", NULL, "invalid_type",
+     "hyperparameters.steps"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"steps\":2e3}}", NULL, "invalid_type",
+     "hyperparameters.steps"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"steps\":\"2000\"}}", NULL, "invalid_type",
+     "hyperparameters.steps"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"steps\":0}}", NULL, "invalid_value",
+     "hyperparameters.steps"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"steps\":-5}}", NULL, "invalid_value",
+     "hyperparameters.steps"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"steps\":2147483648}}", NULL, "invalid_value",
+     "hyperparameters.steps"},
+    /* batch_size */
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"batch_size\":32.0}}", NULL, "invalid_type",
+     "hyperparameters.batch_size"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"batch_size\":0}}", NULL, "invalid_value",
+     "hyperparameters.batch_size"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"batch_size\":4097}}", NULL, "invalid_value",
+     "hyperparameters.batch_size"},
+    /* learning_rate */
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"learning_rate\":\"1e-4\"}}", NULL, "invalid_type",
+     "hyperparameters.learning_rate"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"learning_rate\":true}}", NULL, "invalid_type",
+     "hyperparameters.learning_rate"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"learning_rate\":0}}", NULL, "invalid_value",
+     "hyperparameters.learning_rate"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"learning_rate\":-1e-4}}", NULL, "invalid_value",
+     "hyperparameters.learning_rate"},
+    /* weight_decay */
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"weight_decay\":\"0\"}}", NULL, "invalid_type",
+     "hyperparameters.weight_decay"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"weight_decay\":-0.1}}", NULL, "invalid_value",
+     "hyperparameters.weight_decay"},
+    /* ema_decay */
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"ema_decay\":null}}", NULL, "invalid_type",
+     "hyperparameters.ema_decay"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"ema_decay\":1}}", NULL, "invalid_value",
+     "hyperparameters.ema_decay"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"ema_decay\":1.0}}", NULL, "invalid_value",
+     "hyperparameters.ema_decay"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"ema_decay\":-0.1}}", NULL, "invalid_value",
+     "hyperparameters.ema_decay"},
+    /* class_dropout */
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"class_dropout\":false}}", NULL, "invalid_type",
+     "hyperparameters.class_dropout"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"class_dropout\":1.5}}", NULL, "invalid_value",
+     "hyperparameters.class_dropout"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"class_dropout\":-0.01}}", NULL, "invalid_value",
+     "hyperparameters.class_dropout"},
+    /* grad_clip */
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"grad_clip\":\"1\"}}", NULL, "invalid_type",
+     "hyperparameters.grad_clip"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"grad_clip\":-1}}", NULL, "invalid_value",
+     "hyperparameters.grad_clip"},
+    /* grad_accum */
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"grad_accum\":2.0}}", NULL, "invalid_type",
+     "hyperparameters.grad_accum"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"grad_accum\":0}}", NULL, "invalid_value",
+     "hyperparameters.grad_accum"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"grad_accum\":5}}", NULL, "invalid_value",
+     "hyperparameters.grad_accum"}, /* does not divide 32 */
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"grad_accum\":64}}", NULL, "invalid_value",
+     "hyperparameters.grad_accum"},
+    /* seed: integer 0..2^53 */
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"seed\":1.0}}", NULL, "invalid_type",
+     "hyperparameters.seed"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"seed\":\"0\"}}", NULL, "invalid_type",
+     "hyperparameters.seed"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"seed\":-1}}", NULL, "invalid_value",
+     "hyperparameters.seed"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"seed\":9007199254740993}}", NULL, "invalid_value",
+     "hyperparameters.seed"},
+    /* diff_tuning.power */
+    {BASE_EXAMPLE, "{\"diff_tuning\":{\"power\":\"1\"}}", NULL, "invalid_type", "diff_tuning.power"},
+    {BASE_EXAMPLE, "{\"diff_tuning\":{\"power\":-0.5}}", NULL, "invalid_value", "diff_tuning.power"},
+    {BASE_EXAMPLE, "{\"diff_tuning\":{\"power\":4.5}}", NULL, "invalid_value", "diff_tuning.power"},
+    /* replay_ratio */
+    {BASE_EXAMPLE, "{\"diff_tuning\":{\"replay_ratio\":\"0.2\"}}", NULL, "invalid_type",
+     "diff_tuning.replay_ratio"},
+    {BASE_EXAMPLE, "{\"diff_tuning\":{\"replay_ratio\":-0.1}}", NULL, "invalid_value",
+     "diff_tuning.replay_ratio"},
+    /* all of the batch replayed: no downstream samples left */
+    {BASE_EXAMPLE, "{\"diff_tuning\":{\"replay_ratio\":1}}", NULL, "invalid_value",
+     "diff_tuning.replay_ratio"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"batch_size\":1},\"diff_tuning\":{\"replay_ratio\":1.0}}",
+     NULL, "invalid_value", "diff_tuning.replay_ratio"},
+    /* replay_weight */
+    {BASE_EXAMPLE, "{\"diff_tuning\":{\"replay_weight\":[]}}", NULL, "invalid_type",
+     "diff_tuning.replay_weight"},
+    {BASE_EXAMPLE, "{\"diff_tuning\":{\"replay_weight\":-1}}", NULL, "invalid_value",
+     "diff_tuning.replay_weight"},
+    /* bank_size */
+    {BASE_EXAMPLE, "{\"diff_tuning\":{\"bank_size\":5000.0}}", NULL, "invalid_type",
+     "diff_tuning.bank_size"},
+    {BASE_EXAMPLE, "{\"diff_tuning\":{\"bank_size\":0}}", NULL, "invalid_value",
+     "diff_tuning.bank_size"},
+    /* bank_sampler */
+    {BASE_EXAMPLE, "{\"diff_tuning\":{\"bank_sampler\":1}}", NULL, "invalid_type",
+     "diff_tuning.bank_sampler"},
+    {BASE_EXAMPLE, "{\"diff_tuning\":{\"bank_sampler\":\"euler\"}}", NULL, "invalid_value",
+     "diff_tuning.bank_sampler"},
+    {BASE_EXAMPLE, "{\"diff_tuning\":{\"bank_sampler\":\"DDPM\"}}", NULL, "invalid_value",
+     "diff_tuning.bank_sampler"},
+    /* bank_steps */
+    {BASE_EXAMPLE, "{\"diff_tuning\":{\"bank_steps\":250.5}}", NULL, "invalid_type",
+     "diff_tuning.bank_steps"},
+    {BASE_EXAMPLE, "{\"diff_tuning\":{\"bank_steps\":0}}", NULL, "invalid_value",
+     "diff_tuning.bank_steps"},
+    {BASE_EXAMPLE, "{\"diff_tuning\":{\"bank_steps\":1001}}", NULL, "invalid_value",
+     "diff_tuning.bank_steps"},
+    /* bank_cfg */
+    {BASE_EXAMPLE, "{\"diff_tuning\":{\"bank_cfg\":\"1.5\"}}", NULL, "invalid_type",
+     "diff_tuning.bank_cfg"},
+    {BASE_EXAMPLE, "{\"diff_tuning\":{\"bank_cfg\":0.5}}", NULL, "invalid_value",
+     "diff_tuning.bank_cfg"},
+    /* eval */
+    {BASE_EXAMPLE, "{\"eval\":{\"sample_every\":500.0}}", NULL, "invalid_type", "eval.sample_every"},
+    {BASE_EXAMPLE, "{\"eval\":{\"sample_every\":-1}}", NULL, "invalid_value", "eval.sample_every"},
+    {BASE_EXAMPLE, "{\"eval\":{\"fid_every\":\"1000\"}}", NULL, "invalid_type", "eval.fid_every"},
+    {BASE_EXAMPLE, "{\"eval\":{\"fid_every\":-1}}", NULL, "invalid_value", "eval.fid_every"},
+    {BASE_EXAMPLE, "{\"eval\":{\"fid_samples\":1.5}}", NULL, "invalid_type", "eval.fid_samples"},
+    {BASE_EXAMPLE, "{\"eval\":{\"fid_samples\":1}}", NULL, "invalid_value", "eval.fid_samples"},
+    {BASE_EXAMPLE, "{\"eval\":{\"fid_samples\":0}}", NULL, "invalid_value", "eval.fid_samples"},
+    /* checkpoint */
+    {BASE_EXAMPLE, "{\"checkpoint\":{\"every\":1000.0}}", NULL, "invalid_type", "checkpoint.every"},
+    {BASE_EXAMPLE, "{\"checkpoint\":{\"every\":0}}", NULL, "invalid_value", "checkpoint.every"},
+    {BASE_EXAMPLE, "{\"checkpoint\":{\"keep\":\"3\"}}", NULL, "invalid_type", "checkpoint.keep"},
+    {BASE_EXAMPLE, "{\"checkpoint\":{\"keep\":0}}", NULL, "invalid_value", "checkpoint.keep"},
+    /* unknown fields, at the top and in every section */
+    {BASE_EXAMPLE, "{\"foo\":1}", NULL, "unknown_field", "foo"},
+    {BASE_EXAMPLE, "{\"Dataset\":\"ds_1\"}", NULL, "unknown_field", "Dataset"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"lr\":1e-4}}", NULL, "unknown_field",
+     "hyperparameters.lr"},
+    {BASE_EXAMPLE, "{\"model\":{\"arc\":\"DiT-S/2\"}}", NULL, "unknown_field", "model.arc"},
+    {BASE_EXAMPLE, "{\"diff_tuning\":{\"ratio\":0.2}}", NULL, "unknown_field", "diff_tuning.ratio"},
+    {BASE_EXAMPLE, "{\"eval\":{\"fid\":true}}", NULL, "unknown_field", "eval.fid"},
+    {BASE_EXAMPLE, "{\"checkpoint\":{\"keep_last\":3}}", NULL, "unknown_field",
+     "checkpoint.keep_last"},
+    {BASE_PRETRAIN, "{\"model\":{\"mlp_ratio\":4}}", NULL, "unknown_field", "model.mlp_ratio"},
+};
+
+static json_t *base_doc(int base)
+{
+    const char *text = base == BASE_PRETRAIN ? PRETRAIN : EXAMPLE;
+    json_error_t jerr;
+    json_t *root = json_loads(text, 0, &jerr);
+    if (!root) {
+        fprintf(stderr, "base document: %s\n", jerr.text);
+        exit(2);
+    }
+    return root;
+}
+
+/* Applies a case to its base document and returns the request as text (caller frees). */
+static char *bad_case_text(const bad_case *c)
+{
+    json_t *root = base_doc(c->base);
+    if (c->patch) {
+        json_error_t jerr;
+        json_t *patch = json_loads(c->patch, JSON_REJECT_DUPLICATES, &jerr);
+        if (!patch || json_object_update_recursive(root, patch) != 0) {
+            fprintf(stderr, "bad patch %s: %s\n", c->patch, jerr.text);
+            exit(2);
+        }
+        json_decref(patch);
+    }
+    if (c->del) {
+        const char *dot = strchr(c->del, '.');
+        json_t *obj = root;
+        if (dot) {
+            char section[64];
+            snprintf(section, sizeof section, "%.*s", (int)(dot - c->del), c->del);
+            obj = json_object_get(root, section);
+        }
+        if (!obj || json_object_del(obj, dot ? dot + 1 : c->del) != 0) {
+            fprintf(stderr, "cannot delete %s\n", c->del);
+            exit(2);
+        }
+    }
+    char *text = json_dumps(root, JSON_PRESERVE_ORDER);
+    json_decref(root);
+    return text;
+}
+
+static void check_error(const char *label, int rc, const dt_spec_error *e, const char *code,
+                        const char *param)
+{
+    CHECK(rc == -1, "%s: accepted, expected %s at \"%s\"", label, code, param);
+    if (rc != -1)
+        return;
+    CHECK(!strcmp(e->code, code) && !strcmp(e->param, param),
+          "%s: got %s at \"%s\" (%s), expected %s at \"%s\"", label, e->code, e->param, e->message,
+          code, param);
+    CHECK(e->message[0] != 0, "%s: empty message", label);
+    /* messages name the field they are about */
+    if (param[0])
+        CHECK(strstr(e->message, param) != NULL, "%s: message \"%s\" does not name %s", label,
+              e->message, param);
+}
+
+static void test_bad_fields(void)
+{
+    /* both bases are valid, so every failure below is the case's own doing */
+    dt_spec s;
+    dt_spec_error e;
+    CHECK(parse_str(&s, PRETRAIN, &e) == 0, "pretrain base: %s", e.message);
+    CHECK(parse_str(&s, EXAMPLE, &e) == 0, "example base: %s", e.message);
+
+    for (size_t i = 0; i < sizeof bad_cases / sizeof bad_cases[0]; i++) {
+        const bad_case *c = &bad_cases[i];
+        char *text = bad_case_text(c);
+        char label[600];
+        snprintf(label, sizeof label, "bad_cases[%zu] %s%s%s", i, c->patch ? c->patch : "",
+                 c->del ? " without " : "", c->del ? c->del : "");
+        int rc = parse_str(&s, text, &e);
+        check_error(label, rc, &e, c->code, c->param);
+
+        /* spec_from_json reports the same */
+        json_t *root = json_loads(text, 0, NULL);
+        dt_spec_error e2;
+        rc = spec_from_json(&s, root, &e2);
+        CHECK(rc == -1 && !strcmp(e.code, e2.code) && !strcmp(e.param, e2.param) &&
+              !strcmp(e.message, e2.message), "%s: spec_from_json differs", label);
+        json_decref(root);
+        free(text);
+    }
+}
+
+/* Strings at and past their buffers (DT_SPEC_STR - 1 bytes fit). */
+static void test_long_strings(void)
+{
+    static const char *const keys[] = {"base_model", "dataset"};
+    for (int k = 0; k < 2; k++) {
+        for (int len = DT_SPEC_STR - 1; len <= DT_SPEC_STR; len++) {
+            char *str = malloc((size_t)len + 1);
+            memset(str, 'a', (size_t)len);
+            str[len] = 0;
+            json_t *root = base_doc(BASE_EXAMPLE);
+            json_object_set_new(root, keys[k], json_string(str));
+            dt_spec s;
+            dt_spec_error e;
+            int rc = spec_from_json(&s, root, &e);
+            char label[64];
+            snprintf(label, sizeof label, "%s of %d bytes", keys[k], len);
+            if (len < DT_SPEC_STR)
+                CHECK(rc == 0 && strlen(k ? s.dataset : s.base_model) == (size_t)len, "%s: %s",
+                      label, e.message);
+            else
+                check_error(label, rc, &e, "invalid_value", keys[k]);
+            json_decref(root);
+            free(str);
+        }
+    }
+    /* a NUL inside a string cannot be stored; jansson only builds one programmatically */
+    json_t *root = base_doc(BASE_EXAMPLE);
+    json_object_set_new(root, "dataset", json_stringn("ds\0x", 4));
+    dt_spec s;
+    dt_spec_error e;
+    check_error("dataset with NUL", spec_from_json(&s, root, &e), &e, "invalid_value", "dataset");
+    json_object_set_new(root, "dataset", json_string("ds"));
+    json_object_set_new(root, "method", json_stringn("full\0", 5));
+    check_error("method with NUL", spec_from_json(&s, root, &e), &e, "invalid_value", "method");
+    json_decref(root);
+}
+
+static void test_malformed(void)
+{
+    static const char *const bad_json[] = {
+        "", "{", "{\"dataset\":}", "{\"dataset\":\"d\",}", "{'dataset':'d'}",
+        "{\"dataset\":\"d\"} x", "{\"dataset\":\"d\",\"dataset\":\"e\"}", /* duplicate key */
+        "{\"hyperparameters\":{\"steps\":99999999999999999999}}",         /* overflow */
+        "{\"hyperparameters\":{\"learning_rate\":NaN}}",
+    };
+    for (size_t i = 0; i < sizeof bad_json / sizeof bad_json[0]; i++) {
+        dt_spec s;
+        dt_spec_error e;
+        int rc = parse_str(&s, bad_json[i], &e);
+        char label[128];
+        snprintf(label, sizeof label, "malformed[%zu] '%s'", i, bad_json[i]);
+        check_error(label, rc, &e, "invalid_json", "");
+        CHECK(strstr(e.message, "line") && strstr(e.message, "column"),
+              "%s: message without position: %s", label, e.message);
+    }
+    /* the length is honoured: a valid document cut short is malformed */
+    dt_spec s;
+    dt_spec_error e;
+    check_error("truncated", spec_parse(&s, EXAMPLE, strlen(EXAMPLE) / 2, &e), &e,
+                "invalid_json", "");
+
+    static const char *const not_object[] = {"[]", "42", "\"job\"", "null", "true", "[{}]"};
+    for (size_t i = 0; i < sizeof not_object / sizeof not_object[0]; i++) {
+        char label[64];
+        snprintf(label, sizeof label, "root %s", not_object[i]);
+        check_error(label, parse_str(&s, not_object[i], &e), &e, "invalid_type", "");
+    }
+    check_error("NULL root", spec_from_json(&s, NULL, &e), &e, "invalid_type", "");
+}
+
+/* ---- canonical JSON and round trip ----------------------------------------------------------- */
+
+static void check_keys(json_t *obj, const char *const *keys, const char *what)
+{
+    const char *key;
+    json_t *v;
+    int i = 0;
+    json_object_foreach(obj, key, v) {
+        (void)v;
+        CHECK(keys[i] && !strcmp(key, keys[i]), "%s: key %d is %s, expected %s", what, i, key,
+              keys[i] ? keys[i] : "(end)");
+        if (!keys[i])
+            return;
+        i++;
+    }
+    CHECK(keys[i] == NULL, "%s: missing key %s", what, keys[i]);
+}
+
+static void test_canonical(void)
+{
+    dt_spec s;
+    dt_spec_error e;
+    CHECK(parse_str(&s, PRETRAIN, &e) == 0, "pretrain: %s", e.message);
+    json_t *j = spec_to_json(&s);
+    CHECK(j != NULL, "spec_to_json");
+    if (!j)
+        return;
+    static const char *const top[] = {"base_model", "dataset", "method", "peft", "model",
+                                      "hyperparameters", "diff_tuning", "eval", "checkpoint",
+                                      "device", "priority", NULL};
+    static const char *const model[] = {"arch", "depth", "hidden_size", "num_heads", "patch_size",
+                                        "image_size", "channels", "learn_sigma", "num_classes",
+                                        NULL};
+    static const char *const hp[] = {"steps", "batch_size", "learning_rate", "weight_decay",
+                                     "ema_decay", "class_dropout", "grad_clip", "grad_accum",
+                                     "seed", NULL};
+    static const char *const dt[] = {"power", "replay_ratio", "replay_weight", "bank_size",
+                                     "bank_sampler", "bank_steps", "bank_cfg", NULL};
+    static const char *const ev[] = {"sample_every", "fid_every", "fid_samples", NULL};
+    static const char *const ck[] = {"every", "keep", NULL};
+    check_keys(j, top, "top");
+    check_keys(json_object_get(j, "model"), model, "model");
+    check_keys(json_object_get(j, "hyperparameters"), hp, "hyperparameters");
+    check_keys(json_object_get(j, "diff_tuning"), dt, "diff_tuning");
+    check_keys(json_object_get(j, "eval"), ev, "eval");
+    check_keys(json_object_get(j, "checkpoint"), ck, "checkpoint");
+    CHECK(json_is_null(json_object_get(j, "base_model")), "empty base_model printed as null");
+    CHECK(json_is_null(json_object_get(j, "peft")), "empty peft printed as null");
+    CHECK(json_is_null(json_object_get(json_object_get(j, "model"), "num_classes")),
+          "num_classes 0 printed as null");
+    CHECK(!strcmp(json_string_value(json_object_get(j, "method")), "pretrain"), "method name");
+    CHECK(json_integer_value(json_object_get(json_object_get(j, "model"), "depth")) == 4,
+          "custom depth printed");
+    CHECK(json_is_real(json_object_get(json_object_get(j, "hyperparameters"), "weight_decay")),
+          "numbers printed as reals");
+    CHECK(json_is_true(json_object_get(json_object_get(j, "model"), "learn_sigma")),
+          "bools printed as bools");
+    json_decref(j);
+
+    /* fine-tuning: the sizes come from the base model and are not printed */
+    CHECK(parse_str(&s, EXAMPLE, &e) == 0, "example: %s", e.message);
+    j = spec_to_json(&s);
+    static const char *const model_ft[] = {"arch", "image_size", "channels", "learn_sigma",
+                                           "num_classes", NULL};
+    check_keys(json_object_get(j, "model"), model_ft, "model (diff_tuning)");
+    CHECK(json_integer_value(json_object_get(json_object_get(j, "model"), "num_classes")) == 10,
+          "num_classes printed");
+    CHECK(!strcmp(json_string_value(json_object_get(j, "base_model")), "mdl_..."), "base_model");
+    json_decref(j);
+}
+
+/* spec -> JSON text -> spec must reproduce the spec, and print the same text again. */
+static void check_round_trip(const dt_spec *s, const char *what)
+{
+    json_t *j = spec_to_json(s);
+    CHECK(j != NULL, "%s: spec_to_json", what);
+    if (!j)
+        return;
+    char *text = json_dumps(j, JSON_PRESERVE_ORDER | JSON_COMPACT);
+    json_decref(j);
+    dt_spec back;
+    dt_spec_error e;
+    int rc = parse_str(&back, text, &e);
+    CHECK(rc == 0, "%s: canonical JSON rejected: %s %s: %s\n%s", what, e.code, e.param, e.message,
+          text);
+    if (rc == 0) {
+        check_spec_equal(s, &back, what);
+        json_t *j2 = spec_to_json(&back);
+        char *text2 = json_dumps(j2, JSON_PRESERVE_ORDER | JSON_COMPACT);
+        CHECK(!strcmp(text, text2), "%s: printed differently the second time", what);
+        free(text2);
+        json_decref(j2);
+    }
+    free(text);
+}
+
+static void test_round_trip(void)
+{
+    static const char *const docs[] = {
+        EXAMPLE,
+        PRETRAIN,
+        "{\"base_model\":\"m\",\"dataset\":\"d\"}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"method\":\"full\",\"model\":{\"arch\":\"custom\"}}",
+        "{\"dataset\":\"d\",\"method\":\"pretrain\",\"model\":{\"arch\":\"DiT-XL/4\",\"image_size\":64}}",
+        "{\"base_model\":\"ü/ñ \\\"q\\\"\",\"dataset\":\"d\\\\e\",\"hyperparameters\":{"
+        "\"learning_rate\":3.0000000000000004e-5,\"weight_decay\":0.30000000000000004,"
+        "\"ema_decay\":0.99999999999999989,\"grad_clip\":1e300,\"seed\":9007199254740992,"
+        "\"batch_size\":96,\"grad_accum\":12},\"diff_tuning\":{\"replay_ratio\":0.1234567890123,"
+        "\"power\":1.5,\"bank_sampler\":\"ddim\"},\"device\":\"cuda:7\",\"priority\":-3}",
+    };
+    for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
+        dt_spec s;
+        dt_spec_error e;
+        char what[32];
+        snprintf(what, sizeof what, "round trip %zu", i);
+        int rc = parse_str(&s, docs[i], &e);
+        CHECK(rc == 0, "%s: %s %s: %s", what, e.code, e.param, e.message);
+        if (rc == 0)
+            check_round_trip(&s, what);
+    }
+}
+
+int main(void)
+{
+    test_defaults();
+    test_example();
+    test_accepted();
+    test_bad_fields();
+    test_long_strings();
+    test_malformed();
+    test_canonical();
+    test_round_trip();
+    return check_done("test_spec");
+}
