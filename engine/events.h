@@ -13,6 +13,7 @@
 typedef struct {
     FILE *out;  /* NULL = events are dropped (library use, tests) */
     int quiet;  /* drop "log" events */
+    int text;   /* human-readable lines instead of JSON (for people at a terminal) */
 } dt_events;
 
 /* Writes {"type": type, "time": now, ...fields} as one line and flushes. Steals the reference

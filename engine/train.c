@@ -281,7 +281,8 @@ static int train_grid(trainer *tr, int step, char *err, size_t errlen) {
 
 /* ---- the step ---------------------------------------------------------------------------- */
 
-/* One optimisation step (1-based). No allocation. */
+/* One optimisation step (1-based). No allocation. Returns 0, 1 when a loss is not finite, or
+ * a negative backend error. */
 static int train_step(trainer *tr, int step) {
     dt_backend *be = tr->be;
     const dt_spec *s = tr->spec;
@@ -320,6 +321,7 @@ static int train_step(trainer *tr, int step) {
     int rc = be->sync(be);
     for (int i = 0; i < tr->plan.B; i++) {
         double l = tr->h_loss[i];
+        if (!isfinite(l)) return 1; /* diverged: the weights are now garbage, stop before saving */
         int bank = i >= tr->plan.B_down, bucket = tr->h_t[i] * TRAIN_BUCKETS / DT_DIFFUSION_T;
         tr->sum_obj += tr->h_w[i] * l;
         if (bank) { tr->sum_bank += l; tr->n_bank++; }
@@ -442,8 +444,14 @@ int train_run(const dt_spec *spec, const dt_train_opts *o, char *err, size_t err
     const int log_every = o->log_every > 0 ? o->log_every : 10;
     for (int step = start + 1; step <= spec->hp.steps; step++) {
         if (o->stop && *o->stop) break;
-        if (train_step(&tr, step)) {
-            snprintf(err, errlen, "backend failure at step %d on %s", step, tr.be->name);
+        int sr = train_step(&tr, step);
+        if (sr) {
+            if (sr > 0)
+                snprintf(err, errlen, "the loss became non-finite at step %d: training diverged "
+                         "(lower hyperparameters.learning_rate or set grad_clip); the last "
+                         "checkpoint (step %d) is intact", step, saved);
+            else
+                snprintf(err, errlen, "backend failure at step %d on %s", step, tr.be->name);
             goto fail;
         }
         double el = train_now() - t_train;

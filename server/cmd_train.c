@@ -34,6 +34,7 @@ static void train_usage(FILE *f) {
         "  --log-every N      steps between progress events (default 10)\n"
         "  --stop-after N     stop (as if signalled) once step N is done\n"
         "  --grid N           images per sample grid (default 16)\n"
+        "  --format F         json (default: one JSON event per line) | text (for people)\n"
         "  --quiet            leave out \"log\" events\n\n"
         "exit status: 0 done, 1 failed while training, 2 bad usage or rejected input,\n"
         "             3 stopped on request (a checkpoint was written; run again to resume)\n");
@@ -42,7 +43,7 @@ static void train_usage(FILE *f) {
 int cmd_train(int argc, char **argv) {
     const char *spec_path = NULL, *out = NULL, *bank_dir = getenv("DIFFTUNE_BANK_DIR"), *device = NULL;
     long log_every = 10, stop_after = 0, grid = 16;
-    int quiet = 0;
+    int quiet = 0, text_mode = 0;
     char home_bank[4096];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -55,6 +56,10 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--bank-dir")) bank_dir = v;
         else if (!strcmp(a, "--device")) device = v;
+        else if (!strcmp(a, "--format")) {
+            if (strcmp(v, "json") && strcmp(v, "text")) { fprintf(stderr, "difftune train: --format must be json or text\n"); return 2; }
+            text_mode = !strcmp(v, "text");
+        }
         else if (!strcmp(a, "--log-every")) {
             if (cli_parse_int(v, 1, 1000000000, &log_every)) { fprintf(stderr, "difftune train: --log-every must be a positive integer\n"); return 2; }
         } else if (!strcmp(a, "--stop-after")) {
@@ -96,7 +101,7 @@ int cmd_train(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
 
-    dt_events ev = {.out = stdout, .quiet = quiet};
+    dt_events ev = {.out = stdout, .quiet = quiet, .text = text_mode};
     dt_train_opts o = {.out_dir = out, .bank_dir = bank_dir, .device = device,
                        .log_every = (int)log_every, .stop_after = (int)stop_after,
                        .grid_size = (int)grid, .events = &ev, .stop = &train_stop_flag};

@@ -21,7 +21,7 @@
 
 static dt_backend *be;
 
-/* ---- buffers: backend memory, all released at the end -------------------------------------- */
+/* ---- buffers: backend memory, all released at the end ------------------------------------ */
 
 #define OPS_MAX_BUFS 1024
 static void *ops_bufs[OPS_MAX_BUFS];
@@ -46,7 +46,7 @@ static void free_bufs(void) {
     ops_nbufs = 0;
 }
 
-/* ---- random inputs (test-local generator, fixed seed) --------------------------------------- */
+/* ---- random inputs (test-local generator, fixed seed) ------------------------------------ */
 
 static uint64_t ops_rng = 0x9E3779B97F4A7C15ull;
 
@@ -82,8 +82,7 @@ static double max_abs_diff(const float *a, const double *b, size_t n) {
     return worst;
 }
 
-/* ---- finite differences -----------------------------------------------------------------------
- */
+/* ---- finite differences ------------------------------------------------------------------ */
 
 /* A forward computation: reads its inputs and writes `out` (nout floats); L = sum r * out. */
 typedef struct {
@@ -191,7 +190,7 @@ static void check_doubled(const char *what, const float *once, const float *twic
           worst);
 }
 
-/* ---- memory ops and construction ------------------------------------------------------------ */
+/* ---- memory ops and construction --------------------------------------------------------- */
 
 static void test_memory_and_create(void) {
     float host[37], back[37];
@@ -253,8 +252,7 @@ static void test_memory_and_create(void) {
     CHECK(dt_backend_create("nope", NULL, 0) == NULL, "invalid device with err = NULL");
 }
 
-/* ---- matmul -----------------------------------------------------------------------------------
- */
+/* ---- matmul ------------------------------------------------------------------------------ */
 
 typedef struct {
     float *out, *inp, *w, *bias;
@@ -337,8 +335,7 @@ static void test_matmul(void) {
     mm_case(300, 96, 130, 0); /* OpenMP bias/colsum paths, a partial 64-column block */
 }
 
-/* ---- attention --------------------------------------------------------------------------------
- */
+/* ---- attention --------------------------------------------------------------------------- */
 
 typedef struct {
     float *out, *saved, *scratch, *qkv;
@@ -415,7 +412,7 @@ static void test_attention(void) {
     attn_case(3, 48, 4, 16, 0); /* several tasks per thread */
 }
 
-/* ---- ln_modulate and gate_residual ---------------------------------------------------------- */
+/* ---- ln_modulate and gate_residual ------------------------------------------------------- */
 
 typedef struct {
     float *out, *mean, *rstd, *x, *mod;
@@ -541,7 +538,7 @@ static void test_norm(void) {
     gr_case(2, 50, 200, 0);
 }
 
-/* ---- activations and small pointwise ops ----------------------------------------------------- */
+/* ---- activations and small pointwise ops ------------------------------------------------- */
 
 typedef struct {
     void (*fwd)(dt_backend *, float *, const float *, size_t);
@@ -625,8 +622,7 @@ static void test_pointwise(void) {
     CHECK(worst < 1e-6, "add_rows: %.3g", worst);
 }
 
-/* ---- random numbers ---------------------------------------------------------------------------
- */
+/* ---- random numbers ---------------------------------------------------------------------- */
 
 static void test_randn(void) {
     size_t n = 100000;
@@ -655,7 +651,7 @@ static void test_randn(void) {
           "randn is not dt_philox_normal(seed, offset, i)");
 }
 
-/* ---- embeddings and layouts ------------------------------------------------------------------ */
+/* ---- embeddings and layouts -------------------------------------------------------------- */
 
 typedef struct {
     float *out, *table;
@@ -791,7 +787,7 @@ static void test_embed(void) {
     CHECK(fabs(s1 - s2) < 1e-6 * nl, "patchify is not a permutation");
 }
 
-/* ---- diffusion tables, built here from float64 math (independent of engine/diffusion.c) ------ */
+/* ---- diffusion tables, built here from float64 math (independent of engine/diffusion.c) -- */
 
 #define OPS_T 1000
 
@@ -832,7 +828,7 @@ static dt_diffusion_tables ops_make_tables(const ops_schedule *s) {
     return tab;
 }
 
-/* ---- diffusion_loss: finite differences and the Python reference ----------------------------- */
+/* ---- diffusion_loss: finite differences and the Python reference ------------------------- */
 
 typedef struct {
     float *loss, *model_out, *x0, *xt, *eps;
@@ -853,8 +849,8 @@ static void loss_forward(void *p) {
 static loss_ctx loss_inputs(const dt_diffusion_tables *tab, int B, int C, int HW, int learn_sigma,
                             const int32_t *tv, int push_far) {
     size_t n = (size_t)B * C * HW, nout = n * (learn_sigma ? 2 : 1);
-    loss_ctx c = {fbuf(B), fbuf(nout), fbuf(n), fbuf(n), fbuf(n),    ibuf(B),
-                  tab,     B,          C,       HW,      learn_sigma};
+    loss_ctx c = {fbuf(B), fbuf(nout), fbuf(n), fbuf(n), fbuf(n), ibuf(B),
+                  tab, B, C, HW, learn_sigma};
     memcpy(c.t, tv, B * sizeof(int32_t));
     fill_uniform(c.x0, n, -1, 1);
     static const float edges[] = {-1.0f, 1.0f, -0.9995f, 0.9995f, -0.9985f, 0.9985f};
@@ -988,8 +984,7 @@ static void test_diffusion_loss(const dt_diffusion_tables *tab) {
     loss_python_case(tab, 0, dircopy);
 }
 
-/* ---- sampling-side diffusion ops ---------------------------------------------------------------
- */
+/* ---- sampling-side diffusion ops --------------------------------------------------------- */
 
 static void test_diffusion_steps(const ops_schedule *s, const dt_diffusion_tables *tab) {
     int B = 3, C = 2, HW = 5;
@@ -1028,17 +1023,17 @@ static void test_diffusion_steps(const ops_schedule *s, const dt_diffusion_table
     int tt = 500;
     double ab = s->abar[tt], abp = s->abar_prev[tt], beta = s->beta[tt];
     double post_var = beta * (1 - abp) / (1 - ab);
-    dt_step_coefs k = {(float)sqrt(1 / ab),
-                       (float)sqrt(1 / ab - 1),
-                       (float)(beta * sqrt(abp) / (1 - ab)),
-                       (float)((1 - abp) * sqrt(1 - beta) / (1 - ab)),
-                       (float)log(post_var),
-                       (float)log(beta),
-                       (float)log(beta),
-                       (float)sqrt(abp),
-                       0.0f,
-                       0.0f,
-                       1};
+    dt_step_coefs k = {
+        .sqrt_recip_ac = (float)sqrt(1 / ab),
+        .sqrt_recipm1_ac = (float)sqrt(1 / ab - 1),
+        .post_coef1 = (float)(beta * sqrt(abp) / (1 - ab)),
+        .post_coef2 = (float)((1 - abp) * sqrt(1 - beta) / (1 - ab)),
+        .post_log_var = (float)log(post_var),
+        .log_beta = (float)log(beta),
+        .fixed_log_var = (float)log(beta),
+        .sqrt_ac_prev = (float)sqrt(abp),
+        .add_noise = 1,
+    };
     float *noise = fbuf(n);
     fill_normal(noise, n, 1.0);
     for (int ls = 0; ls < 2; ls++)
@@ -1096,8 +1091,7 @@ static void test_diffusion_steps(const ops_schedule *s, const dt_diffusion_table
         }
 }
 
-/* ---- optimiser ops -----------------------------------------------------------------------------
- */
+/* ---- optimiser ops ----------------------------------------------------------------------- */
 
 static void test_optim(void) {
     size_t sizes[3] = {0, 5, 100003};
