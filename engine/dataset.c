@@ -4,6 +4,7 @@
  * a bad layout is reported before any decoding), then decode and center-crop each image into its
  * (C,H,W) slot.
  */
+#include "errmsg.h"
 #include "dataset.h"
 
 #include "image.h"
@@ -20,14 +21,6 @@
 
 #define DS_IDX_IMAGES 0x00000803u
 #define DS_IDX_LABELS 0x00000801u
-
-static void ds_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 void dataset_free(dt_dataset *ds) {
     if (!ds) return;
@@ -118,7 +111,7 @@ static int ds_contains_ci(const char *s, const char *needle) {
 static int ds_list_dir(const char *dir, int want_dirs, ds_strlist *out, char *err, size_t errlen) {
     DIR *d = opendir(dir);
     if (!d) {
-        ds_err(err, errlen, "cannot read folder %s: %s", dir, strerror(errno));
+        dt_errorf(err, errlen, "cannot read folder %s: %s", dir, strerror(errno));
         return -1;
     }
     struct dirent *e;
@@ -132,7 +125,7 @@ static int ds_list_dir(const char *dir, int want_dirs, ds_strlist *out, char *er
         if (want_dirs ? !S_ISDIR(sb.st_mode) : !S_ISREG(sb.st_mode)) continue;
         if (ds_list_push(out, e->d_name) != 0) {
             closedir(d);
-            ds_err(err, errlen, "out of memory listing %s", dir);
+            dt_errorf(err, errlen, "out of memory listing %s", dir);
             return -1;
         }
     }
@@ -149,14 +142,14 @@ static int ds_alloc(dt_dataset *ds, int n, int channels, int size, int num_class
     ds->H = ds->W = size;
     size_t per = (size_t)channels * size * size, total;
     if (__builtin_mul_overflow(per, (size_t)n, &total)) {
-        ds_err(err, errlen, "dataset of %d images at %dx%d is too large", n, size, size);
+        dt_errorf(err, errlen, "dataset of %d images at %dx%d is too large", n, size, size);
         return -1;
     }
     ds->images = malloc(total ? total : 1);
     ds->labels = calloc((size_t)(n ? n : 1), sizeof *ds->labels);
     ds->class_names = calloc((size_t)num_classes, sizeof *ds->class_names);
     if (!ds->images || !ds->labels || !ds->class_names) {
-        ds_err(err, errlen, "out of memory for %d images at %dx%dx%d (%zu bytes)", n, channels,
+        dt_errorf(err, errlen, "out of memory for %d images at %dx%dx%d (%zu bytes)", n, channels,
                size, size, total);
         return -1;
     }
@@ -193,50 +186,50 @@ static int ds_load_folder(dt_dataset *ds, const char *root, int size, int channe
     int rc = -1;
     if (ds_list_dir(root, 1, &classes, err, errlen) != 0) goto done;
     if (classes.n == 0) {
-        ds_err(err, errlen, "%s has no class subfolders; expected one subfolder per class "
+        dt_errorf(err, errlen, "%s has no class subfolders; expected one subfolder per class "
                "holding PNG/JPEG/BMP images (or MNIST-style IDX files)", root);
         goto done;
     }
     files = calloc((size_t)classes.n, sizeof *files);
-    if (!files) { ds_err(err, errlen, "out of memory"); goto done; }
+    if (!files) { dt_errorf(err, errlen, "out of memory"); goto done; }
     long total = 0;
     for (int k = 0; k < classes.n; k++) {
         char *dir = ds_join(root, classes.items[k]);
-        if (!dir) { ds_err(err, errlen, "out of memory"); goto done; }
+        if (!dir) { dt_errorf(err, errlen, "out of memory"); goto done; }
         ds_strlist all = {0};
         int lrc = ds_list_dir(dir, 0, &all, err, errlen);
         for (int i = 0; lrc == 0 && i < all.n; i++)
             if (ds_is_image_name(all.items[i]) && ds_list_push(&files[k], all.items[i]) != 0) {
-                ds_err(err, errlen, "out of memory");
+                dt_errorf(err, errlen, "out of memory");
                 lrc = -1;
             }
         ds_list_free(&all);
         if (lrc == 0 && files[k].n == 0) {
-            ds_err(err, errlen, "class folder %s has no images (.png, .jpg, .jpeg or .bmp); "
+            dt_errorf(err, errlen, "class folder %s has no images (.png, .jpg, .jpeg or .bmp); "
                    "remove it or add images", dir);
             lrc = -1;
         }
         free(dir);
         if (lrc != 0) goto done;
         total += files[k].n;
-        if (total > 0x7fffffffL) { ds_err(err, errlen, "%s: too many images", root); goto done; }
+        if (total > 0x7fffffffL) { dt_errorf(err, errlen, "%s: too many images", root); goto done; }
     }
     if (ds_alloc(ds, (int)total, channels, size, classes.n, err, errlen) != 0) goto done;
     for (int k = 0; k < classes.n; k++) {
         ds->class_names[k] = strdup(classes.items[k]);
-        if (!ds->class_names[k]) { ds_err(err, errlen, "out of memory"); goto done; }
+        if (!ds->class_names[k]) { dt_errorf(err, errlen, "out of memory"); goto done; }
     }
     /* Flatten to (path, label) in dataset order, then decode in parallel: large folders are
      * dominated by JPEG/PNG decoding, which is independent per file. */
     paths = calloc((size_t)total, sizeof *paths);
-    if (!paths) { ds_err(err, errlen, "out of memory"); goto done; }
+    if (!paths) { dt_errorf(err, errlen, "out of memory"); goto done; }
     int idx = 0;
     for (int k = 0; k < classes.n; k++)
         for (int i = 0; i < files[k].n; i++, idx++) {
             char *dir = ds_join(root, classes.items[k]);
             paths[idx] = dir ? ds_join(dir, files[k].items[i]) : NULL;
             free(dir);
-            if (!paths[idx]) { ds_err(err, errlen, "out of memory"); goto done; }
+            if (!paths[idx]) { dt_errorf(err, errlen, "out of memory"); goto done; }
             ds->labels[idx] = k;
         }
     size_t per = (size_t)channels * size * size;
@@ -257,7 +250,7 @@ static int ds_load_folder(dt_dataset *ds, const char *root, int size, int channe
 #pragma omp critical(ds_load_error)
             if (i < first_bad) {
                 first_bad = i;
-                ds_err(err, errlen, "%s", msg);
+                dt_errorf(err, errlen, "%s", msg);
             }
         }
     }
@@ -297,33 +290,33 @@ static int ds_read_idx(const char *path, uint32_t magic, int ndim, uint32_t *dim
     *buf = NULL;
     FILE *fp = fopen(path, "rb");
     if (!fp) {
-        ds_err(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        dt_errorf(err, errlen, "cannot open %s: %s", path, strerror(errno));
         return -1;
     }
     struct stat sb;
     if (fstat(fileno(fp), &sb) != 0 || sb.st_size < 4 + 4 * ndim) {
         fclose(fp);
-        ds_err(err, errlen, "%s: too short for an IDX file", path);
+        dt_errorf(err, errlen, "%s: too short for an IDX file", path);
         return -1;
     }
     size_t len = (size_t)sb.st_size;
     uint8_t *b = malloc(len);
     if (!b) {
         fclose(fp);
-        ds_err(err, errlen, "%s: out of memory (%zu bytes)", path, len);
+        dt_errorf(err, errlen, "%s: out of memory (%zu bytes)", path, len);
         return -1;
     }
     size_t got = fread(b, 1, len, fp);
     fclose(fp);
     if (got != len) {
         free(b);
-        ds_err(err, errlen, "%s: read error", path);
+        dt_errorf(err, errlen, "%s: read error", path);
         return -1;
     }
     uint32_t m = ds_be32(b);
     if (m != magic) {
         free(b);
-        ds_err(err, errlen, "%s: bad IDX magic 0x%08x, expected 0x%08x (%s, unsigned bytes)",
+        dt_errorf(err, errlen, "%s: bad IDX magic 0x%08x, expected 0x%08x (%s, unsigned bytes)",
                path, m, magic, magic == DS_IDX_IMAGES ? "3-d images" : "1-d labels");
         return -1;
     }
@@ -334,7 +327,7 @@ static int ds_read_idx(const char *path, uint32_t magic, int ndim, uint32_t *dim
     }
     if (count == SIZE_MAX || len - need != count) {
         free(b);
-        ds_err(err, errlen, "%s: size mismatch: header promises %zu data bytes, file has %zu",
+        dt_errorf(err, errlen, "%s: size mismatch: header promises %zu data bytes, file has %zu",
                path, count, len - need);
         return -1;
     }
@@ -354,13 +347,13 @@ static int ds_load_idx(dt_dataset *ds, const char *images_path, const char *labe
     if (ds_read_idx(labels_path, DS_IDX_LABELS, 1, ldims, &lbuf, &lab, err, errlen) != 0)
         goto done;
     if (idims[0] != ldims[0]) {
-        ds_err(err, errlen, "IDX count mismatch: %s holds %u images but %s holds %u labels",
+        dt_errorf(err, errlen, "IDX count mismatch: %s holds %u images but %s holds %u labels",
                images_path, idims[0], labels_path, ldims[0]);
         goto done;
     }
     if (idims[0] == 0 || idims[0] > 0x7fffffffu || idims[1] == 0 || idims[2] == 0 ||
         idims[1] > 65536 || idims[2] > 65536) {
-        ds_err(err, errlen, "%s: unusable IDX shape %u x %u x %u", images_path, idims[0],
+        dt_errorf(err, errlen, "%s: unusable IDX shape %u x %u x %u", images_path, idims[0],
                idims[1], idims[2]);
         goto done;
     }
@@ -373,13 +366,13 @@ static int ds_load_idx(dt_dataset *ds, const char *images_path, const char *labe
         char name[12];
         snprintf(name, sizeof name, "%d", k);
         ds->class_names[k] = strdup(name);
-        if (!ds->class_names[k]) { ds_err(err, errlen, "out of memory"); goto done; }
+        if (!ds->class_names[k]) { dt_errorf(err, errlen, "out of memory"); goto done; }
     }
     size_t per = (size_t)channels * size * size, plane = (size_t)rows * cols;
     for (int i = 0; i < n; i++) {
         if (ds_store(ipix + (size_t)i * plane, cols, rows, 1, channels, size,
                      ds->images + (size_t)i * per) != 0) {
-            ds_err(err, errlen, "%s: cannot resize image %d (out of memory?)", images_path, i);
+            dt_errorf(err, errlen, "%s: cannot resize image %d (out of memory?)", images_path, i);
             goto done;
         }
         ds->labels[i] = lab[i];
@@ -419,7 +412,7 @@ static char *ds_find_labels(const char *dir, const char *img_name, char *err, si
     }
     ds_list_free(&files);
     if (!best)
-        ds_err(err, errlen, "%s holds an IDX images file (%s) but no IDX labels file (magic "
+        dt_errorf(err, errlen, "%s holds an IDX images file (%s) but no IDX labels file (magic "
                "0x00000801) beside it", dir, img_name);
     return best;
 }
@@ -440,7 +433,7 @@ static int ds_scan_idx(const char *dir, char **img_name, char *err, size_t errle
         free(p);
         if (m == DS_IDX_IMAGES) {
             if (ds_list_push(&imgs, files.items[i]) != 0) {
-                ds_err(err, errlen, "out of memory");
+                dt_errorf(err, errlen, "out of memory");
                 rc = -1;
                 goto done;
             }
@@ -457,15 +450,15 @@ static int ds_scan_idx(const char *dir, char **img_name, char *err, size_t errle
         if (suspicious) {
             size_t l = strlen(suspicious);
             if (l > 3 && strcasecmp(suspicious + l - 3, ".gz") == 0)
-                ds_err(err, errlen, "%s/%s is gzip-compressed; gunzip the IDX files first",
+                dt_errorf(err, errlen, "%s/%s is gzip-compressed; gunzip the IDX files first",
                        dir, suspicious);
             else
-                ds_err(err, errlen, "%s/%s looks like an IDX file but has bad magic 0x%08x "
+                dt_errorf(err, errlen, "%s/%s looks like an IDX file but has bad magic 0x%08x "
                        "(expected 0x00000803 for images, 0x00000801 for labels)", dir,
                        suspicious, suspicious_magic);
             rc = -1;
         } else if (has_labels) {
-            ds_err(err, errlen, "%s holds an IDX labels file but no IDX images file (magic "
+            dt_errorf(err, errlen, "%s holds an IDX labels file but no IDX images file (magic "
                    "0x00000803)", dir);
             rc = -1;
         }
@@ -476,14 +469,14 @@ static int ds_scan_idx(const char *dir, char **img_name, char *err, size_t errle
     for (int i = 0; !pick && i < imgs.n; i++)
         if (ds_contains_ci(imgs.items[i], "train")) pick = imgs.items[i];
     if (!pick) {
-        ds_err(err, errlen, "%s holds %d IDX image files and none is named *train*; pass the "
+        dt_errorf(err, errlen, "%s holds %d IDX image files and none is named *train*; pass the "
                "images file itself as the dataset path", dir, imgs.n);
         rc = -1;
         goto done;
     }
     *img_name = strdup(pick);
     rc = *img_name ? 1 : -1;
-    if (rc < 0) ds_err(err, errlen, "out of memory");
+    if (rc < 0) dt_errorf(err, errlen, "out of memory");
 done:
     ds_list_free(&imgs);
     ds_list_free(&files);
@@ -496,16 +489,16 @@ int dataset_load(dt_dataset *ds, const char *path, int image_size, int channels,
                  char *err, size_t errlen) {
     memset(ds, 0, sizeof *ds);
     if (channels != 1 && channels != 3) {
-        ds_err(err, errlen, "channels must be 1 or 3, not %d", channels);
+        dt_errorf(err, errlen, "channels must be 1 or 3, not %d", channels);
         return -1;
     }
     if (image_size < 1 || image_size > 4096) {
-        ds_err(err, errlen, "image size must be in 1..4096, not %d", image_size);
+        dt_errorf(err, errlen, "image size must be in 1..4096, not %d", image_size);
         return -1;
     }
     struct stat sb;
     if (!path || !path[0] || stat(path, &sb) != 0) {
-        ds_err(err, errlen, "dataset path %s does not exist: %s", path ? path : "(null)",
+        dt_errorf(err, errlen, "dataset path %s does not exist: %s", path ? path : "(null)",
                strerror(errno));
         return -1;
     }
@@ -514,13 +507,13 @@ int dataset_load(dt_dataset *ds, const char *path, int image_size, int channels,
         /* A file: it must be the images IDX file, with its labels file beside it. */
         uint32_t m = ds_magic(path);
         if (m != DS_IDX_IMAGES) {
-            ds_err(err, errlen, "%s is a file but not an IDX images file (magic 0x%08x, expected "
+            dt_errorf(err, errlen, "%s is a file but not an IDX images file (magic 0x%08x, expected "
                    "0x00000803); a dataset is a folder of class subfolders or IDX files",
                    path, m);
             return -1;
         }
         char *dir = strdup(path);
-        if (!dir) { ds_err(err, errlen, "out of memory"); return -1; }
+        if (!dir) { dt_errorf(err, errlen, "out of memory"); return -1; }
         char *slash = strrchr(dir, '/');
         const char *name = path;
         if (!slash) {
@@ -549,7 +542,7 @@ int dataset_load(dt_dataset *ds, const char *path, int image_size, int channels,
             rc = ds_load_folder(ds, path, image_size, channels, err, errlen);
         }
     } else {
-        ds_err(err, errlen, "dataset path %s is neither a folder nor a file", path);
+        dt_errorf(err, errlen, "dataset path %s is neither a folder nor a file", path);
         return -1;
     }
     if (rc != 0) dataset_free(ds);

@@ -1,5 +1,6 @@
 /* fsutil.c — mkdir -p, existence checks and SHA-256 (OpenSSL's EVP digest). */
 #include "fsutil.h"
+#include "errmsg.h"
 
 #include <errno.h>
 #include <openssl/evp.h>
@@ -18,7 +19,7 @@ int fs_mkdirs(const char *path, char *err, size_t errlen) {
             char saved = *p;
             *p = '\0';
             if (mkdir(buf, 0755) && errno != EEXIST) {
-                snprintf(err, errlen, "cannot create directory %s: %s", buf, strerror(errno));
+                dt_errorf(err, errlen, "cannot create directory %s: %s", buf, strerror(errno));
                 return -1;
             }
             *p = saved;

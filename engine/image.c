@@ -1,6 +1,7 @@
 /* image.c — decoding (stb_image), DiT/ADM preprocessing (stb_image_resize) and PNG output
  * (stb_image_write). The stb implementations come from the system libstb; this file only
  * includes their declarations. */
+#include "errmsg.h"
 #include "image.h"
 
 #include <errno.h>
@@ -14,24 +15,16 @@
 #include <stb_image_resize.h>
 #include <stb_image_write.h>
 
-static void image_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 int image_load(const char *path, int channels, uint8_t **pixels, int *w, int *h,
                char *err, size_t errlen) {
     *pixels = NULL;
     if (channels != 1 && channels != 3) {
-        image_err(err, errlen, "%s: cannot load with %d channels (1 or 3)", path, channels);
+        dt_errorf(err, errlen, "%s: cannot load with %d channels (1 or 3)", path, channels);
         return -1;
     }
     FILE *fp = fopen(path, "rb");
     if (!fp) {
-        image_err(err, errlen, "%s: cannot open image: %s", path, strerror(errno));
+        dt_errorf(err, errlen, "%s: cannot open image: %s", path, strerror(errno));
         return -1;
     }
     int comp = 0;
@@ -39,7 +32,7 @@ int image_load(const char *path, int channels, uint8_t **pixels, int *w, int *h,
     uint8_t *p = stbi_load_from_file(fp, w, h, &comp, channels);
     fclose(fp);
     if (!p) {
-        image_err(err, errlen, "%s: cannot decode image (%s); the file is corrupt or in an "
+        dt_errorf(err, errlen, "%s: cannot decode image (%s); the file is corrupt or in an "
                   "unsupported format", path, stbi_failure_reason());
         return -1;
     }
@@ -102,12 +95,12 @@ int image_center_crop(const uint8_t *src, int w, int h, int c, uint8_t *dst, int
 int image_write_png(const char *path, const uint8_t *pixels, int w, int h, int c,
                     char *err, size_t errlen) {
     if (w < 1 || h < 1 || (c != 1 && c != 3 && c != 4)) {
-        image_err(err, errlen, "%s: cannot write a %dx%dx%d image as PNG", path, w, h, c);
+        dt_errorf(err, errlen, "%s: cannot write a %dx%dx%d image as PNG", path, w, h, c);
         return -1;
     }
     errno = 0;
     if (!stbi_write_png(path, w, h, c, pixels, w * c)) {
-        image_err(err, errlen, "%s: cannot write PNG: %s", path,
+        dt_errorf(err, errlen, "%s: cannot write PNG: %s", path,
                   errno ? strerror(errno) : "encoder failed");
         return -1;
     }
@@ -126,7 +119,7 @@ void image_quantize(const float *src, uint8_t *dst, size_t n) {
 int image_write_grid(const char *path, const float *images, int n, int C, int H, int W,
                      int ncols, char *err, size_t errlen) {
     if (n < 1 || (C != 1 && C != 3) || H < 1 || W < 1 || ncols < 1) {
-        image_err(err, errlen, "%s: bad grid (%d images of %dx%dx%d, %d columns)", path, n, C, H,
+        dt_errorf(err, errlen, "%s: bad grid (%d images of %dx%dx%d, %d columns)", path, n, C, H,
                   W, ncols);
         return -1;
     }
@@ -140,7 +133,7 @@ int image_write_grid(const char *path, const float *images, int n, int C, int H,
     if (!grid || !tile) {
         free(grid);
         free(tile);
-        image_err(err, errlen, "%s: out of memory for a %dx%d grid", path, gw, gh);
+        dt_errorf(err, errlen, "%s: out of memory for a %dx%d grid", path, gw, gh);
         return -1;
     }
     for (int i = 0; i < n; i++) {

@@ -5,6 +5,7 @@
  * The writer never modifies the destination in place; it writes a temporary file beside it and
  * renames it over the destination only once the bytes are on disk.
  */
+#include "errmsg.h"
 #include "safetensors.h"
 
 #include <errno.h>
@@ -36,14 +37,6 @@ static const struct {
     {"U8", ST_U8, 1},   {"BOOL", ST_BOOL, 1},
 };
 #define ST_NDTYPES ((int)(sizeof st_dtypes / sizeof st_dtypes[0]))
-
-static void st_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 size_t safetensors_dtype_size(st_dtype dt) {
     for (int i = 0; i < ST_NDTYPES; i++)
@@ -97,24 +90,24 @@ static int st_cmp_offset(const void *a, const void *b) {
 static int st_parse_entry(const char *path, const char *name, json_t *v, size_t data_len,
                           st_tensor *t, char *err, size_t errlen) {
     if (!json_is_object(v)) {
-        st_err(err, errlen, "%s: tensor '%s': header entry is not an object", path, name);
+        dt_errorf(err, errlen, "%s: tensor '%s': header entry is not an object", path, name);
         return -1;
     }
     json_t *jd = json_object_get(v, "dtype"), *js = json_object_get(v, "shape"),
            *jo = json_object_get(v, "data_offsets");
     if (!json_is_string(jd) || !json_is_array(js) || !json_is_array(jo)) {
-        st_err(err, errlen, "%s: tensor '%s': needs string \"dtype\", array \"shape\" and array "
+        dt_errorf(err, errlen, "%s: tensor '%s': needs string \"dtype\", array \"shape\" and array "
                "\"data_offsets\"", path, name);
         return -1;
     }
     if (st_dtype_parse(json_string_value(jd), &t->dtype) != 0) {
-        st_err(err, errlen, "%s: tensor '%s': unknown or unsupported dtype \"%s\" (supported: F32 "
+        dt_errorf(err, errlen, "%s: tensor '%s': unknown or unsupported dtype \"%s\" (supported: F32 "
                "F16 BF16 F64 I64 I32 I16 I8 U8 BOOL)", path, name, json_string_value(jd));
         return -1;
     }
     size_t nd = json_array_size(js);
     if (nd > ST_MAX_DIMS) {
-        st_err(err, errlen, "%s: tensor '%s': %zu dimensions, at most %d supported", path, name,
+        dt_errorf(err, errlen, "%s: tensor '%s': %zu dimensions, at most %d supported", path, name,
                nd, ST_MAX_DIMS);
         return -1;
     }
@@ -123,37 +116,37 @@ static int st_parse_entry(const char *path, const char *name, json_t *v, size_t 
     for (size_t i = 0; i < nd; i++) {
         json_t *d = json_array_get(js, i);
         if (!json_is_integer(d) || json_integer_value(d) < 0) {
-            st_err(err, errlen, "%s: tensor '%s': shape[%zu] is not a non-negative integer", path,
+            dt_errorf(err, errlen, "%s: tensor '%s': shape[%zu] is not a non-negative integer", path,
                    name, i);
             return -1;
         }
         t->shape[i] = (int64_t)json_integer_value(d);
         if (__builtin_mul_overflow(numel, (size_t)t->shape[i], &numel)) {
-            st_err(err, errlen, "%s: tensor '%s': shape is too large", path, name);
+            dt_errorf(err, errlen, "%s: tensor '%s': shape is too large", path, name);
             return -1;
         }
     }
     size_t expect;
     if (__builtin_mul_overflow(numel, safetensors_dtype_size(t->dtype), &expect)) {
-        st_err(err, errlen, "%s: tensor '%s': shape is too large", path, name);
+        dt_errorf(err, errlen, "%s: tensor '%s': shape is too large", path, name);
         return -1;
     }
     json_t *jb = json_array_get(jo, 0), *je = json_array_get(jo, 1);
     if (json_array_size(jo) != 2 || !json_is_integer(jb) || !json_is_integer(je) ||
         json_integer_value(jb) < 0 || json_integer_value(je) < json_integer_value(jb)) {
-        st_err(err, errlen, "%s: tensor '%s': data_offsets must be [begin, end] with "
+        dt_errorf(err, errlen, "%s: tensor '%s': data_offsets must be [begin, end] with "
                "0 <= begin <= end", path, name);
         return -1;
     }
     uint64_t b = (uint64_t)json_integer_value(jb), e = (uint64_t)json_integer_value(je);
     if (e > data_len) {
-        st_err(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] run past the end of the "
+        dt_errorf(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] run past the end of the "
                "data section (%zu bytes); the file is truncated or corrupt", path, name,
                (unsigned long long)b, (unsigned long long)e, data_len);
         return -1;
     }
     if (e - b != expect) {
-        st_err(err, errlen, "%s: tensor '%s': data_offsets span %llu bytes but shape x %s needs "
+        dt_errorf(err, errlen, "%s: tensor '%s': data_offsets span %llu bytes but shape x %s needs "
                "%zu", path, name, (unsigned long long)(e - b), json_string_value(jd), expect);
         return -1;
     }
@@ -164,28 +157,28 @@ static int st_parse_entry(const char *path, const char *name, json_t *v, size_t 
 
 static int st_parse_metadata(st_file *f, json_t *meta, char *err, size_t errlen) {
     if (!json_is_object(meta)) {
-        st_err(err, errlen, "%s: __metadata__ is not an object", f->path);
+        dt_errorf(err, errlen, "%s: __metadata__ is not an object", f->path);
         return -1;
     }
     size_t nm = json_object_size(meta);
     f->meta_keys = calloc(nm ? nm : 1, sizeof *f->meta_keys);
     f->meta_values = calloc(nm ? nm : 1, sizeof *f->meta_values);
     if (!f->meta_keys || !f->meta_values) {
-        st_err(err, errlen, "%s: out of memory", f->path);
+        dt_errorf(err, errlen, "%s: out of memory", f->path);
         return -1;
     }
     const char *k;
     json_t *v;
     json_object_foreach(meta, k, v) {
         if (!json_is_string(v)) {
-            st_err(err, errlen, "%s: __metadata__ value of '%s' is not a string", f->path, k);
+            dt_errorf(err, errlen, "%s: __metadata__ value of '%s' is not a string", f->path, k);
             return -1;
         }
         f->meta_keys[f->n_meta] = strdup(k);
         f->meta_values[f->n_meta] = strdup(json_string_value(v));
         f->n_meta++;
         if (!f->meta_keys[f->n_meta - 1] || !f->meta_values[f->n_meta - 1]) {
-            st_err(err, errlen, "%s: out of memory", f->path);
+            dt_errorf(err, errlen, "%s: out of memory", f->path);
             return -1;
         }
     }
@@ -197,21 +190,21 @@ int safetensors_open(st_file *f, const char *path, char *err, size_t errlen) {
     json_t *root = NULL;
     st_tensor **sorted = NULL;
     f->path = strdup(path);
-    if (!f->path) { st_err(err, errlen, "%s: out of memory", path); goto fail; }
+    if (!f->path) { dt_errorf(err, errlen, "%s: out of memory", path); goto fail; }
 
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        st_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        dt_errorf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         goto fail;
     }
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        st_err(err, errlen, "%s: not a regular file", path);
+        dt_errorf(err, errlen, "%s: not a regular file", path);
         close(fd);
         goto fail;
     }
     if (sb.st_size < 8) {
-        st_err(err, errlen, "%s: file is %lld bytes, too short for a safetensors header", path,
+        dt_errorf(err, errlen, "%s: file is %lld bytes, too short for a safetensors header", path,
                (long long)sb.st_size);
         close(fd);
         goto fail;
@@ -221,20 +214,20 @@ int safetensors_open(st_file *f, const char *path, char *err, size_t errlen) {
     close(fd);
     if (f->map == MAP_FAILED) {
         f->map = NULL;
-        st_err(err, errlen, "%s: mmap failed: %s", path, strerror(errno));
+        dt_errorf(err, errlen, "%s: mmap failed: %s", path, strerror(errno));
         goto fail;
     }
     const uint8_t *bytes = f->map;
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | bytes[i];
     if (hlen > ST_MAX_HEADER) {
-        st_err(err, errlen, "%s: header length %llu is implausible (limit %llu); not a "
+        dt_errorf(err, errlen, "%s: header length %llu is implausible (limit %llu); not a "
                "safetensors file?", path, (unsigned long long)hlen,
                (unsigned long long)ST_MAX_HEADER);
         goto fail;
     }
     if (hlen > f->map_len - 8) {
-        st_err(err, errlen, "%s: header length %llu runs past the end of the file (%zu bytes); "
+        dt_errorf(err, errlen, "%s: header length %llu runs past the end of the file (%zu bytes); "
                "the file is truncated or not safetensors", path, (unsigned long long)hlen,
                f->map_len);
         goto fail;
@@ -245,19 +238,19 @@ int safetensors_open(st_file *f, const char *path, char *err, size_t errlen) {
     json_error_t jerr;
     root = json_loadb((const char *)bytes + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
-        st_err(err, errlen, "%s: header is not valid JSON (byte %d: %s)", path, jerr.position,
+        dt_errorf(err, errlen, "%s: header is not valid JSON (byte %d: %s)", path, jerr.position,
                jerr.text);
         goto fail;
     }
     if (!json_is_object(root)) {
-        st_err(err, errlen, "%s: header is not a JSON object", path);
+        dt_errorf(err, errlen, "%s: header is not a JSON object", path);
         goto fail;
     }
     size_t nt = json_object_size(root);
     json_t *meta = json_object_get(root, "__metadata__");
     if (meta) nt--;
     f->tensors = calloc(nt ? nt : 1, sizeof *f->tensors);
-    if (!f->tensors) { st_err(err, errlen, "%s: out of memory", path); goto fail; }
+    if (!f->tensors) { dt_errorf(err, errlen, "%s: out of memory", path); goto fail; }
     if (meta && st_parse_metadata(f, meta, err, errlen) != 0) goto fail;
 
     const char *key;
@@ -266,14 +259,14 @@ int safetensors_open(st_file *f, const char *path, char *err, size_t errlen) {
         if (strcmp(key, "__metadata__") == 0) continue;
         st_tensor *t = &f->tensors[f->n];
         t->name = strdup(key);
-        if (!t->name) { st_err(err, errlen, "%s: out of memory", path); goto fail; }
+        if (!t->name) { dt_errorf(err, errlen, "%s: out of memory", path); goto fail; }
         f->n++;
         if (st_parse_entry(path, key, val, f->data_len, t, err, errlen) != 0) goto fail;
     }
 
     /* Overlap check on a copy sorted by begin offset; zero-byte tensors overlap nothing. */
     sorted = malloc((f->n ? f->n : 1) * sizeof *sorted);
-    if (!sorted) { st_err(err, errlen, "%s: out of memory", path); goto fail; }
+    if (!sorted) { dt_errorf(err, errlen, "%s: out of memory", path); goto fail; }
     for (int i = 0; i < f->n; i++) sorted[i] = &f->tensors[i];
     qsort(sorted, (size_t)f->n, sizeof *sorted, st_cmp_offset);
     size_t end = 0;
@@ -281,7 +274,7 @@ int safetensors_open(st_file *f, const char *path, char *err, size_t errlen) {
     for (int i = 0; i < f->n; i++) {
         if (sorted[i]->nbytes == 0) continue;
         if (end_name && sorted[i]->offset < end) {
-            st_err(err, errlen, "%s: tensors '%s' and '%s' have overlapping data_offsets", path,
+            dt_errorf(err, errlen, "%s: tensors '%s' and '%s' have overlapping data_offsets", path,
                    end_name, sorted[i]->name);
             goto fail;
         }
@@ -333,17 +326,17 @@ int safetensors_read_f32(const st_file *f, const char *name, float *dst, size_t 
                          char *err, size_t errlen) {
     const st_tensor *t = safetensors_find(f, name);
     if (!t) {
-        st_err(err, errlen, "%s: no tensor named '%s'", f->path, name);
+        dt_errorf(err, errlen, "%s: no tensor named '%s'", f->path, name);
         return -1;
     }
     if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16 && t->dtype != ST_F64) {
-        st_err(err, errlen, "%s: tensor '%s' has dtype %s, expected a floating-point dtype",
+        dt_errorf(err, errlen, "%s: tensor '%s' has dtype %s, expected a floating-point dtype",
                f->path, name, st_dtype_name(t->dtype));
         return -1;
     }
     size_t numel = safetensors_numel(t);
     if (numel != n) {
-        st_err(err, errlen, "%s: tensor '%s' has %zu elements, expected %zu", f->path, name, numel,
+        dt_errorf(err, errlen, "%s: tensor '%s' has %zu elements, expected %zu", f->path, name, numel,
                n);
         return -1;
     }
@@ -428,18 +421,18 @@ static char *st_build_header(const st_write_tensor *tensors, int n, const char *
         if (!meta || json_object_set_new(root, "__metadata__", meta) != 0) goto oom;
         for (int i = 0; meta_kv[i]; i += 2) {
             if (!meta_kv[i + 1]) {
-                st_err(err, errlen, "%s: metadata key '%s' has no value", path, meta_kv[i]);
+                dt_errorf(err, errlen, "%s: metadata key '%s' has no value", path, meta_kv[i]);
                 json_decref(root);
                 return NULL;
             }
             json_t *s = json_string(meta_kv[i + 1]);
             if (!s) {
-                st_err(err, errlen, "%s: metadata '%s' is not valid UTF-8", path, meta_kv[i]);
+                dt_errorf(err, errlen, "%s: metadata '%s' is not valid UTF-8", path, meta_kv[i]);
                 json_decref(root);
                 return NULL;
             }
             if (json_object_set_new(meta, meta_kv[i], s) != 0) {
-                st_err(err, errlen, "%s: metadata key '%s' is not valid UTF-8", path, meta_kv[i]);
+                dt_errorf(err, errlen, "%s: metadata key '%s' is not valid UTF-8", path, meta_kv[i]);
                 json_decref(root);
                 return NULL;
             }
@@ -462,7 +455,7 @@ static char *st_build_header(const st_write_tensor *tensors, int n, const char *
         json_object_set_new(e, "shape", shape);
         json_object_set_new(e, "data_offsets", offs);
         if (json_object_set_new(root, t->name, e) != 0) {
-            st_err(err, errlen, "%s: tensor name '%s' is not valid UTF-8", path, t->name);
+            dt_errorf(err, errlen, "%s: tensor name '%s' is not valid UTF-8", path, t->name);
             json_decref(root);
             return NULL;
         }
@@ -481,29 +474,29 @@ static char *st_build_header(const st_write_tensor *tensors, int n, const char *
     return out;
 oom:
     json_decref(root);
-    st_err(err, errlen, "%s: out of memory building the header", path);
+    dt_errorf(err, errlen, "%s: out of memory building the header", path);
     return NULL;
 }
 
 int safetensors_write(const char *path, const st_write_tensor *tensors, int n,
                       const char *const *meta_kv, char *err, size_t errlen) {
     if (n < 0 || (n > 0 && !tensors)) {
-        st_err(err, errlen, "%s: bad tensor list", path);
+        dt_errorf(err, errlen, "%s: bad tensor list", path);
         return -1;
     }
     /* Validate everything before touching the filesystem. */
     for (int i = 0; i < n; i++) {
         const st_write_tensor *t = &tensors[i];
         if (!t->name || !t->name[0] || strcmp(t->name, "__metadata__") == 0) {
-            st_err(err, errlen, "%s: tensor %d has an empty or reserved name", path, i);
+            dt_errorf(err, errlen, "%s: tensor %d has an empty or reserved name", path, i);
             return -1;
         }
         if (!st_dtype_name(t->dtype)) {
-            st_err(err, errlen, "%s: tensor '%s' has an unknown dtype", path, t->name);
+            dt_errorf(err, errlen, "%s: tensor '%s' has an unknown dtype", path, t->name);
             return -1;
         }
         if (t->ndim < 0 || t->ndim > ST_MAX_DIMS) {
-            st_err(err, errlen, "%s: tensor '%s' has %d dimensions (0..%d allowed)", path,
+            dt_errorf(err, errlen, "%s: tensor '%s' has %d dimensions (0..%d allowed)", path,
                    t->name, t->ndim, ST_MAX_DIMS);
             return -1;
         }
@@ -511,17 +504,17 @@ int safetensors_write(const char *path, const st_write_tensor *tensors, int n,
         for (int d = 0; d < t->ndim; d++) {
             if (t->shape[d] < 0 ||
                 __builtin_mul_overflow(nbytes, (size_t)t->shape[d], &nbytes)) {
-                st_err(err, errlen, "%s: tensor '%s' has a bad shape", path, t->name);
+                dt_errorf(err, errlen, "%s: tensor '%s' has a bad shape", path, t->name);
                 return -1;
             }
         }
         if (nbytes > 0 && !t->data) {
-            st_err(err, errlen, "%s: tensor '%s' has no data", path, t->name);
+            dt_errorf(err, errlen, "%s: tensor '%s' has no data", path, t->name);
             return -1;
         }
         for (int j = 0; j < i; j++)
             if (strcmp(tensors[j].name, t->name) == 0) {
-                st_err(err, errlen, "%s: tensor name '%s' appears twice", path, t->name);
+                dt_errorf(err, errlen, "%s: tensor name '%s' appears twice", path, t->name);
                 return -1;
             }
     }
@@ -533,13 +526,13 @@ int safetensors_write(const char *path, const st_write_tensor *tensors, int n,
     char *tmp = malloc(tlen);
     if (!tmp) {
         free(header);
-        st_err(err, errlen, "%s: out of memory", path);
+        dt_errorf(err, errlen, "%s: out of memory", path);
         return -1;
     }
     snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
-        st_err(err, errlen, "%s: cannot create temporary file %s: %s", path, tmp,
+        dt_errorf(err, errlen, "%s: cannot create temporary file %s: %s", path, tmp,
                strerror(errno));
         free(header);
         free(tmp);
@@ -563,7 +556,7 @@ int safetensors_write(const char *path, const st_write_tensor *tensors, int n,
         saved = errno;
     }
     if (!ok) {
-        st_err(err, errlen, "%s: %s of %s failed: %s (the previous file, if any, is unchanged)",
+        dt_errorf(err, errlen, "%s: %s of %s failed: %s (the previous file, if any, is unchanged)",
                path, stage, tmp, strerror(saved));
         unlink(tmp);
         free(header);
@@ -573,7 +566,7 @@ int safetensors_write(const char *path, const st_write_tensor *tensors, int n,
     free(header);
     free(tmp);
     if (st_fsync_dir(path) != 0) {
-        st_err(err, errlen, "%s: written, but syncing its directory failed: %s", path,
+        dt_errorf(err, errlen, "%s: written, but syncing its directory failed: %s", path,
                strerror(errno));
         return -1;
     }

@@ -6,6 +6,8 @@
  *   outline — the shape's outline in dark ink on a light pastel background with mild noise.
  * Edges are anti-aliased by 4x4 supersampling of an exact inside test per shape.
  */
+#include "errmsg.h"
+#include "fsutil.h"
 #include "synth.h"
 
 #include "image.h"
@@ -191,72 +193,37 @@ int synth_render(const char *style, int k, int size, uint64_t seed, uint64_t ind
     return 0;
 }
 
-static void synth_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-/* mkdir -p: creates path and its missing parents. */
-static int synth_mkdirs(const char *path, char *err, size_t errlen) {
-    char *p = strdup(path);
-    if (!p) { synth_err(err, errlen, "out of memory"); return -1; }
-    size_t len = strlen(p);
-    while (len > 1 && p[len - 1] == '/') p[--len] = '\0';
-    for (char *s = p + 1;; s++) {
-        int last = *s == '\0';
-        if (*s == '/' || last) {
-            char saved = *s;
-            *s = '\0';
-            struct stat sb;
-            if (mkdir(p, 0755) != 0 && !(errno == EEXIST && stat(p, &sb) == 0 &&
-                                         S_ISDIR(sb.st_mode))) {
-                synth_err(err, errlen, "cannot create folder %s: %s", p,
-                          errno == EEXIST ? "a file is in the way" : strerror(errno));
-                free(p);
-                return -1;
-            }
-            *s = saved;
-        }
-        if (last) break;
-    }
-    free(p);
-    return 0;
-}
-
 int synth_write_folder(const char *out_dir, const char *style, int num_classes, int n_per_class,
                        int size, uint64_t seed, char *err, size_t errlen) {
     if (synth_style_index(style) < 0) {
-        synth_err(err, errlen, "unknown synthetic style '%s' (solid, outline)",
+        dt_errorf(err, errlen, "unknown synthetic style '%s' (solid, outline)",
                   style ? style : "(null)");
         return -1;
     }
     if (num_classes < 1 || num_classes > SYNTH_MAX_CLASSES) {
-        synth_err(err, errlen, "number of classes must be 1..%d, not %d", SYNTH_MAX_CLASSES,
+        dt_errorf(err, errlen, "number of classes must be 1..%d, not %d", SYNTH_MAX_CLASSES,
                   num_classes);
         return -1;
     }
     if (n_per_class < 1 || n_per_class > 1000000) {
-        synth_err(err, errlen, "images per class must be 1..1000000, not %d", n_per_class);
+        dt_errorf(err, errlen, "images per class must be 1..1000000, not %d", n_per_class);
         return -1;
     }
     if (size < 8 || size > 1024) {
-        synth_err(err, errlen, "image size must be 8..1024, not %d", size);
+        dt_errorf(err, errlen, "image size must be 8..1024, not %d", size);
         return -1;
     }
     if (!out_dir || !out_dir[0]) {
-        synth_err(err, errlen, "no output folder given");
+        dt_errorf(err, errlen, "no output folder given");
         return -1;
     }
-    if (synth_mkdirs(out_dir, err, errlen) != 0) return -1;
+    if (fs_mkdirs(out_dir, err, errlen) != 0) return -1;
     size_t plen = strlen(out_dir) + 64;
     char *dir = malloc(plen);
-    if (!dir) { synth_err(err, errlen, "out of memory"); return -1; }
+    if (!dir) { dt_errorf(err, errlen, "out of memory"); return -1; }
     for (int k = 0; k < num_classes; k++) {
         snprintf(dir, plen, "%s/%s", out_dir, synth_class_names[k]);
-        if (synth_mkdirs(dir, err, errlen) != 0) { free(dir); return -1; }
+        if (fs_mkdirs(dir, err, errlen) != 0) { free(dir); return -1; }
     }
     free(dir);
     /* Images are independent: render and encode them in parallel; the lowest failing image
@@ -281,7 +248,7 @@ int synth_write_folder(const char *out_dir, const char *style, int num_classes, 
 #pragma omp critical(synth_write_error)
                 if (j < first_bad) {
                     first_bad = j;
-                    synth_err(err, errlen, "%s", msg);
+                    dt_errorf(err, errlen, "%s", msg);
                 }
             }
         }

@@ -58,43 +58,63 @@ static inline int tu_run(const dt_spec *s, const char *out, const char *bank, in
     return rc;
 }
 
-/* Collects the "loss" of training progress events, indexed by step (losses[step]). */
-static inline int tu_losses(const char *events, double *losses, int max_step) {
-    int n = 0;
+/* Parses events (JSON Lines) one object at a time; stops early when visit returns non-zero and
+ * then hands that object (a new reference) back, else returns NULL. */
+static inline json_t *tu_each_event(const char *events, int (*visit)(json_t *o, void *ctx), void *ctx) {
     const char *line = events;
     while (line && *line) {
         const char *nl = strchr(line, '\n');
         size_t len = nl ? (size_t)(nl - line) : strlen(line);
         json_t *o = json_loadb(line, len, 0, NULL);
-        const char *type = json_string_value(json_object_get(o, "type"));
-        const char *phase = json_string_value(json_object_get(o, "phase"));
-        if (type && phase && !strcmp(type, "progress") && !strcmp(phase, "training")) {
-            int step = (int)json_integer_value(json_object_get(o, "step"));
-            if (step >= 0 && step <= max_step) {
-                losses[step] = json_real_value(json_object_get(o, "loss"));
-                n++;
-            }
-        }
-        json_decref(o);
-        line = nl ? nl + 1 : NULL;
-    }
-    return n;
-}
-
-/* The first event of type whose "name" (when given) matches; new reference or NULL. */
-static inline json_t *tu_find_event(const char *events, const char *type, const char *name) {
-    const char *line = events;
-    while (line && *line) {
-        const char *nl = strchr(line, '\n');
-        size_t len = nl ? (size_t)(nl - line) : strlen(line);
-        json_t *o = json_loadb(line, len, 0, NULL);
-        const char *t = json_string_value(json_object_get(o, "type"));
-        const char *nm = json_string_value(json_object_get(o, "name"));
-        if (t && !strcmp(t, type) && (!name || (nm && !strcmp(nm, name)))) return o;
+        if (o && visit(o, ctx)) return o;
         json_decref(o);
         line = nl ? nl + 1 : NULL;
     }
     return NULL;
+}
+
+typedef struct {
+    double *losses;
+    int max_step, n;
+} tu_loss_ctx;
+
+static inline int tu_visit_loss(json_t *o, void *ctx) {
+    tu_loss_ctx *c = ctx;
+    const char *type = json_string_value(json_object_get(o, "type"));
+    const char *phase = json_string_value(json_object_get(o, "phase"));
+    if (type && phase && !strcmp(type, "progress") && !strcmp(phase, "training")) {
+        int step = (int)json_integer_value(json_object_get(o, "step"));
+        if (step >= 0 && step <= c->max_step) {
+            c->losses[step] = json_real_value(json_object_get(o, "loss"));
+            c->n++;
+        }
+    }
+    return 0;
+}
+
+/* Collects the "loss" of training progress events, indexed by step (losses[step]); returns how
+ * many there were. */
+static inline int tu_losses(const char *events, double *losses, int max_step) {
+    tu_loss_ctx c = {losses, max_step, 0};
+    tu_each_event(events, tu_visit_loss, &c);
+    return c.n;
+}
+
+typedef struct {
+    const char *type, *name;
+} tu_find_ctx;
+
+static inline int tu_visit_find(json_t *o, void *ctx) {
+    tu_find_ctx *c = ctx;
+    const char *t = json_string_value(json_object_get(o, "type"));
+    const char *nm = json_string_value(json_object_get(o, "name"));
+    return t && !strcmp(t, c->type) && (!c->name || (nm && !strcmp(nm, c->name)));
+}
+
+/* The first event of type whose "name" (when given) matches; new reference or NULL. */
+static inline json_t *tu_find_event(const char *events, const char *type, const char *name) {
+    tu_find_ctx c = {type, name};
+    return tu_each_event(events, tu_visit_find, &c);
 }
 
 /* 1 when two files have identical bytes. */
