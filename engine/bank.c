@@ -30,7 +30,7 @@ int bank_key(const char *base_model_path, const dt_bank_settings *s, char key[65
     char model_hash[65], text[256];
     if (fs_sha256_file(base_model_path, model_hash, err, errlen)) return -1;
     /* chunk only changes how the work is split, not the images, so it is not part of the key */
-    snprintf(text, sizeof text, "%s|n=%d|steps=%d|sampler=%s|cfg=%.6g|seed=%llu", model_hash,
+    snprintf(text, sizeof text, "%s|n=%d|steps=%d|sampler=%s|cfg=%.6g|seed=%llu|clip_x0=1", model_hash,
              s->size, s->steps, s->ddim ? "ddim" : "ddpm", s->cfg, (unsigned long long)BANK_SEED);
     fs_sha256_hex(text, strlen(text), key);
     return 0;
@@ -121,7 +121,9 @@ int bank_load_or_generate(dt_bank *bank, const char *root, const char *key,
         snprintf(err, errlen, "out of memory for a knowledge bank of %d images", s->size);
         goto done;
     }
-    dt_sampler_opts so = {.steps = s->steps, .ddim = s->ddim, .eta = 0.0, .cfg = (float)s->cfg};
+    /* Pixel-space models sample with x0 clipped (latent DiTs, with the VAE, will not). */
+    dt_sampler_opts so = {.steps = s->steps, .ddim = s->ddim, .eta = 0.0, .cfg = (float)s->cfg,
+                          .clip_x0 = 1};
     if (sampler_init(&smp, m, &sched, &so, s->chunk, err, errlen)) goto done;
     /* Random source classes, as the reference sampler draws them. */
     for (int i = 0; i < s->size; i++)

@@ -90,6 +90,7 @@ int sampler_run(dt_sampler *s, const float *params, const int32_t *labels, int B
             out = s->guided;
         }
         dt_step_coefs k = diffusion_step_coefs(&s->chain, i, s->opts.ddim ? s->opts.eta : 0.0);
+        k.clip_x0 = s->opts.clip_x0;
         int needs_noise = k.add_noise && (!s->opts.ddim || k.ddim_sigma > 0.0f);
         if (needs_noise) be->randn(be, s->noise, (size_t)B * img, seed, stream + (uint64_t)i);
         if (s->opts.ddim)

@@ -12,6 +12,8 @@ typedef struct {
     int ddim;   /* 0 = DDPM ancestral, 1 = DDIM */
     double eta; /* DDIM noise (0 = deterministic) */
     float cfg;  /* guidance scale s; 1 = plain conditional sampling */
+    int clip_x0; /* clamp each step's predicted x0 to [-1, 1]: right for pixel-space models (as
+                  * ADM samples them), wrong for latents (DiT samples latents unclipped) */
 } dt_sampler_opts;
 
 typedef struct {

@@ -122,7 +122,8 @@ static int train_alloc(trainer *tr, char *err, size_t errlen) {
         !tr->h_grid || !tr->h_grid_labels)
         goto oom;
     if (dit_acts_alloc(&tr->acts, &tr->m, tr->micro, 1, err, errlen)) return -1;
-    dt_sampler_opts so = {.steps = TRAIN_GRID_STEPS, .ddim = 1, .eta = 0.0, .cfg = TRAIN_GRID_CFG};
+    dt_sampler_opts so = {.steps = TRAIN_GRID_STEPS, .ddim = 1, .eta = 0.0, .cfg = TRAIN_GRID_CFG,
+                          .clip_x0 = 1 /* pixel space */};
     if (sampler_init(&tr->grid, &tr->m, &tr->sched, &so, G, err, errlen)) return -1;
     for (int i = 0; i < G; i++) tr->h_grid_labels[i] = i % tr->ds.num_classes;
     return 0;

@@ -52,6 +52,8 @@ typedef struct {
     float sqrt_1m_ac_prev;   /* DDIM: sqrt(1 - abar_prev - sigma^2) direction coefficient */
     float ddim_sigma;        /* DDIM: sigma_t (eta * ...) */
     int add_noise;           /* 0 on the final step */
+    int clip_x0;             /* clamp the predicted x0 to [-1, 1] (pixel-space models); DDIM then
+                              * re-derives eps from the clamped x0, as ADM does */
 } dt_step_coefs;
 
 struct dt_backend {

@@ -27,7 +27,9 @@ static void sample_usage(FILE *f) {
         "  --heads H          attention heads, for a converted checkpoint without metadata whose\n"
         "                     hidden size matches no preset\n"
         "  --device DEV       cpu | auto | cuda:N (default auto)\n"
-        "  --batch B          images per sampling batch (default 16)\n");
+        "  --batch B          images per sampling batch (default 16)\n"
+        "  --no-clip          do not clamp each step's predicted x0 to [-1, 1] (clamping is the\n"
+        "                     default for these pixel-space models)\n");
 }
 
 int cmd_sample(int argc, char **argv) {
@@ -35,9 +37,11 @@ int cmd_sample(int argc, char **argv) {
     long n = 0, klass = -1, steps = 0, heads = 0, batch = 16;
     double cfg = 1.5;
     uint64_t seed = 0;
+    int clip = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { sample_usage(stdout); return 0; }
+        if (!strcmp(a, "--no-clip")) { clip = 0; continue; }
         if (!v) { fprintf(stderr, "difftune sample: %s needs a value (see --help)\n", a); return 2; }
         i++;
         int bad = 0;
@@ -98,7 +102,7 @@ int cmd_sample(int argc, char **argv) {
     if (checkpoint_read_weights(&f, &m, strcmp(weights, "train") ? "" : "train.", host, err, sizeof err)) { rc = 2; goto done; }
     be->upload(be, params, host, m.num_floats * sizeof(float));
     if (diffusion_schedule_init(&sched, DT_DIFFUSION_T)) { snprintf(err, sizeof err, "out of memory"); goto done; }
-    dt_sampler_opts so = {.steps = (int)steps, .ddim = ddim, .eta = 0.0, .cfg = (float)cfg};
+    dt_sampler_opts so = {.steps = (int)steps, .ddim = ddim, .eta = 0.0, .cfg = (float)cfg, .clip_x0 = clip};
     if (sampler_init(&smp, &m, &sched, &so, (int)batch, err, sizeof err)) goto done;
     for (long i = 0; i < n; i++) labels[i] = klass >= 0 ? (int32_t)klass : (int32_t)(i % c.num_classes);
     for (long first = 0, chunk = 0; first < n; first += batch, chunk++) {

@@ -1036,6 +1036,7 @@ static void test_diffusion_steps(const ops_schedule *s, const dt_diffusion_table
     };
     float *noise = fbuf(n);
     fill_normal(noise, n, 1.0);
+    for (int clip = 0; clip < 2; clip++)
     for (int ls = 0; ls < 2; ls++)
         for (int add = 0; add < 2; add++) {
             int co = ls ? 2 * C : C;
@@ -1044,14 +1045,17 @@ static void test_diffusion_steps(const ops_schedule *s, const dt_diffusion_table
             for (int b = 0; b < B && ls; b++)
                 fill_uniform(mo + ((size_t)b * co + C) * HW, (size_t)C * HW, -1, 1);
             k.add_noise = add;
+            k.clip_x0 = clip;
             be->ddpm_step(be, x, mo, noise, &k, B, C, HW, ls);
             worst = 0.0;
+            int clipped = 0;
             for (int b = 0; b < B; b++)
                 for (int c = 0; c < C; c++)
                     for (int i = 0; i < HW; i++) {
                         size_t xi = ((size_t)b * C + c) * HW + i;
                         double e = mo[((size_t)b * co + c) * HW + i], xv = xt[xi];
                         double px0 = sqrt(1 / ab) * xv - sqrt(1 / ab - 1) * e;
+                        if (clip && fabs(px0) > 1) px0 = px0 > 0 ? 1 : -1, clipped++;
                         double mean = beta * sqrt(abp) / (1 - ab) * px0 +
                                       (1 - abp) * sqrt(1 - beta) / (1 - ab) * xv;
                         double logvar = log(beta);
@@ -1062,17 +1066,21 @@ static void test_diffusion_steps(const ops_schedule *s, const dt_diffusion_table
                         double want = mean + (add ? exp(0.5 * logvar) * noise[xi] : 0.0);
                         worst = fmax(worst, fabs(x[xi] - want));
                     }
-            CHECK(worst < 2e-5, "ddpm_step (learn_sigma %d, noise %d): %.3g", ls, add, worst);
+            CHECK(!clip || clipped > 0, "the clip case clips something");
+            CHECK(worst < 2e-5, "ddpm_step (learn_sigma %d, noise %d, clip %d): %.3g", ls, add, clip, worst);
         }
+    k.clip_x0 = 0;
 
     /* ddim_step, eta = 0 and eta = 1 (sigma from the DDIM paper), eps-only and learned-sigma
      * model outputs (eps = first C channels of each sample) */
+    for (int clip = 0; clip < 2; clip++)
     for (int ls = 0; ls < 2; ls++)
         for (int eta = 0; eta < 2; eta++) {
             int co = ls ? 2 * C : C;
             double sigma = eta * sqrt((1 - abp) / (1 - ab)) * sqrt(1 - ab / abp);
             k.ddim_sigma = (float)sigma;
             k.sqrt_1m_ac_prev = (float)sqrt(1 - abp - sigma * sigma);
+            k.clip_x0 = clip;
             float *mo = fbuf((size_t)B * co * HW), *x = copy_of(xt, n);
             fill_normal(mo, (size_t)B * co * HW, 1.0);
             be->ddim_step(be, x, mo, noise, &k, B, C, HW, ls);
@@ -1083,11 +1091,15 @@ static void test_diffusion_steps(const ops_schedule *s, const dt_diffusion_table
                         size_t xi = ((size_t)b * C + c) * HW + i;
                         double e = mo[((size_t)b * co + c) * HW + i];
                         double px0 = sqrt(1 / ab) * xt[xi] - sqrt(1 / ab - 1) * e;
+                        if (clip && fabs(px0) > 1) {
+                            px0 = px0 > 0 ? 1 : -1;
+                            e = (sqrt(1 / ab) * xt[xi] - px0) / sqrt(1 / ab - 1);
+                        }
                         double want =
                             sqrt(abp) * px0 + sqrt(1 - abp - sigma * sigma) * e + sigma * noise[xi];
                         worst = fmax(worst, fabs(x[xi] - want));
                     }
-            CHECK(worst < 2e-5, "ddim_step (learn_sigma %d, eta %d): %.3g", ls, eta, worst);
+            CHECK(worst < 2e-5, "ddim_step (learn_sigma %d, eta %d, clip %d): %.3g", ls, eta, clip, worst);
         }
 }
 

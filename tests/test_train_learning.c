@@ -38,7 +38,7 @@ static double sample_distance(const dit_model *m, const float *weights, const dt
     dt_schedule sched;
     diffusion_schedule_init(&sched, 1000);
     dt_sampler smp;
-    dt_sampler_opts so = {.steps = 50, .ddim = 1, .cfg = 1.0f};
+    dt_sampler_opts so = {.steps = 50, .ddim = 1, .cfg = 1.0f, .clip_x0 = 1};
     CHECK(sampler_init(&smp, m, &sched, &so, 64, err, sizeof err) == 0, "%s", err);
     float *params = be->alloc(be, m->num_floats * sizeof(float));
     be->upload(be, params, weights, m->num_floats * sizeof(float));

@@ -47,6 +47,7 @@ static void cpu_ddpm_step(dt_backend *be, float *x, const float *model_out, cons
         for (size_t i = 0; i < plane; i++) {
             float xi = xb[i];
             float pred_x0 = kc.sqrt_recip_ac * xi - kc.sqrt_recipm1_ac * eps[i];
+            if (kc.clip_x0) pred_x0 = fminf(1.0f, fmaxf(-1.0f, pred_x0));
             float mean = kc.post_coef1 * pred_x0 + kc.post_coef2 * xi;
             if (kc.add_noise) {
                 float logvar = kc.fixed_log_var;
@@ -75,8 +76,13 @@ static void cpu_ddim_step(dt_backend *be, float *x, const float *model_out, cons
         float *xb = x + (size_t)b * plane;
         const float *nb = use_noise ? noise + (size_t)b * plane : NULL;
         for (size_t i = 0; i < plane; i++) {
-            float pred_x0 = kc.sqrt_recip_ac * xb[i] - kc.sqrt_recipm1_ac * eps[i];
-            float xn = kc.sqrt_ac_prev * pred_x0 + kc.sqrt_1m_ac_prev * eps[i];
+            float e = eps[i];
+            float pred_x0 = kc.sqrt_recip_ac * xb[i] - kc.sqrt_recipm1_ac * e;
+            if (kc.clip_x0) {
+                pred_x0 = fminf(1.0f, fmaxf(-1.0f, pred_x0));
+                e = (kc.sqrt_recip_ac * xb[i] - pred_x0) / kc.sqrt_recipm1_ac;
+            }
+            float xn = kc.sqrt_ac_prev * pred_x0 + kc.sqrt_1m_ac_prev * e;
             if (use_noise) xn += kc.ddim_sigma * nb[i];
             xb[i] = xn;
         }
