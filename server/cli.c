@@ -7,6 +7,7 @@
 
 int cli_parse_int(const char *s, long lo, long hi, long *out) {
     char *end;
+    if (*s != '-' && (*s < '0' || *s > '9')) return -1; /* no leading spaces or '+' */
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno || end == s || *end || v < lo || v > hi) return -1;
@@ -17,7 +18,7 @@ int cli_parse_int(const char *s, long lo, long hi, long *out) {
 int cli_parse_u64(const char *s, uint64_t *out) {
     char *end;
     errno = 0;
-    if (*s == '-') return -1;
+    if (*s < '0' || *s > '9') return -1; /* strtoull would skip spaces and accept a sign */
     unsigned long long v = strtoull(s, &end, 10);
     if (errno || end == s || *end) return -1;
     *out = v;

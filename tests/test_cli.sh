@@ -109,6 +109,8 @@ expect 0 "" -- "$BIN" sample --checkpoint "$FINAL" --n 2 --steps 3 --class 3 --o
 expect 2 "classes 0..2" -- "$BIN" sample --checkpoint "$FINAL" --n 2 --class 4 --out "$TMP/x.png"
 expect 2 "corrupt.safetensors" -- "$BIN" sample --checkpoint "$TMP/corrupt.safetensors" --n 2 --out "$TMP/x.png"
 expect 2 "bad value for --n" -- "$BIN" sample --checkpoint "$FINAL" --n 0 --out "$TMP/x.png"
+expect 2 "bad value for --seed" -- "$BIN" sample --checkpoint "$FINAL" --n 1 --seed " -1" --out "$TMP/x.png"
+expect 2 "bad value for --n" -- "$BIN" sample --checkpoint "$FINAL" --n " 2" --out "$TMP/x.png"
 
 echo "test_cli: $pass passed, $fail failed"
 [ $fail -eq 0 ]
