@@ -10,6 +10,7 @@ PACKAGES=(
   libjansson-dev                     # JSON: job specs, events, safetensors headers
   libstb-dev                         # image decoding, resizing and PNG writing
   libssl-dev                         # SHA-256 (knowledge-bank keys, checkpoint digests)
+  libsqlite3-dev                     # the job server's store (WAL, STRICT tables: 3.37 or newer)
   python3 python3-numpy              # independent reference implementations used by tests
 )
 

@@ -1,0 +1,233 @@
+/* store_events.c — what a job reports while it runs: its event log (the SSE source, paged by
+ * event id) and its metric series. */
+#include "store_internal.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char SQL_EVENT_INSERT[] =
+    "INSERT INTO events (job_id, type, data, ts) VALUES (?1, ?2, ?3, ?4)";
+
+int store_event_insert(dt_store *s, const char *job_id, const char *type, json_t *data,
+                       double ts, int64_t *id_out, char *err, size_t errlen) {
+    sqlite3_stmt *st = store_stmt(s, SQL_EVENT_INSERT, err, errlen);
+    if (!st) return DT_STORE_ERROR;
+    json_t *empty = data ? NULL : json_object();
+    store_bind_text(st, 1, job_id);
+    store_bind_text(st, 2, type);
+    store_bind_json(st, 3, data ? data : empty);
+    sqlite3_bind_double(st, 4, ts > 0 ? ts : store_now());
+    int step = sqlite3_step(st);
+    store_stmt_done(st);
+    json_decref(empty);
+    if (step != SQLITE_DONE) return store_fail(s, step, "storing an event", err, errlen);
+    if (id_out) *id_out = sqlite3_last_insert_rowid(s->db);
+    return DT_STORE_OK;
+}
+
+/* One statement, so the status check and the insert cannot be split by a transition. */
+static const char SQL_EVENT_APPEND[] =
+    "INSERT INTO events (job_id, type, data, ts)"
+    " SELECT ?1, ?2, ?3, ?4 FROM jobs WHERE id = ?1 AND status IN ('queued', 'running')";
+static const char SQL_JOB_STATUS[] = "SELECT status FROM jobs WHERE id = ?1";
+
+int store_event_append(dt_store *s, const char *job_id, const char *type, json_t *data,
+                       double ts, int64_t *id_out, char *err, size_t errlen) {
+    assert(s && job_id && type);
+    if (!type[0]) {
+        store_errorf(err, errlen, "an event needs a type");
+        return DT_STORE_INVALID;
+    }
+    if (data && !json_is_object(data)) {
+        store_errorf(err, errlen, "event data must be a JSON object");
+        return DT_STORE_INVALID;
+    }
+    json_t *empty = data ? NULL : json_object();
+    store_lock(s);
+    int rc = DT_STORE_ERROR;
+    sqlite3_stmt *st = store_stmt(s, SQL_EVENT_APPEND, err, errlen);
+    if (!st) goto out;
+    store_bind_text(st, 1, job_id);
+    store_bind_text(st, 2, type);
+    store_bind_json(st, 3, data ? data : empty);
+    sqlite3_bind_double(st, 4, ts > 0 ? ts : store_now());
+    int step = sqlite3_step(st);
+    store_stmt_done(st);
+    if (step != SQLITE_DONE) {
+        rc = store_fail(s, step, "storing an event", err, errlen);
+        goto out;
+    }
+    if (sqlite3_changes(s->db) == 1) {
+        if (id_out) *id_out = sqlite3_last_insert_rowid(s->db);
+        rc = DT_STORE_OK;
+        goto out;
+    }
+    /* nothing inserted: say why */
+    st = store_stmt(s, SQL_JOB_STATUS, err, errlen);
+    if (!st) goto out;
+    store_bind_text(st, 1, job_id);
+    step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        store_errorf(err, errlen, "job %s is %s: a finished job takes no more events", job_id,
+                     (const char *)sqlite3_column_text(st, 0));
+        rc = DT_STORE_CONFLICT;
+    } else if (step == SQLITE_DONE) {
+        store_errorf(err, errlen, "no job %s", job_id);
+        rc = DT_STORE_NOT_FOUND;
+    } else {
+        rc = store_fail(s, step, "looking up a job", err, errlen);
+    }
+    store_stmt_done(st);
+out:
+    store_unlock(s);
+    json_decref(empty);
+    return rc;
+}
+
+static const char SQL_EVENT_PAGE[] =
+    "SELECT id, type, data, ts FROM events WHERE job_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3";
+
+int store_event_list(dt_store *s, const char *job_id, int64_t after, int limit, json_t **out,
+                     char *err, size_t errlen) {
+    assert(s && job_id && out);
+    *out = NULL;
+    int rc = store_check_limit(limit, DT_STORE_EVENTS_MAX, err, errlen);
+    if (rc != DT_STORE_OK) return rc;
+    if (after < 0) {
+        store_errorf(err, errlen, "after must be an event id >= 0 (got %lld)", (long long)after);
+        return DT_STORE_INVALID;
+    }
+    store_lock(s);
+    json_t *data = NULL;
+    sqlite3_stmt *st = NULL;
+    rc = store_begin_read(s, err, errlen);
+    if (rc == DT_STORE_OK) rc = store_job_exists(s, job_id, err, errlen);
+    if (rc != DT_STORE_OK) goto out;
+    st = store_stmt(s, SQL_EVENT_PAGE, err, errlen);
+    if (!st) { rc = DT_STORE_ERROR; goto out; }
+    store_bind_text(st, 1, job_id);
+    sqlite3_bind_int64(st, 2, after);
+    sqlite3_bind_int(st, 3, limit + 1);
+    data = json_array();
+    int has_more = 0, step;
+    int64_t last = -1;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        if ((int)json_array_size(data) == limit) {
+            has_more = 1;
+            break;
+        }
+        json_t *payload = store_column_json(st, 2);
+        if (!payload) {
+            store_errorf(err, errlen, "an event of job %s holds invalid JSON", job_id);
+            rc = DT_STORE_ERROR;
+            goto out;
+        }
+        last = sqlite3_column_int64(st, 0);
+        json_array_append_new(data, json_pack("{s:I, s:o, s:f, s:o}", "id", (json_int_t)last,
+                                              "type", store_column_value(st, 1), "time",
+                                              sqlite3_column_double(st, 3), "data", payload));
+    }
+    if (step != SQLITE_ROW && step != SQLITE_DONE) {
+        rc = store_fail(s, step, "listing events", err, errlen);
+        goto out;
+    }
+    *out = json_pack("{s:o, s:b, s:o}", "data", data, "has_more", has_more, "last_id",
+                     last >= 0 ? json_integer(last) : json_null());
+    data = NULL;
+out:
+    store_stmt_done(st);
+    store_rollback(s);
+    json_decref(data);
+    store_unlock(s);
+    return rc;
+}
+
+/* ---- metrics --------------------------------------------------------------------------------- */
+
+static const char SQL_METRIC_PUT[] =
+    "INSERT INTO metrics (job_id, name, step, value, ts) VALUES (?1, ?2, ?3, ?4, ?5)"
+    " ON CONFLICT (job_id, name, step) DO UPDATE SET value = excluded.value, ts = excluded.ts";
+
+int store_metric_append(dt_store *s, const char *job_id, const char *name, int64_t step,
+                        json_t *value, double ts, char *err, size_t errlen) {
+    assert(s && job_id && name && value);
+    if (!name[0]) {
+        store_errorf(err, errlen, "a metric needs a name");
+        return DT_STORE_INVALID;
+    }
+    store_lock(s);
+    int rc = DT_STORE_ERROR;
+    sqlite3_stmt *st = store_stmt(s, SQL_METRIC_PUT, err, errlen);
+    if (st) {
+        store_bind_text(st, 1, job_id);
+        store_bind_text(st, 2, name);
+        sqlite3_bind_int64(st, 3, step);
+        store_bind_json(st, 4, value);
+        sqlite3_bind_double(st, 5, ts > 0 ? ts : store_now());
+        int r = sqlite3_step(st);
+        store_stmt_done(st);
+        if (r == SQLITE_DONE) {
+            rc = DT_STORE_OK;
+        } else if (r == SQLITE_CONSTRAINT_FOREIGNKEY) {
+            store_errorf(err, errlen, "no job %s", job_id);
+            rc = DT_STORE_NOT_FOUND;
+        } else {
+            rc = store_fail(s, r, "storing a metric", err, errlen);
+        }
+    }
+    store_unlock(s);
+    return rc;
+}
+
+static const char SQL_METRIC_ALL[] =
+    "SELECT name, step, value, ts FROM metrics WHERE job_id = ?1 ORDER BY name, step";
+static const char SQL_METRIC_ONE[] =
+    "SELECT name, step, value, ts FROM metrics WHERE job_id = ?1 AND name = ?2 ORDER BY step";
+
+int store_metric_list(dt_store *s, const char *job_id, const char *name, json_t **out,
+                      char *err, size_t errlen) {
+    assert(s && job_id && out);
+    *out = NULL;
+    store_lock(s);
+    json_t *series = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = store_begin_read(s, err, errlen);
+    if (rc == DT_STORE_OK) rc = store_job_exists(s, job_id, err, errlen);
+    if (rc != DT_STORE_OK) goto out;
+    st = store_stmt(s, name ? SQL_METRIC_ONE : SQL_METRIC_ALL, err, errlen);
+    if (!st) { rc = DT_STORE_ERROR; goto out; }
+    store_bind_text(st, 1, job_id);
+    if (name) store_bind_text(st, 2, name);
+    series = json_object();
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *metric = (const char *)sqlite3_column_text(st, 0);
+        json_t *value = store_column_json(st, 2);
+        if (!metric || !value) {
+            store_errorf(err, errlen, "a metric of job %s holds invalid JSON", job_id);
+            rc = DT_STORE_ERROR;
+            goto out;
+        }
+        json_t *points = json_object_get(series, metric);
+        if (!points) {
+            points = json_array();
+            json_object_set_new(series, metric, points);
+        }
+        json_array_append_new(points, json_pack("{s:I, s:o, s:f}", "step",
+                                                (json_int_t)sqlite3_column_int64(st, 1), "value",
+                                                value, "time", sqlite3_column_double(st, 3)));
+    }
+    if (step != SQLITE_DONE) {
+        rc = store_fail(s, step, "listing metrics", err, errlen);
+        goto out;
+    }
+    *out = json_pack("{s:o}", "series", series);
+    series = NULL;
+out:
+    store_stmt_done(st);
+    store_rollback(s);
+    json_decref(series);
+    store_unlock(s);
+    return rc;
+}
