@@ -200,6 +200,15 @@ static int job_step_done(dt_store *s, sqlite3_stmt *st, const char *what, char *
     return DT_STORE_OK;
 }
 
+/* Runs a one-parameter update statement on job id, inside the caller's transaction. */
+static int job_exec_on(dt_store *s, const char *sql, const char *id, const char *what, char *err,
+                       size_t errlen) {
+    sqlite3_stmt *st = store_stmt(s, sql, err, errlen);
+    if (!st) return DT_STORE_ERROR;
+    store_bind_text(st, 1, id);
+    return job_step_done(s, st, what, err, errlen);
+}
+
 /* The "status" event of a change: {"status", "attempt"} plus whatever extra holds (stolen). */
 static int job_status_event(dt_store *s, const char *id, dt_job_status status, int attempt,
                             json_t *extra, char *err, size_t errlen) {
@@ -542,12 +551,7 @@ int store_job_cancel(dt_store *s, const char *id, dt_job_status *status_out, cha
         } else {
             now_status = DT_JOB_RUNNING;
             if (!js.cancel_requested) {
-                sqlite3_stmt *st = store_stmt(s, SQL_JOB_CANCEL_REQUEST, err, errlen);
-                rc = DT_STORE_ERROR;
-                if (st) {
-                    store_bind_text(st, 1, id);
-                    rc = job_step_done(s, st, "requesting a cancel", err, errlen);
-                }
+                rc = job_exec_on(s, SQL_JOB_CANCEL_REQUEST, id, "requesting a cancel", err, errlen);
                 if (rc == DT_STORE_OK)
                     rc = job_status_event(s, id, DT_JOB_RUNNING, js.attempt,
                                           json_pack("{s:b}", "cancel_requested", 1), err, errlen);
@@ -570,14 +574,7 @@ int store_job_retry(dt_store *s, const char *id, char *err, size_t errlen) {
     if (rc == DT_STORE_OK && js.status != DT_JOB_FAILED && js.status != DT_JOB_CANCELLED)
         rc = conflict_state(id, &js, "retried (only failed or cancelled jobs can)", err, errlen);
     if (rc == DT_STORE_OK) rc = check_refs(s, js.dataset_id, js.base_model_id, err, errlen);
-    if (rc == DT_STORE_OK) {
-        sqlite3_stmt *st = store_stmt(s, SQL_JOB_RETRY, err, errlen);
-        rc = DT_STORE_ERROR;
-        if (st) {
-            store_bind_text(st, 1, id);
-            rc = job_step_done(s, st, "retrying a job", err, errlen);
-        }
-    }
+    if (rc == DT_STORE_OK) rc = job_exec_on(s, SQL_JOB_RETRY, id, "retrying a job", err, errlen);
     if (rc == DT_STORE_OK)
         rc = job_status_event(s, id, DT_JOB_QUEUED, js.attempt,
                               json_pack("{s:b}", "retry", 1), err, errlen);
@@ -603,12 +600,7 @@ static int job_requeue_locked(dt_store *s, const char *id, const char *code, con
         rc = job_end(s, id, &js, next, code, message, err, errlen);
     } else {
         next = DT_JOB_QUEUED;
-        sqlite3_stmt *st = store_stmt(s, SQL_JOB_QUEUE_AGAIN, err, errlen);
-        rc = DT_STORE_ERROR;
-        if (st) {
-            store_bind_text(st, 1, id);
-            rc = job_step_done(s, st, "requeueing a job", err, errlen);
-        }
+        rc = job_exec_on(s, SQL_JOB_QUEUE_AGAIN, id, "requeueing a job", err, errlen);
         /* the event keeps why the attempt ended; the queued job itself carries no error */
         if (rc == DT_STORE_OK)
             rc = job_status_event(s, id, next, js.attempt,
