@@ -5,8 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
+#include "clock.h"
 #include "diffusion.h"
 #include "fsutil.h"
 #include "image.h"
@@ -85,12 +85,6 @@ static int bank_write_chunk(const char *path, const uint8_t *src, size_t bytes, 
     return 0;
 }
 
-static double bank_now(void) {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return tv.tv_sec + tv.tv_usec * 1e-6;
-}
-
 int bank_load_or_generate(dt_bank *bank, const char *root, const char *key,
                           const dt_bank_settings *s, const dit_model *m, const float *params,
                           dt_events *ev, volatile int *stop, int *reused, char *err, size_t errlen) {
@@ -131,7 +125,7 @@ int bank_load_or_generate(dt_bank *bank, const char *root, const char *key,
 
     events_log(ev, "info", "generating a knowledge bank of %d images (%s, %d steps, cfg %.2f) into %s",
                s->size, s->ddim ? "ddim" : "ddpm", s->steps, s->cfg, dir);
-    double t0 = bank_now();
+    double t0 = dt_now();
     int fresh = 0;
     for (int k = 0; k < chunks; k++) {
         int first = k * s->chunk, n = s->size - first < s->chunk ? s->size - first : s->chunk;
@@ -151,7 +145,7 @@ int bank_load_or_generate(dt_bank *bank, const char *root, const char *key,
             if (bank_write_chunk(cpath, images + first * img, img * n, err, errlen)) goto done;
             fresh += n;
         }
-        double el = bank_now() - t0;
+        double el = dt_now() - t0;
         int done_n = first + n;
         double ips = el > 0 ? fresh / el : 0.0;
         events_emit(ev, "progress", json_pack("{s:s, s:i, s:i, s:f, s:f}", "phase", "knowledge_bank",

@@ -1,16 +1,10 @@
 /* events.c — JSON Lines event output. */
 #include "events.h"
+#include "clock.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
-
-static double events_now(void) {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (double)tv.tv_sec + tv.tv_usec * 1e-6;
-}
 
 /* One human-readable line: progress gets a fixed layout, other events "type: k=v ...". */
 static void events_write_text(FILE *f, const char *type, json_t *o) {
@@ -54,7 +48,7 @@ void events_emit(dt_events *ev, const char *type, json_t *fields) {
     }
     json_t *o = json_object();
     json_object_set_new(o, "type", json_string(type));
-    json_object_set_new(o, "time", json_real(events_now()));
+    json_object_set_new(o, "time", json_real(dt_now()));
     if (fields) json_object_update(o, fields);
     json_decref(fields);
     if (ev->text) {

@@ -5,10 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
 #include "bank.h"
 #include "checkpoint.h"
+#include "clock.h"
 #include "dataset.h"
 #include "difftune.h"
 #include "diffusion.h"
@@ -61,12 +61,6 @@ typedef struct {
     double bucket_sum[2][TRAIN_BUCKETS];
     long bucket_n[2][TRAIN_BUCKETS];
 } trainer;
-
-static double train_now(void) {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return tv.tv_sec + tv.tv_usec * 1e-6;
-}
 
 /* ---- setup ------------------------------------------------------------------------------- */
 
@@ -409,7 +403,7 @@ int train_run(const dt_spec *spec, const dt_train_opts *o, char *err, size_t err
     tr.o = o;
     tr.ev = o->events;
     int rc;
-    double t_start = train_now();
+    double t_start = dt_now();
     events_emit(tr.ev, "status", json_pack("{s:s}", "status", "running"));
     events_emit(tr.ev, "progress", json_pack("{s:s, s:i, s:i}", "phase", "loading", "step", 0,
                                              "total_steps", spec->hp.steps));
@@ -441,7 +435,7 @@ int train_run(const dt_spec *spec, const dt_train_opts *o, char *err, size_t err
     if (start == 0 && train_grid(&tr, 0, err, errlen)) goto fail;
 
     int saved = start, done = start;
-    double t_train = train_now();
+    double t_train = dt_now();
     const int log_every = o->log_every > 0 ? o->log_every : 10;
     for (int step = start + 1; step <= spec->hp.steps; step++) {
         if (o->stop && *o->stop) break;
@@ -455,7 +449,7 @@ int train_run(const dt_spec *spec, const dt_train_opts *o, char *err, size_t err
                 snprintf(err, errlen, "backend failure at step %d on %s", step, tr.be->name);
             goto fail;
         }
-        double el = train_now() - t_train;
+        double el = dt_now() - t_train;
         if (step == start + 1 || step % log_every == 0 || step == spec->hp.steps) {
             train_report(&tr, step, el > 0 ? (step - start) * (double)tr.plan.B / el : 0.0);
         }
@@ -481,7 +475,7 @@ int train_run(const dt_spec *spec, const dt_train_opts *o, char *err, size_t err
     }
     if (start == spec->hp.steps) events_log(tr.ev, "info", "already complete at step %d", start);
     events_emit(tr.ev, "status", json_pack("{s:s, s:i, s:f}", "status", "succeeded", "step",
-                                           spec->hp.steps, "seconds", train_now() - t_start));
+                                           spec->hp.steps, "seconds", dt_now() - t_start));
     rc = TRAIN_OK;
     goto out;
 fail:

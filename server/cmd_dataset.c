@@ -11,7 +11,6 @@
 #include "dataset.h"
 #include "synth.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,30 +59,6 @@ static const char cmd_dataset_info_usage[] =
     "  --channels C     1 (grey) or 3 (RGB) (default 3)\n"
     "  -h, --help       show this help\n";
 
-/* Parses a whole decimal integer in [lo, hi]; rejects empty strings, signs where lo >= 0,
- * trailing characters and overflow. */
-static int cmd_dataset_parse_int(const char *s, long long lo, long long hi, long long *out) {
-    if (!s || !*s) return -1;
-    if (lo >= 0 && (*s == '-' || *s == '+')) return -1;
-    if (*s == ' ' || *s == '\t') return -1;
-    errno = 0;
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (errno || *end || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
-static int cmd_dataset_parse_u64(const char *s, uint64_t *out) {
-    if (!s || *s < '0' || *s > '9') return -1;
-    errno = 0;
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end) return -1;
-    *out = (uint64_t)v;
-    return 0;
-}
-
 /* Matches "--name value" and "--name=value" at argv[*i]; advances *i past what it consumed.
  * Returns 1 on a match with *val set, 0 when argv[*i] is another option, -1 when the value is
  * missing (message printed). */
@@ -122,7 +97,7 @@ static int cmd_dataset_bad(const char *sub, const char *fmt, const char *what) {
 
 static int cmd_dataset_synth(int argc, char **argv) {
     const char *style = NULL, *out = NULL;
-    long long classes = 4, per_class = 200, size = 32;
+    long classes = 4, per_class = 200, size = 32;
     uint64_t seed = 0;
     for (int i = 1; i < argc; i++) {
         const char *v = NULL;
@@ -140,20 +115,20 @@ static int cmd_dataset_synth(int argc, char **argv) {
             out = v;
         } else if ((m = cmd_dataset_opt(argc, argv, &i, "--classes", &v)) != 0) {
             if (m < 0) return 2;
-            if (cmd_dataset_parse_int(v, 1, SYNTH_MAX_CLASSES, &classes) != 0)
+            if (cli_parse_int(v, 1, SYNTH_MAX_CLASSES, &classes) != 0)
                 return cmd_dataset_bad("synth", "--classes must be an integer in 1..8, not '%s'", v);
         } else if ((m = cmd_dataset_opt(argc, argv, &i, "--per-class", &v)) != 0) {
             if (m < 0) return 2;
-            if (cmd_dataset_parse_int(v, 1, 1000000, &per_class) != 0)
+            if (cli_parse_int(v, 1, 1000000, &per_class) != 0)
                 return cmd_dataset_bad("synth", "--per-class must be an integer in 1..1000000, "
                                        "not '%s'", v);
         } else if ((m = cmd_dataset_opt(argc, argv, &i, "--size", &v)) != 0) {
             if (m < 0) return 2;
-            if (cmd_dataset_parse_int(v, 8, 256, &size) != 0)
+            if (cli_parse_int(v, 8, 256, &size) != 0)
                 return cmd_dataset_bad("synth", "--size must be an integer in 8..256, not '%s'", v);
         } else if ((m = cmd_dataset_opt(argc, argv, &i, "--seed", &v)) != 0) {
             if (m < 0) return 2;
-            if (cmd_dataset_parse_u64(v, &seed) != 0)
+            if (cli_parse_u64(v, &seed) != 0)
                 return cmd_dataset_bad("synth", "--seed must be a non-negative integer, not '%s'",
                                        v);
         } else if (argv[i][0] == '-') {
@@ -188,7 +163,7 @@ static int cmd_dataset_synth(int argc, char **argv) {
 
 static int cmd_dataset_info(int argc, char **argv) {
     const char *path = NULL;
-    long long size = 32, channels = 3;
+    long size = 32, channels = 3;
     for (int i = 1; i < argc; i++) {
         const char *v = NULL;
         int m;
@@ -198,11 +173,11 @@ static int cmd_dataset_info(int argc, char **argv) {
         }
         if ((m = cmd_dataset_opt(argc, argv, &i, "--size", &v)) != 0) {
             if (m < 0) return 2;
-            if (cmd_dataset_parse_int(v, 1, 4096, &size) != 0)
+            if (cli_parse_int(v, 1, 4096, &size) != 0)
                 return cmd_dataset_bad("info", "--size must be an integer in 1..4096, not '%s'", v);
         } else if ((m = cmd_dataset_opt(argc, argv, &i, "--channels", &v)) != 0) {
             if (m < 0) return 2;
-            if (cmd_dataset_parse_int(v, 1, 3, &channels) != 0 || channels == 2)
+            if (cli_parse_int(v, 1, 3, &channels) != 0 || channels == 2)
                 return cmd_dataset_bad("info", "--channels must be 1 or 3, not '%s'", v);
         } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
             return cmd_dataset_bad("info", "unknown option '%s'", argv[i]);
