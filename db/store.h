@@ -24,12 +24,14 @@
  *     queued --cancel--> cancelled            running --cancel--> running + cancel_requested
  *     running --requeue--> queued (attempts left) | failed (none left)
  *                          | cancelled (a cancel was requested)
+ *     running --release--> queued, the attempt not charged (graceful server shutdown)
+ *                          | cancelled (a cancel was requested)
  *     failed | cancelled --retry--> queued
  * Every status change (and a cancel request) appends a "status" event to the job in the same
  * transaction, so an event stream that has seen a terminal status has seen every event of that
  * run. Its data: {"status", "attempt"} plus "device" (running), "error" {code, message}
- * (failed), "reason" {code, message} (queued again after a worker died), "cancel_requested":
- * true, or "retry": true.
+ * (failed), "reason" {code, message} (queued again after a worker died or the server shut
+ * down), "cancel_requested": true, or "retry": true.
  */
 #ifndef DT_STORE_H
 #define DT_STORE_H
@@ -127,9 +129,9 @@ int store_job_create(dt_store *s, json_t *spec, const dt_job_create_opts *opts,
 /* The job as its API object (DESIGN.md section 3): {"id","object":"job","status","method",
  * "spec","priority","attempt","max_attempts","created_at","started_at","finished_at","device",
  * "progress","error","cancel_requested"}; started_at, finished_at, device and progress are null
- * until set, error is {"code","message"} for a failed job and null otherwise. started_at and
- * device describe the current (or last) attempt and are null again while a job waits in the
- * queue. *out is a new reference. */
+ * until set, error is {"code","message"} for a failed job and null otherwise. started_at,
+ * device and progress describe the current (or last) attempt and are null again while a job
+ * waits in the queue. *out is a new reference. */
 int store_job_get(dt_store *s, const char *id, json_t **out, char *err, size_t errlen);
 
 /* A page of jobs, newest first by (created_at, id): {"data":[job...],"has_more":bool,
@@ -178,6 +180,14 @@ int store_job_requeue(dt_store *s, const char *id, const char *error_code,
                       const char *error_message, dt_job_status *status_out,
                       char *err, size_t errlen);
 
+/* Puts a running job back in the queue without charging its attempt: the server shut down
+ * gracefully and its worker stopped at a checkpoint, so the interruption is not the job's fault.
+ * The job becomes queued with device, started_at and progress cleared, and max_attempts grows
+ * by one (attempt keeps counting every attempt ever started); its "status" event carries
+ * "reason" {"code":"server_shutdown", ...}. A job whose cancel was requested is cancelled
+ * instead. DT_STORE_CONFLICT when the job is not running. */
+int store_job_release(dt_store *s, const char *id, char *err, size_t errlen);
+
 /* At server start: every running job whose id is not among live_ids[0..n_live) (NULL, 0 = none
  * is alive) is handled as by store_job_requeue with this error. Returns how many jobs it
  * changed (>= 0), or a negative code (then none changed). */
@@ -189,6 +199,10 @@ int store_job_reconcile(dt_store *s, const char *const *live_ids, size_t n_live,
  * the job is not running. */
 int store_job_set_progress(dt_store *s, const char *id, json_t *progress,
                            char *err, size_t errlen);
+
+/* How many jobs are in each status: counts[st] for every dt_job_status st (GET /metrics).
+ * On failure counts is left all zero. */
+int store_job_counts(dt_store *s, int64_t counts[5], char *err, size_t errlen);
 
 /* Forgets idempotency keys stored before the given time (their jobs stay). Returns how many
  * were removed, or a negative code. */

@@ -476,12 +476,14 @@ static const char SQL_JOB_END[] =
     "UPDATE jobs SET status = ?2, finished_at = ?3, error_code = ?4, error_message = ?5"
     " WHERE id = ?1";
 static const char SQL_JOB_QUEUE_AGAIN[] =
-    "UPDATE jobs SET status = 'queued', device = NULL, started_at = NULL WHERE id = ?1";
+    "UPDATE jobs SET status = 'queued', device = NULL, started_at = NULL, progress = NULL"
+    " WHERE id = ?1";
 static const char SQL_JOB_CANCEL_REQUEST[] =
     "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1";
 static const char SQL_JOB_RETRY[] =
     "UPDATE jobs SET status = 'queued', finished_at = NULL, error_code = NULL,"
-    " error_message = NULL, device = NULL, started_at = NULL, cancel_requested = 0,"
+    " error_message = NULL, device = NULL, started_at = NULL, progress = NULL,"
+    " cancel_requested = 0,"
     " max_attempts = attempt + attempt_budget WHERE id = ?1";
 
 /* Writes a terminal status (and its event) inside the caller's transaction. */
@@ -625,6 +627,37 @@ int store_job_requeue(dt_store *s, const char *id, const char *error_code,
     return rc;
 }
 
+/* The attempt is not charged: the budget grows by the one the interrupted attempt used. */
+static const char SQL_JOB_RELEASE[] =
+    "UPDATE jobs SET status = 'queued', device = NULL, started_at = NULL, progress = NULL,"
+    " max_attempts = max_attempts + 1 WHERE id = ?1";
+
+/* The release of a running job, inside the caller's transaction. */
+static int job_release_locked(dt_store *s, const char *id, char *err, size_t errlen) {
+    job_state js;
+    int rc = job_load(s, id, &js, err, errlen);
+    if (rc != DT_STORE_OK) return rc;
+    if (js.status != DT_JOB_RUNNING) return conflict_state(id, &js, "released", err, errlen);
+    if (js.cancel_requested) return job_end(s, id, &js, DT_JOB_CANCELLED, NULL, NULL, err, errlen);
+    rc = job_exec_on(s, SQL_JOB_RELEASE, id, "releasing a job", err, errlen);
+    if (rc != DT_STORE_OK) return rc;
+    json_t *reason = error_object("server_shutdown", "the server shut down while the job was "
+                                  "running; it resumes from its last checkpoint");
+    return job_status_event(s, id, DT_JOB_QUEUED, js.attempt,
+                            json_pack("{s:o}", "reason", reason), err, errlen);
+}
+
+int store_job_release(dt_store *s, const char *id, char *err, size_t errlen) {
+    assert(s && id);
+    store_lock(s);
+    int rc = store_begin_write(s, err, errlen);
+    if (rc == DT_STORE_OK) rc = job_release_locked(s, id, err, errlen);
+    if (rc == DT_STORE_OK) rc = store_commit(s, err, errlen);
+    if (rc != DT_STORE_OK) store_rollback(s);
+    store_unlock(s);
+    return rc;
+}
+
 static const char SQL_JOB_RUNNING[] = "SELECT id FROM jobs WHERE status = 'running' ORDER BY id";
 
 int store_job_reconcile(dt_store *s, const char *const *live_ids, size_t n_live,
@@ -700,5 +733,35 @@ int store_job_set_progress(dt_store *s, const char *id, json_t *progress, char *
     if (rc == DT_STORE_OK) rc = store_commit(s, err, errlen);
     if (rc != DT_STORE_OK) store_rollback(s);
     store_unlock(s);
+    return rc;
+}
+
+static const char SQL_JOB_COUNTS[] = "SELECT status, count(*) FROM jobs GROUP BY status";
+
+int store_job_counts(dt_store *s, int64_t counts[5], char *err, size_t errlen) {
+    assert(s && counts);
+    int64_t found[5] = {0};
+    store_lock(s);
+    int rc = DT_STORE_ERROR;
+    sqlite3_stmt *st = store_stmt(s, SQL_JOB_COUNTS, err, errlen);
+    if (st) {
+        int step;
+        rc = DT_STORE_OK;
+        while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+            dt_job_status status;
+            if (store_job_status_parse((const char *)sqlite3_column_text(st, 0), &status)) {
+                store_errorf(err, errlen, "a job has an unknown status");
+                rc = DT_STORE_ERROR;
+                break;
+            }
+            found[status] = sqlite3_column_int64(st, 1);
+        }
+        if (rc == DT_STORE_OK && step != SQLITE_DONE)
+            rc = store_fail(s, step, "counting jobs", err, errlen);
+    }
+    store_stmt_done(st);
+    store_unlock(s);
+    if (rc == DT_STORE_OK) memcpy(counts, found, sizeof found);
+    else memset(counts, 0, sizeof found);
     return rc;
 }

@@ -11,7 +11,12 @@ PACKAGES=(
   libstb-dev                         # image decoding, resizing and PNG writing
   libssl-dev                         # SHA-256 (knowledge-bank keys, checkpoint digests)
   libsqlite3-dev                     # the job server's store (WAL, STRICT tables: 3.37 or newer)
+  libmicrohttpd-dev                  # the HTTP server (API, SSE streams, downloads)
+  libuv1-dev                         # scheduler, worker supervisor, timers, signals
+  libarchive-dev                     # dataset uploads: tar and zip archives
   python3 python3-numpy              # independent reference implementations used by tests
+  curl jq                            # HTTP client and JSON tool of the API tests and the walkthrough
+  wrk                                # HTTP load generator of the server benchmark
 )
 
 missing=()

@@ -7,6 +7,8 @@
 
 /* Each subcommand gets argv[0] = its own name and returns the process exit status:
  * 0 success, 1 failure while working, 2 bad usage or input rejected, 3 stopped on request. */
+int cmd_serve(int argc, char **argv);
+int cmd_run_job(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_dataset(int argc, char **argv);

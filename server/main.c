@@ -9,6 +9,8 @@ static const struct {
     int (*run)(int, char **);
     const char *summary;
 } commands[] = {
+    {"serve", cmd_serve, "run the HTTP job server: REST API, job queue, workers, live streams"},
+    {"run-job", cmd_run_job, "run one stored job as a worker of `serve` (events on stdout)"},
     {"train", cmd_train, "train a DiT from a job spec (pretrain, full fine-tuning or Diff-Tuning)"},
     {"sample", cmd_sample, "draw a grid of samples from a checkpoint"},
     {"dataset", cmd_dataset, "make synthetic datasets and inspect image sets"},

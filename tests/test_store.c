@@ -1,6 +1,7 @@
 /* test_store.c — the job server's store (db/store.h) on a real SQLite file: every operation and
  * every documented error, idempotency replay and conflict, stable pagination while jobs arrive,
- * claim order, the lifecycle guards, requeue until max_attempts, reconcile, event paging,
+ * claim order, the lifecycle guards, requeue until max_attempts, reconcile, release at shutdown
+ * (attempt not charged), job counts by status, event paging,
  * catalog delete guards, reopening (data kept, schema version right, newer schema refused), and
  * two threads writing at once without losing anything. */
 #include "store.h"
@@ -436,6 +437,9 @@ static void test_requeue_and_retry(dt_store *s) {
     for (int attempt = 1; attempt <= 3; attempt++) {
         EXPECT(store_job_claim(s, "cuda:0", got, err, E), 1);
         CHECK(!strcmp(got, id) && job_int(s, id, "attempt") == attempt, "attempt %d", attempt);
+        json_t *prog = json_pack("{s:s, s:i}", "phase", "training", "step", 10 * attempt);
+        OK(store_job_set_progress(s, id, prog, err, E));
+        json_decref(prog);
         OK(store_job_requeue(s, id, "worker_died", "killed by signal 9", &st, err, E));
         CHECK(st == (attempt < 3 ? DT_JOB_QUEUED : DT_JOB_FAILED), "after attempt %d: %s",
               attempt, store_job_status_name(st));
@@ -443,7 +447,10 @@ static void test_requeue_and_retry(dt_store *s) {
             json_t *j = NULL;
             OK(store_job_get(s, id, &j, err, E));
             CHECK(j && json_is_null(json_object_get(j, "device")) &&
-                  json_is_null(json_object_get(j, "error")), "requeued job: no device, no error");
+                  json_is_null(json_object_get(j, "started_at")) &&
+                  json_is_null(json_object_get(j, "progress")) &&
+                  json_is_null(json_object_get(j, "error")),
+                  "requeued job: no device, start, progress (of the ended attempt) or error");
             json_decref(j);
         }
     }
@@ -452,6 +459,8 @@ static void test_requeue_and_retry(dt_store *s) {
     OK(store_job_get(s, id, &j, err, E));
     CHECK(j && jeq(json_object_get(j, "error"), "code", "worker_died"),
           "exhausted attempts fail with the given code");
+    CHECK(j && json_integer_value(json_object_get(json_object_get(j, "progress"), "step")) == 30,
+          "a failed job keeps the progress its last attempt reached");
     json_decref(j);
     EXPECT(store_job_claim(s, "cpu", got, err, E), 0);
 
@@ -463,7 +472,8 @@ static void test_requeue_and_retry(dt_store *s) {
         CHECK(json_integer_value(json_object_get(j, "attempt")) == 3, "attempt kept");
         CHECK(json_integer_value(json_object_get(j, "max_attempts")) == 6, "fresh budget");
         CHECK(json_is_null(json_object_get(j, "error")) &&
-              json_is_null(json_object_get(j, "finished_at")), "error cleared");
+              json_is_null(json_object_get(j, "finished_at")) &&
+              json_is_null(json_object_get(j, "progress")), "error and progress cleared");
     }
     json_decref(j);
     EXPECT(store_job_retry(s, id, err, E), DT_STORE_CONFLICT); /* queued */
@@ -507,6 +517,111 @@ static void test_reconcile(const char *dir) {
     EXPECT(store_job_reconcile(s, NULL, 0, "server_restart", NULL, err, E), 1);
     CHECK_STATUS(s, c, "queued");
     EXPECT(store_job_reconcile(s, NULL, 0, "server_restart", NULL, err, E), 0);
+    store_close(s);
+}
+
+/* The data of the job's newest event (a new reference; NULL when it has none), its type into
+ * type (typelen bytes). */
+static json_t *last_event(dt_store *s, const char *id, char *type, size_t typelen) {
+    json_t *p = NULL, *data = NULL;
+    type[0] = '\0';
+    OK(store_event_list(s, id, 0, DT_STORE_EVENTS_MAX, &p, err, E));
+    json_t *events = json_object_get(p, "data");
+    json_t *ev = json_array_get(events, json_array_size(events) - 1);
+    if (ev) {
+        snprintf(type, typelen, "%s", jstr(ev, "type"));
+        data = json_incref(json_object_get(ev, "data"));
+    }
+    json_decref(p);
+    return data;
+}
+
+static void test_release(dt_store *s) {
+    char id[DT_STORE_ID_MAX], got[DT_STORE_ID_MAX], type[32];
+    const char *ghost = "job_ffffffffffffffffffffffff";
+    while (store_job_claim(s, "cpu", got, err, E) == 1) {}
+    json_t *spec = spec_for("full", 0, "auto", "/d", NULL);
+    dt_job_create_opts once = {.max_attempts = 1};
+    OK(store_job_create(s, spec, &once, id, NULL, err, E));
+    json_decref(spec);
+    EXPECT(store_job_release(s, id, err, E), DT_STORE_CONFLICT); /* queued */
+    EXPECT(store_job_release(s, ghost, err, E), DT_STORE_NOT_FOUND);
+
+    EXPECT(store_job_claim(s, "cuda:0", got, err, E), 1);
+    CHECK(!strcmp(got, id), "claimed ours");
+    json_t *prog = json_pack("{s:s, s:i}", "phase", "training", "step", 40);
+    OK(store_job_set_progress(s, id, prog, err, E));
+    json_decref(prog);
+    OK(store_job_release(s, id, err, E));
+    json_t *j = NULL;
+    OK(store_job_get(s, id, &j, err, E));
+    CHECK(j && jeq(j, "status", "queued"), "released: queued again");
+    CHECK(j && json_integer_value(json_object_get(j, "attempt")) == 1 &&
+          json_integer_value(json_object_get(j, "max_attempts")) == 2,
+          "the attempt still counts, the budget grew by one");
+    CHECK(j && json_is_null(json_object_get(j, "device")) &&
+          json_is_null(json_object_get(j, "started_at")) &&
+          json_is_null(json_object_get(j, "progress")) &&
+          json_is_null(json_object_get(j, "error")),
+          "released: no device, start, progress or error");
+    json_decref(j);
+    json_t *ev = last_event(s, id, type, sizeof type);
+    CHECK(!strcmp(type, "status") && jeq(ev, "status", "queued") &&
+          json_integer_value(json_object_get(ev, "attempt")) == 1 &&
+          jeq(json_object_get(ev, "reason"), "code", "server_shutdown") &&
+          jstr(json_object_get(ev, "reason"), "message")[0],
+          "release writes a queued status event with the server_shutdown reason");
+    json_decref(ev);
+    EXPECT(store_job_release(s, id, err, E), DT_STORE_CONFLICT); /* queued again */
+
+    /* the one attempt the job was given is still there: the next death is what fails it */
+    EXPECT(store_job_claim(s, "cpu", got, err, E), 1);
+    CHECK(!strcmp(got, id) && job_int(s, id, "attempt") == 2, "released job claimed again");
+    dt_job_status st = DT_JOB_RUNNING;
+    OK(store_job_requeue(s, id, "worker_died", NULL, &st, err, E));
+    CHECK(st == DT_JOB_FAILED, "after its one charged attempt the job fails (%s)",
+          store_job_status_name(st));
+    EXPECT(store_job_release(s, id, err, E), DT_STORE_CONFLICT); /* terminal */
+    CHECK_STATUS(s, id, "failed");
+
+    /* a job whose cancel was requested is cancelled, its budget unchanged */
+    make_job(s, 0, "auto", id);
+    EXPECT(store_job_claim(s, "cpu", got, err, E), 1);
+    OK(store_job_cancel(s, id, NULL, err, E));
+    long long budget = job_int(s, id, "max_attempts");
+    OK(store_job_release(s, id, err, E));
+    CHECK_STATUS(s, id, "cancelled");
+    CHECK(job_int(s, id, "max_attempts") == budget, "a cancelled release keeps max_attempts");
+    ev = last_event(s, id, type, sizeof type);
+    CHECK(!strcmp(type, "status") && jeq(ev, "status", "cancelled"),
+          "the cancelled status is the last event");
+    json_decref(ev);
+}
+
+static void check_counts(dt_store *s, const int64_t want[5], const char *when) {
+    int64_t got[5] = {-1, -1, -1, -1, -1};
+    OK(store_job_counts(s, got, err, E));
+    for (int i = 0; i < 5; i++)
+        CHECK(got[i] == want[i], "%s: %lld %s jobs, want %lld", when, (long long)got[i],
+              store_job_status_name((dt_job_status)i), (long long)want[i]);
+}
+
+static void test_counts(const char *dir) {
+    char path[1300];
+    snprintf(path, sizeof path, "%s/counts.db", dir);
+    dt_store *s = NULL;
+    OK(store_open(path, NULL, &s, err, E));
+    if (!s) return;
+    check_counts(s, (int64_t[5]){0, 0, 0, 0, 0}, "empty store");
+    char ids[7][DT_STORE_ID_MAX], got[DT_STORE_ID_MAX];
+    for (int i = 0; i < 7; i++) make_job(s, 0, "auto", ids[i]);
+    check_counts(s, (int64_t[5]){7, 0, 0, 0, 0}, "seven queued");
+    for (int i = 0; i < 5; i++) EXPECT(store_job_claim(s, "cpu", got, err, E), 1);
+    OK(store_job_finish(s, ids[0], DT_JOB_SUCCEEDED, NULL, NULL, err, E));
+    OK(store_job_finish(s, ids[1], DT_JOB_FAILED, "training_failed", "x", err, E));
+    OK(store_job_finish(s, ids[2], DT_JOB_FAILED, "invalid_input", "y", err, E));
+    OK(store_job_cancel(s, ids[6], NULL, err, E));
+    check_counts(s, (int64_t[5]){1, 2, 1, 2, 1}, "mixed");
     store_close(s);
 }
 
@@ -983,6 +1098,8 @@ int main(void) {
     test_transitions(s);
     test_requeue_and_retry(s);
     test_reconcile(dir);
+    test_release(s);
+    test_counts(dir);
     test_events(s);
     test_metrics(s);
     test_artifacts(s);

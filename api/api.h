@@ -1,0 +1,50 @@
+/* api.h — the HTTP API of `difftune serve` (DESIGN.md section 3) on libmicrohttpd: a pool of
+ * threads on epoll serves JSON requests, uploads, downloads and SSE streams.
+ *
+ * The API talks to the store directly and to the supervisor only through the hooks below
+ * (wake after a change, the workers table, counters), so it runs and is tested with or without
+ * workers.
+ */
+#ifndef DT_API_H
+#define DT_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+#include "store.h"
+
+typedef struct dt_api dt_api;
+
+typedef struct {
+    const char *host;            /* address to bind ("127.0.0.1", "0.0.0.0", "::"); NULL = 127.0.0.1 */
+    int port;                    /* 0 = pick a free port (api_port tells which) */
+    int threads;                 /* HTTP threads; 0 = the number of online CPUs (at least 2) */
+    const char *data_dir;        /* uploads, job files */
+    dt_store *store;             /* borrowed */
+    const char *const *devices;  /* device names jobs may ask for besides "auto" */
+    int n_devices;
+    int64_t max_json_bytes;      /* request bodies of JSON endpoints; 0 = 1 MiB */
+    int64_t max_upload_bytes;    /* dataset and model uploads; 0 = 4 GiB */
+    int heartbeat_s;             /* SSE heartbeat period; 0 = 15 */
+    /* Hooks into the supervisor; any may be NULL. */
+    void (*wake)(void *ctx);                 /* a job was created, cancelled or retried */
+    json_t *(*workers)(void *ctx);           /* GET /workers body (new reference) */
+    void (*stats)(void *ctx, json_t *out);   /* adds worker counters to the metrics object */
+    void *hook_ctx;
+} dt_api_opts;
+
+/* Starts listening and serving. Returns 0 with *out set, or -1 with a message (port in use,
+ * bad host). */
+int api_start(const dt_api_opts *opts, dt_api **out, char *err, size_t errlen);
+/* The TCP port the server listens on. */
+int api_port(const dt_api *a);
+/* Thread-safe: events of job_id were stored; wakes its stream subscribers. */
+void api_notify(dt_api *a, const char *job_id);
+/* Ends every SSE stream (clients reconnect elsewhere or later) and refuses new requests with
+ * 503; call before api_stop for a graceful shutdown. */
+void api_drain(dt_api *a);
+/* Stops the server and frees it; NULL is a no-op. */
+void api_stop(dt_api *a);
+
+#endif

@@ -1,0 +1,221 @@
+/* http.h — what the API's resource files share: the server state, one request, the route
+ * table, and the reply helpers. Internal to api/.
+ *
+ * A request lives from its first header callback to MHD's completion callback. The access
+ * handler routes it on the first call, collects its body (JSON into memory up to a limit,
+ * uploads streamed to a file), then calls the route's handler once, which must queue exactly
+ * one response through an api_reply_* helper (or start a stream).
+ */
+#ifndef DT_API_HTTP_H
+#define DT_API_HTTP_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <microhttpd.h>
+#include <jansson.h>
+
+#include "api.h"
+#include "store.h"
+
+#define API_MAX_PARAMS 2
+#define API_REQUEST_ID_MAX 65
+
+typedef struct api_req api_req;
+typedef struct api_broker api_broker;
+typedef struct api_upload api_upload;
+
+/* How a route takes its request body. */
+typedef enum {
+    API_BODY_NONE = 0, /* no body expected (one that comes anyway is read and ignored) */
+    API_BODY_JSON,     /* application/json, held in memory up to max_json_bytes */
+    API_BODY_UPLOAD    /* a file: a raw body or multipart/form-data, streamed to DIR/tmp */
+} api_body_kind;
+
+typedef void (*api_handler)(api_req *r);
+
+typedef struct {
+    const char *method;  /* "GET" (also answers HEAD), "POST", "DELETE" */
+    const char *pattern; /* "/jobs/{}/events": each {} captures one path segment */
+    api_body_kind body;
+    api_handler handler;
+    const char *name;    /* label in metrics: "jobs.get" */
+    const char *accepts; /* media types of the body, comma separated (NULL for API_BODY_NONE);
+                          * other types get 415. application/json on an upload route is read
+                          * into memory like a JSON body. */
+} api_route;
+
+/* Request counters of one route, by status class (1xx unused) and total seconds. */
+typedef struct {
+    atomic_uint_fast64_t by_class[6];
+    atomic_uint_fast64_t micros;
+} api_route_stats;
+
+struct dt_api {
+    dt_api_opts opts;          /* strings below are owned copies */
+    char *data_dir;
+    char *host;
+    char **devices;
+    struct MHD_Daemon *daemon;
+    int port;
+    api_broker *broker;
+    api_route_stats *route_stats; /* one per route, same order as api_routes */
+    api_route_stats unrouted;     /* 404s and 405s */
+    atomic_int draining;
+    double started_at;
+};
+
+struct api_req {
+    dt_api *api;
+    struct MHD_Connection *conn;
+    const char *method;           /* "HEAD" requests are routed as "GET" */
+    int is_head;
+    char url[1024];
+    const api_route *route;
+    int route_index;              /* -1 when unrouted */
+    char params[API_MAX_PARAMS][256]; /* the {} captures, URL-decoded */
+    char request_id[API_REQUEST_ID_MAX];
+    double t0;
+    int status;                   /* what was queued (for metrics) */
+    int responded;                /* a response was queued (no more body handling) */
+    int handled;                  /* the handler ran */
+
+    /* API_BODY_JSON */
+    char *body;
+    size_t body_len, body_cap;
+    /* API_BODY_UPLOAD */
+    api_upload *upload;
+    /* a body refused while it arrives: the error is queued at the end of the upload */
+    int refused_status;
+    char refused_code[48], refused_param[64], refused_msg[256];
+};
+
+/* ---- routes (routes.c) ---------------------------------------------------------------------- */
+
+extern const api_route api_routes[];
+extern const int api_route_count;
+/* Finds the route for method and path, filling r->params. Returns its index; -1 when no route
+ * matches the path (404); -2 when the path exists for other methods (405; allow receives
+ * them, comma separated). */
+int api_route_match(api_req *r, const char *method, const char *path, char *allow, size_t allowlen);
+
+/* ---- replies (http.c) -------------------------------------------------------------------- */
+
+/* Queues status with the JSON body (stolen; NULL = no body). Adds Content-Type and
+ * X-Request-Id. extra_headers: NULL or a NULL-terminated list of name, value pairs. */
+void api_reply_json(api_req *r, int status, json_t *body, const char *const *extra_headers);
+/* Queues the error object {"error":{"code","message","param"?,"request_id"}}; param may be
+ * NULL. For 405, param is the Allow list (sent as the Allow header, not as param). */
+void api_reply_error(api_req *r, int status, const char *code, const char *param,
+                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* api_reply_error with extra headers (a NULL-terminated list of name, value pairs). */
+void api_reply_error_with(api_req *r, int status, const char *const *headers, const char *code,
+                          const char *param, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* Queues an error for a store failure (not_found 404, conflict 409, invalid 400, else 500)
+ * with the store's message; param names the argument that was at fault (may be NULL). */
+void api_reply_store_error(api_req *r, int code, const char *param, const char *msg);
+/* Queues a prepared response, adding X-Request-Id; takes ownership of resp. */
+void api_reply_response(api_req *r, int status, struct MHD_Response *resp);
+
+/* ---- request access (http.c) ------------------------------------------------------------- */
+
+/* A request header or NULL. */
+const char *api_header(api_req *r, const char *name);
+/* A query argument or NULL. */
+const char *api_query(api_req *r, const char *name);
+/* Parses an integer query argument in [lo, hi]: returns 0 with *out (dflt when absent), or
+ * replies 400 naming the argument and returns -1. */
+int api_query_int(api_req *r, const char *name, int64_t lo, int64_t hi, int64_t dflt, int64_t *out);
+/* The JSON body parsed (new reference), or NULL after replying 400 invalid_json. */
+json_t *api_body_json(api_req *r);
+/* "job_…" style id check: the prefix and 24 lower-case hex digits. */
+int api_id_valid(const char *id, const char *prefix);
+/* Joins the data directory and a relative path into out. Returns 0, or -1 when it does not fit. */
+int api_data_path(const dt_api *a, char *out, size_t outlen, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* ---- uploads (upload.c) ------------------------------------------------------------------ */
+
+/* Starts receiving the body of r into a new file under DIR/tmp: multipart/form-data (the part
+ * named "file"; a "name" field is kept) or any other content type taken as the raw file.
+ * Returns 0, or -1 after queueing an error. */
+int api_upload_begin(api_req *r);
+/* Feeds body bytes. Returns 0, or -1 when the body is refused (too large, bad multipart, disk
+ * error: r->refused_* is filled and the rest of the body is discarded). */
+int api_upload_feed(api_req *r, const char *data, size_t len);
+/* After the body: the file's path, its size, and the "name" form field or ?name= (or NULL). */
+const char *api_upload_path(api_req *r);
+int64_t api_upload_bytes(api_req *r);
+const char *api_upload_name(api_req *r);
+/* The upload's original file name from the multipart part, or NULL. */
+const char *api_upload_filename(api_req *r);
+/* Removes the temporary file (if still there) and frees the upload; NULL-safe. */
+void api_upload_free(api_upload *u);
+
+/* ---- catalog helpers (catalog.c) --------------------------------------------------------- */
+
+/* Display names: 1..200 bytes, no control characters. */
+int api_name_valid(const char *name);
+/* The uploaded file of r, or NULL after replying (not an upload, no "file" part, empty). */
+const char *api_upload_require(api_req *r, const char *what);
+/* The name of an upload: the form field or ?name=, else the file name, else dflt. Replies 400
+ * and returns NULL when the given name is not acceptable. */
+const char *api_upload_display_name(api_req *r, const char *dflt);
+/* GET /datasets and GET /models: a page, newest first (?limit=, ?after=). */
+void api_catalog_list(api_req *r, const char *prefix,
+                      int (*list)(dt_store *, int, const char *, json_t **, char *, size_t));
+/* GET /datasets/{id} and GET /models/{id}. */
+void api_catalog_get(api_req *r, int (*get)(dt_store *, const char *, json_t **, char *, size_t));
+/* DELETE /datasets/{id} and DELETE /models/{id}: the row (409 in_use while a queued or running
+ * job needs it), then its directory DIR/subdir/{id}. */
+void api_catalog_delete(api_req *r, const char *object, const char *subdir,
+                        int (*del)(dt_store *, const char *, char *, size_t, char *, size_t));
+
+/* ---- files (files.c) --------------------------------------------------------------------- */
+
+/* Serves the file at path with content_type, honouring Range (one range; 206 / 416),
+ * If-None-Match (304) with the ETag made from sha256 (or size and mtime when sha256 is NULL or
+ * empty), and Content-Disposition when download_name is non-NULL. 404 when the file is gone. */
+void api_serve_file(api_req *r, const char *path, const char *content_type, const char *sha256,
+                    const char *download_name);
+
+/* ---- streams (events.c) ------------------------------------------------------------------ */
+
+api_broker *api_broker_new(dt_api *a);
+void api_broker_free(api_broker *b);
+/* Wakes the subscribers of job_id (thread-safe). */
+void api_broker_notify(api_broker *b, const char *job_id);
+/* Ends every stream (thread-safe). */
+void api_broker_close_all(api_broker *b);
+/* The number of open streams. */
+int api_broker_count(api_broker *b);
+
+/* ---- handlers (one file per resource) ---------------------------------------------------- */
+
+void api_jobs_create(api_req *r);
+void api_jobs_list(api_req *r);
+void api_jobs_get(api_req *r);
+void api_jobs_cancel(api_req *r);
+void api_jobs_retry(api_req *r);
+void api_jobs_metrics(api_req *r);
+void api_jobs_samples(api_req *r);
+void api_jobs_sample_file(api_req *r);
+void api_jobs_checkpoints(api_req *r);
+void api_jobs_checkpoint_file(api_req *r);
+void api_events_get(api_req *r);
+void api_datasets_create(api_req *r);
+void api_datasets_list(api_req *r);
+void api_datasets_get(api_req *r);
+void api_datasets_delete(api_req *r);
+void api_models_create(api_req *r);
+void api_models_list(api_req *r);
+void api_models_get(api_req *r);
+void api_models_delete(api_req *r);
+void api_system_root(api_req *r);
+void api_system_health(api_req *r);
+void api_system_workers(api_req *r);
+void api_system_metrics(api_req *r);
+void api_system_openapi(api_req *r);
+
+#endif

@@ -1,0 +1,77 @@
+/* ingest.h — turning uploaded files into datasets and models: safe archive extraction and
+ * validation, with no knowledge of HTTP (the API's upload handlers stream the request body to a
+ * file, then call these).
+ *
+ * Every function returns one of the dt_ingest_code values and on failure writes a message a
+ * user can act on into err (naming the offending archive member or tensor). Nothing here exits
+ * or prints. On failure nothing is left behind in the destination.
+ */
+#ifndef DT_INGEST_H
+#define DT_INGEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+typedef enum {
+    DT_INGEST_OK = 0,
+    DT_INGEST_ERROR = -1,    /* the server failed (disk full, I/O error): HTTP 500 */
+    DT_INGEST_INVALID = -2,  /* the upload is not acceptable (not an archive, unsafe member, no
+                              * images, undecodable image, bad IDX, bad checkpoint): HTTP 422 */
+    DT_INGEST_TOO_LARGE = -3 /* extraction would exceed the limits: HTTP 413 */
+} dt_ingest_code;
+
+typedef struct {
+    int64_t max_bytes;   /* total extracted bytes; 0 = 8 GiB */
+    int64_t max_entries; /* archive members; 0 = 1,000,000 */
+} dt_ingest_limits;
+
+typedef struct {
+    char format[16];     /* "image_folder" | "idx" */
+    char root[4096];     /* the folder inside dest_dir that holds the class folders or IDX files */
+    int64_t images;
+    int64_t classes;
+    json_t *class_names; /* new reference: array of strings (class folder names, "0".."9" for IDX) */
+    int64_t bytes;       /* extracted bytes */
+} dt_ingest_dataset;
+
+/* Extracts the archive at archive_path (tar, optionally gzip/bzip2/xz compressed, or zip;
+ * detected from the content, not the name) into dest_dir, which it creates (parents as needed;
+ * if dest_dir already exists nothing is touched and DT_INGEST_ERROR is returned). Only folders
+ * and regular files are written, never outside dest_dir; members with absolute paths, ".."
+ * components, links, devices, FIFOs or sockets are refused (DT_INGEST_INVALID, naming the
+ * member), macOS/Windows junk ("__MACOSX/", "._*", ".DS_Store", "Thumbs.db") is skipped, and
+ * limits are enforced while extracting (DT_INGEST_TOO_LARGE). An archive that writes no file is
+ * DT_INGEST_INVALID. limits may be NULL. On success *bytes_out (may be NULL) is the number of
+ * file bytes written; on failure dest_dir is removed. */
+int ingest_extract(const char *archive_path, const char *dest_dir, const dt_ingest_limits *limits,
+                   int64_t *bytes_out, char *err, size_t errlen);
+
+/* Extracts the archive at archive_path as ingest_extract does (same formats, refusals, limits
+ * and dest_dir rules), then finds and validates the dataset in it: an image folder (one
+ * subfolder per class holding PNG/JPEG/BMP images; single top-level folders wrapping it are
+ * descended into) or MNIST-style IDX files (an images and a labels file). Every image must
+ * decode; an image lying beside the class folders rather than in one is refused. Messages name archive members by their path inside the archive,
+ * never by dest_dir. limits may be NULL. On success *out is filled (json_decref
+ * out->class_names); on failure *out is zeroed and dest_dir is removed. */
+int ingest_dataset(const char *archive_path, const char *dest_dir, const dt_ingest_limits *limits,
+                   dt_ingest_dataset *out, char *err, size_t errlen);
+
+typedef struct {
+    json_t *config;      /* new reference: the DiT config {"arch"?, "depth", "hidden_size",
+                          * "num_heads", "patch_size", "image_size", "in_channels",
+                          * "num_classes", "learn_sigma"} as checkpoint_config_json writes it */
+    int64_t bytes;
+    char sha256[65];
+} dt_ingest_model;
+
+/* Validates a safetensors DiT checkpoint: parses the header, reads the config (metadata or
+ * shapes), checks every DiT parameter tensor is present with its shape and no foreign tensor
+ * is there (checkpoint_read_config / checkpoint_read_weights), and hashes the file. On success
+ * *out is filled (json_decref out->config). */
+int ingest_model(const char *path, dt_ingest_model *out, char *err, size_t errlen);
+
+/* Removes path and everything under it (no symlink is followed). Returns 0 or -1. */
+int ingest_remove_tree(const char *path);
+
+#endif

@@ -1,0 +1,206 @@
+/* ingest_dataset.c — an uploaded dataset archive: extract it, find the dataset inside, and
+ * validate it with the engine's own loader so that what is accepted here is exactly what a
+ * training job can load.
+ *
+ * Validation decodes every image at 8x8 (dataset_load), which checks the layout, the class
+ * folders, IDX headers and labels while keeping memory small.
+ */
+#include "ingest.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include "dataset.h"
+#include "errmsg.h"
+
+#define INGEST_IDX_IMAGES 0x00000803u
+#define INGEST_VALIDATE_SIZE 8
+#define INGEST_MAX_WRAPPERS 32
+
+/* What one folder holds, counting only what dataset_load looks at (names not starting '.'). */
+typedef struct {
+    int entries;            /* non-hidden entries of any type */
+    int dirs;
+    int images;             /* regular files with an image extension */
+    int idx_images;         /* regular files starting with the IDX images magic */
+    char only_dir[256];     /* the folder's name when it is the sole entry */
+    char first_image[256];  /* the smallest image name (for a deterministic message) */
+} ingest_dir_info;
+
+/* Same extensions as dataset_load. */
+static int ingest_is_image_name(const char *name) {
+    const char *dot = strrchr(name, '.');
+    if (!dot || dot == name) return 0;
+    static const char *const exts[] = {"png", "jpg", "jpeg", "bmp"};
+    for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++)
+        if (strcasecmp(dot + 1, exts[i]) == 0) return 1;
+    return 0;
+}
+
+/* The first 4 bytes of path as a big-endian number; 0 when shorter or unreadable. */
+static uint32_t ingest_magic(const char *path) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return 0;
+    unsigned char b[4];
+    size_t got = fread(b, 1, 4, fp);
+    fclose(fp);
+    if (got != 4) return 0;
+    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+static int ingest_scan_dir(const char *dir, ingest_dir_info *info, char *err, size_t errlen) {
+    memset(info, 0, sizeof *info);
+    DIR *d = opendir(dir);
+    if (!d) {
+        dt_errorf(err, errlen, "cannot read the extracted folder %s", dir);
+        return DT_INGEST_ERROR;
+    }
+    struct dirent *e;
+    char full[4400];
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
+        struct stat sb;
+        if (lstat(full, &sb) != 0) continue;
+        info->entries++;
+        if (S_ISDIR(sb.st_mode)) {
+            info->dirs++;
+            snprintf(info->only_dir, sizeof info->only_dir, "%s", e->d_name);
+        } else if (S_ISREG(sb.st_mode)) {
+            if (ingest_magic(full) == INGEST_IDX_IMAGES) info->idx_images++;
+            if (ingest_is_image_name(e->d_name)) {
+                if (info->images++ == 0 || strcmp(e->d_name, info->first_image) < 0)
+                    snprintf(info->first_image, sizeof info->first_image, "%s", e->d_name);
+            }
+        }
+    }
+    closedir(d);
+    return DT_INGEST_OK;
+}
+
+/* Finds the dataset root below dest: descends while a folder holds nothing but one folder that
+ * is not itself a class folder (one holding images directly: then it is a one-class dataset).
+ * root receives the path, *info what it holds. */
+static int ingest_find_root(const char *dest, char *root, size_t cap, ingest_dir_info *info,
+                            char *err, size_t errlen) {
+    if (snprintf(root, cap, "%s", dest) >= (int)cap) {
+        dt_errorf(err, errlen, "destination path too long");
+        return DT_INGEST_ERROR;
+    }
+    int rc = ingest_scan_dir(root, info, err, errlen);
+    for (int depth = 0; rc == DT_INGEST_OK && depth < INGEST_MAX_WRAPPERS; depth++) {
+        if (info->entries != 1 || info->dirs != 1) break;
+        char child[4400];
+        snprintf(child, sizeof child, "%s/%s", root, info->only_dir);
+        ingest_dir_info inner;
+        rc = ingest_scan_dir(child, &inner, err, errlen);
+        if (rc != DT_INGEST_OK || inner.images > 0) break;
+        if (strlen(child) >= cap) {
+            dt_errorf(err, errlen, "the archive's folders are nested too deeply");
+            return DT_INGEST_INVALID;
+        }
+        memcpy(root, child, strlen(child) + 1);
+        *info = inner;
+    }
+    return rc;
+}
+
+/* Rewrites err so that it names archive members rather than server paths: "dest/x" becomes
+ * "x" and dest itself "the archive". Leaves err as it is when out of memory. */
+static void ingest_relativize(char *err, size_t errlen, const char *dest) {
+    size_t dl = strlen(dest);
+    char *out = errlen && dl ? malloc(errlen) : NULL;
+    if (!out) return;
+    size_t o = 0;
+    for (const char *p = err; *p && o + 1 < errlen;) {
+        if (strncmp(p, dest, dl) != 0) {
+            out[o++] = *p++;
+            continue;
+        }
+        p += dl;
+        if (*p == '/') {
+            p++;
+            continue;
+        }
+        for (const char *r = "the archive"; *r && o + 1 < errlen; r++) out[o++] = *r;
+    }
+    out[o] = '\0';
+    memcpy(err, out, o + 1);
+    free(out);
+}
+
+/* The class names as a JSON array (new reference), or NULL with a message and a code. */
+static json_t *ingest_class_names(const dt_dataset *ds, int *rc, char *err, size_t errlen) {
+    json_t *names = json_array();
+    if (!names) {
+        dt_errorf(err, errlen, "out of memory");
+        *rc = DT_INGEST_ERROR;
+        return NULL;
+    }
+    for (int k = 0; k < ds->num_classes; k++) {
+        /* json_string refuses invalid UTF-8, which only a user's folder name can be here. */
+        if (json_array_append_new(names, json_string(ds->class_names[k])) != 0) {
+            dt_errorf(err, errlen, "class folder name '%s' is not valid UTF-8; rename it",
+                      ds->class_names[k]);
+            json_decref(names);
+            *rc = DT_INGEST_INVALID;
+            return NULL;
+        }
+    }
+    *rc = DT_INGEST_OK;
+    return names;
+}
+
+/* Finds and validates the dataset extracted under dest, filling out (bytes excepted). */
+static int ingest_validate(const char *dest, dt_ingest_dataset *out, char *err, size_t errlen) {
+    ingest_dir_info info;
+    int rc = ingest_find_root(dest, out->root, sizeof out->root, &info, err, errlen);
+    if (rc != DT_INGEST_OK) return rc;
+    int idx = info.idx_images > 0;
+    if (!idx && info.images > 0) {
+        /* dataset_load looks only inside class folders and would silently drop these. */
+        dt_errorf(err, errlen, "image '%s/%s' is not inside a class folder; put every image in "
+                  "a subfolder named after its class (e.g. cat/0001.png)", out->root,
+                  info.first_image);
+        return DT_INGEST_INVALID;
+    }
+    dt_dataset ds;
+    if (dataset_load(&ds, out->root, INGEST_VALIDATE_SIZE, 3, err, errlen) != 0)
+        return DT_INGEST_INVALID;
+    if (ds.n < 1 || ds.num_classes < 1) {
+        dt_errorf(err, errlen, "the dataset in %s has no images", out->root);
+        dataset_free(&ds);
+        return DT_INGEST_INVALID;
+    }
+    out->class_names = ingest_class_names(&ds, &rc, err, errlen);
+    if (out->class_names) {
+        snprintf(out->format, sizeof out->format, "%s", idx ? "idx" : "image_folder");
+        out->images = ds.n;
+        out->classes = ds.num_classes;
+    }
+    dataset_free(&ds);
+    return rc;
+}
+
+int ingest_dataset(const char *archive_path, const char *dest_dir, const dt_ingest_limits *limits,
+                   dt_ingest_dataset *out, char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    int64_t bytes = 0;
+    int rc = ingest_extract(archive_path, dest_dir, limits, &bytes, err, errlen);
+    if (rc != DT_INGEST_OK) return rc;
+    rc = ingest_validate(dest_dir, out, err, errlen);
+    if (rc != DT_INGEST_OK) {
+        if (rc == DT_INGEST_INVALID) ingest_relativize(err, errlen, dest_dir);
+        json_decref(out->class_names);
+        memset(out, 0, sizeof *out);
+        /* The validation failure is the answer; a removal failure cannot change it. */
+        (void)ingest_remove_tree(dest_dir);
+        return rc;
+    }
+    out->bytes = bytes;
+    return DT_INGEST_OK;
+}

@@ -1,0 +1,159 @@
+/* ingest_model.c — validating an uploaded safetensors DiT checkpoint.
+ *
+ * The checkpoint is read exactly as a job will read it (checkpoint_read_config, then
+ * checkpoint_read_weights into a scratch host buffer), so an accepted model is one that loads.
+ * The config is bounded before any model is built: its sizes come from the upload and decide
+ * how much memory the check allocates.
+ */
+#include "ingest.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "checkpoint.h"
+#include "errmsg.h"
+#include "fsutil.h"
+#include "safetensors.h"
+
+/* Far above any DiT (XL/2 at 512 px is a 64-cell latent, hidden 1152) yet small enough that no
+ * size the engine derives from a config (tokens, pos_embed, table sizes) overflows. */
+#define INGEST_MAX_IMAGE_SIZE 4096
+#define INGEST_MAX_HIDDEN 16384
+#define INGEST_MAX_CLASSES 1000000
+#define INGEST_MAX_DIM INT32_MAX
+#define INGEST_MAX_POS_EMBED ((size_t)1 << 28) /* floats: 1 GiB */
+
+/* Refuses sizes out of all proportion before the engine derives token counts and products from
+ * them in int arithmetic: a metadata config beyond the bounds above, or a tensor dimension (a
+ * zero-sized tensor may claim any) beyond INT32_MAX. */
+static int ingest_model_check_sizes(const st_file *f, char *err, size_t errlen) {
+    for (int i = 0; i < f->n; i++)
+        for (int d = 0; d < f->tensors[i].ndim; d++)
+            if (f->tensors[i].shape[d] > INGEST_MAX_DIM) {
+                dt_errorf(err, errlen, "tensor '%s' has a dimension of %lld; too large",
+                          f->tensors[i].name, (long long)f->tensors[i].shape[d]);
+                return DT_INGEST_INVALID;
+            }
+    const char *meta = safetensors_meta(f, "config");
+    json_t *cfg = meta ? json_loads(meta, 0, NULL) : NULL;
+    static const struct { const char *key; json_int_t max; } bounds[] = {
+        {"image_size", INGEST_MAX_IMAGE_SIZE},
+        {"hidden_size", INGEST_MAX_HIDDEN},
+        {"num_classes", INGEST_MAX_CLASSES},
+    };
+    int rc = DT_INGEST_OK;
+    for (size_t i = 0; cfg && i < sizeof bounds / sizeof bounds[0]; i++) {
+        json_t *v = json_object_get(cfg, bounds[i].key);
+        if (json_is_integer(v) && json_integer_value(v) > bounds[i].max) {
+            dt_errorf(err, errlen, "__metadata__.config %s %lld is beyond the supported maximum "
+                      "of %lld", bounds[i].key, (long long)json_integer_value(v),
+                      (long long)bounds[i].max);
+            rc = DT_INGEST_INVALID;
+            break;
+        }
+    }
+    json_decref(cfg); /* an unparsable config is reported by checkpoint_read_config */
+    return rc;
+}
+
+/* The preset name ("DiT-S/2" ...) whose depth, width, heads and patch match cfg, or NULL. */
+static const char *ingest_model_arch(const dit_config *cfg) {
+    static const char *const presets[] = {"DiT-S/2", "DiT-S/4", "DiT-S/8", "DiT-B/2", "DiT-B/4",
+                                          "DiT-B/8", "DiT-L/2", "DiT-L/4", "DiT-L/8", "DiT-XL/2",
+                                          "DiT-XL/4", "DiT-XL/8"};
+    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) {
+        int depth, hidden, heads, patch;
+        if (dit_arch_lookup(presets[i], &depth, &hidden, &heads, &patch) == 0 &&
+            depth == cfg->depth && hidden == cfg->hidden && heads == cfg->heads &&
+            patch == cfg->patch)
+            return presets[i];
+    }
+    return NULL;
+}
+
+/* Builds the model cfg describes and reads every parameter tensor of f through it, which
+ * checks names and shapes and that no foreign tensor is present. */
+static int ingest_model_read(const st_file *f, const dit_config *cfg, char *err, size_t errlen) {
+    /* Every parameter takes at least 2 bytes (F16/BF16), so a file too small for the config
+     * is refused before the scratch buffer is sized from it. */
+    size_t floats = dit_count_params(cfg);
+    if (floats > f->data_len / 2) {
+        dt_errorf(err, errlen, "the config describes a DiT of %zu parameters but the file holds "
+                  "only %zu bytes of tensors", floats, f->data_len);
+        return DT_INGEST_INVALID;
+    }
+    if ((size_t)cfg->tokens * (size_t)cfg->hidden > INGEST_MAX_POS_EMBED) {
+        dt_errorf(err, errlen, "the config's %d tokens x hidden size %d is too large a model "
+                  "to accept", cfg->tokens, cfg->hidden);
+        return DT_INGEST_INVALID;
+    }
+    dt_backend *be = dt_backend_create("cpu", err, errlen);
+    if (!be) return DT_INGEST_ERROR;
+    dit_model m;
+    int rc = DT_INGEST_ERROR;
+    if (dit_model_init(&m, cfg, be, err, errlen) == 0) {
+        float *host = malloc(m.num_floats * sizeof *host);
+        if (!host)
+            dt_errorf(err, errlen, "out of memory reading %zu parameters", m.num_floats);
+        else if (checkpoint_read_weights(f, &m, "", host, err, errlen) != 0)
+            rc = DT_INGEST_INVALID;
+        else
+            rc = DT_INGEST_OK;
+        free(host);
+        dit_model_free(&m);
+    }
+    be->destroy(be);
+    return rc;
+}
+
+/* The config as JSON (new reference), with "arch" when it is a preset; NULL when out of memory. */
+static json_t *ingest_model_config_json(const dit_config *cfg) {
+    char *text = checkpoint_config_json(cfg);
+    json_t *o = text ? json_loads(text, 0, NULL) : NULL;
+    free(text);
+    const char *arch = ingest_model_arch(cfg);
+    if (o && arch && json_object_set_new(o, "arch", json_string(arch)) != 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* Drops the "<path>: " the engine puts before its messages: the path is the server's upload
+ * file, meaningless (and not to be shown) to the user. */
+static void ingest_model_unpath(char *err, size_t errlen, const char *path) {
+    size_t n = strlen(path);
+    if (!errlen || strncmp(err, path, n) != 0 || strncmp(err + n, ": ", 2) != 0) return;
+    memmove(err, err + n + 2, strlen(err + n + 2) + 1);
+}
+
+int ingest_model(const char *path, dt_ingest_model *out, char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        dt_errorf(err, errlen, "cannot read the uploaded file %s", path);
+        return DT_INGEST_ERROR;
+    }
+    st_file f = {0};
+    dit_config cfg = {0};
+    int rc = DT_INGEST_OK;
+    if (safetensors_open(&f, path, err, errlen) != 0) rc = DT_INGEST_INVALID;
+    if (rc == DT_INGEST_OK) rc = ingest_model_check_sizes(&f, err, errlen);
+    if (rc == DT_INGEST_OK && checkpoint_read_config(&f, 0, &cfg, err, errlen) != 0)
+        rc = DT_INGEST_INVALID;
+    if (rc == DT_INGEST_OK) rc = ingest_model_read(&f, &cfg, err, errlen);
+    safetensors_close(&f);
+    if (rc == DT_INGEST_INVALID) ingest_model_unpath(err, errlen, path);
+    if (rc != DT_INGEST_OK) return rc;
+    if (fs_sha256_file(path, out->sha256, err, errlen) != 0) return DT_INGEST_ERROR;
+    out->config = ingest_model_config_json(&cfg);
+    if (!out->config) {
+        dt_errorf(err, errlen, "out of memory");
+        return DT_INGEST_ERROR;
+    }
+    out->bytes = (int64_t)sb.st_size;
+    return DT_INGEST_OK;
+}

@@ -1,0 +1,190 @@
+/* jobs.c — the job resource: create (validated, idempotent), list, get, cancel, retry, and
+ * the job's metrics. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fsutil.h"
+#include "http.h"
+#include "spec.h"
+
+#define JOBS_IDEMPOTENCY_KEY_MAX 255
+
+static void jobs_wake(api_req *r) {
+    if (r->api->opts.wake) r->api->opts.wake(r->api->opts.hook_ctx);
+}
+
+/* Replies with the job (status) or the store's error. */
+static void jobs_reply_job(api_req *r, int status, const char *id, const char *const *headers) {
+    char err[512];
+    json_t *job = NULL;
+    int rc = store_job_get(r->api->opts.store, id, &job, err, sizeof err);
+    if (rc) api_reply_store_error(r, rc, NULL, err);
+    else api_reply_json(r, status, job, headers);
+}
+
+/* Checks that a referenced dataset or model id is well formed and exists. */
+static int jobs_check_ref(api_req *r, const char *param, const char *id, const char *prefix) {
+    if (!api_id_valid(id, prefix)) {
+        api_reply_error(r, 400, "invalid_value", param, "%s must be the id of an uploaded %s (%s...), not '%.80s'",
+                        param, !strcmp(prefix, "ds_") ? "dataset" : "model", prefix, id);
+        return -1;
+    }
+    char err[512];
+    json_t *obj = NULL;
+    dt_store *st = r->api->opts.store;
+    int rc = !strcmp(prefix, "ds_") ? store_dataset_get(st, id, &obj, err, sizeof err)
+                                    : store_model_get(st, id, &obj, err, sizeof err);
+    json_decref(obj);
+    if (rc == DT_STORE_NOT_FOUND) {
+        api_reply_error(r, 404, "not_found", param, "no %s with id %s", param, id);
+        return -1;
+    }
+    if (rc) {
+        api_reply_store_error(r, rc, param, err);
+        return -1;
+    }
+    return 0;
+}
+
+/* The device a job asks for must be "auto" or one this server runs. */
+static int jobs_check_device(api_req *r, const char *device) {
+    if (!strcmp(device, "auto")) return 0;
+    for (int i = 0; i < r->api->opts.n_devices; i++)
+        if (!strcmp(device, r->api->opts.devices[i])) return 0;
+    char have[256] = "";
+    for (int i = 0; i < r->api->opts.n_devices; i++) {
+        size_t n = strlen(have);
+        snprintf(have + n, sizeof have - n, "%s\"%s\"", i ? ", " : "", r->api->opts.devices[i]);
+    }
+    api_reply_error(r, 400, "invalid_value", "device",
+                    "device \"%s\" is not served here; use \"auto\" or one of %s", device, have);
+    return -1;
+}
+
+/* The Idempotency-Key header: absent, or 1..255 visible ASCII characters. */
+static int jobs_idempotency_key(api_req *r, const char **key) {
+    *key = api_header(r, "Idempotency-Key");
+    if (!*key) return 0;
+    size_t n = strlen(*key);
+    int ok = n >= 1 && n <= JOBS_IDEMPOTENCY_KEY_MAX;
+    for (size_t i = 0; ok && i < n; i++) ok = (*key)[i] > 32 && (*key)[i] < 127;
+    if (!ok) {
+        api_reply_error(r, 400, "invalid_value", "Idempotency-Key",
+                        "Idempotency-Key must be 1 to %d visible ASCII characters", JOBS_IDEMPOTENCY_KEY_MAX);
+        return -1;
+    }
+    return 0;
+}
+
+void api_jobs_create(api_req *r) {
+    const char *key;
+    if (jobs_idempotency_key(r, &key)) return;
+    dt_spec spec;
+    dt_spec_error se;
+    if (spec_parse(&spec, r->body ? r->body : "", r->body_len, &se)) {
+        api_reply_error(r, 400, se.code, se.param, "%s", se.message);
+        return;
+    }
+    if (jobs_check_ref(r, "dataset", spec.dataset, "ds_")) return;
+    if (spec.base_model[0] && jobs_check_ref(r, "base_model", spec.base_model, "mdl_")) return;
+    if (jobs_check_device(r, spec.device)) return;
+
+    json_t *full = spec_to_json(&spec);
+    if (!full) {
+        api_reply_error(r, 500, "internal_error", NULL, "out of memory");
+        return;
+    }
+    /* The request hash covers the normalised spec, so the same request sent with other
+     * whitespace or key order is the same request. */
+    char hash[65] = "";
+    char *canon = json_dumps(full, JSON_COMPACT | JSON_SORT_KEYS);
+    if (canon) fs_sha256_hex(canon, strlen(canon), hash);
+    free(canon);
+    dt_job_create_opts o = {.idempotency_key = key, .request_hash = hash};
+    char id[DT_STORE_ID_MAX], err[512];
+    int replayed = 0;
+    int rc = store_job_create(r->api->opts.store, full, &o, id, &replayed, err, sizeof err);
+    json_decref(full);
+    if (rc == DT_STORE_CONFLICT && key) {
+        api_reply_error(r, 409, "idempotency_conflict", "Idempotency-Key",
+                        "this Idempotency-Key was used for a different request: %s", err);
+        return;
+    }
+    if (rc) {
+        api_reply_store_error(r, rc, NULL, err);
+        return;
+    }
+    char location[64];
+    snprintf(location, sizeof location, "/jobs/%s", id);
+    const char *headers[] = {"Location", location, replayed ? "Idempotent-Replayed" : NULL, "true", NULL};
+    if (!replayed) jobs_wake(r);
+    jobs_reply_job(r, 201, id, headers);
+}
+
+void api_jobs_list(api_req *r) {
+    int64_t limit;
+    if (api_query_int(r, "limit", 1, DT_STORE_LIST_MAX, 20, &limit)) return;
+    const char *status = api_query(r, "status"), *after = api_query(r, "after");
+    dt_job_status st;
+    if (status && store_job_status_parse(status, &st)) {
+        api_reply_error(r, 400, "invalid_value", "status",
+                        "status must be queued, running, succeeded, failed or cancelled");
+        return;
+    }
+    if (after && !api_id_valid(after, "job_")) {
+        api_reply_error(r, 400, "invalid_value", "after", "after must be the last_id of a previous page");
+        return;
+    }
+    char err[512];
+    json_t *page = NULL;
+    int rc = store_job_list(r->api->opts.store, status, (int)limit, after, &page, err, sizeof err);
+    if (rc) api_reply_store_error(r, rc, rc == DT_STORE_INVALID ? "after" : NULL, err);
+    else api_reply_json(r, 200, page, NULL);
+}
+
+void api_jobs_get(api_req *r) { jobs_reply_job(r, 200, r->params[0], NULL); }
+
+void api_jobs_cancel(api_req *r) {
+    const char *id = r->params[0];
+    char err[512];
+    dt_job_status st;
+    int rc = store_job_cancel(r->api->opts.store, id, &st, err, sizeof err);
+    if (rc == DT_STORE_CONFLICT) {
+        api_reply_error(r, 409, "invalid_state", NULL, "%s", err);
+        return;
+    }
+    if (rc) {
+        api_reply_store_error(r, rc, NULL, err);
+        return;
+    }
+    api_notify(r->api, id);
+    jobs_wake(r);
+    jobs_reply_job(r, 200, id, NULL);
+}
+
+void api_jobs_retry(api_req *r) {
+    const char *id = r->params[0];
+    char err[512];
+    int rc = store_job_retry(r->api->opts.store, id, err, sizeof err);
+    if (rc == DT_STORE_CONFLICT) {
+        api_reply_error(r, 409, "invalid_state", NULL, "%s", err);
+        return;
+    }
+    if (rc) {
+        api_reply_store_error(r, rc, NULL, err);
+        return;
+    }
+    api_notify(r->api, id);
+    jobs_wake(r);
+    jobs_reply_job(r, 200, id, NULL);
+}
+
+void api_jobs_metrics(api_req *r) {
+    const char *name = api_query(r, "name");
+    char err[512];
+    json_t *out = NULL;
+    int rc = store_metric_list(r->api->opts.store, r->params[0], name, &out, err, sizeof err);
+    if (rc) api_reply_store_error(r, rc, NULL, err);
+    else api_reply_json(r, 200, out, NULL);
+}

@@ -1,0 +1,186 @@
+/* models.c — the model resource: upload a safetensors DiT checkpoint, or promote a job's
+ * checkpoint (JSON body {"job","checkpoint","name"?}); both are validated (tensor names,
+ * shapes, config) before the model is stored. List, get, delete. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fsutil.h"
+#include "http.h"
+#include "ingest.h"
+#include "layout.h"
+
+/* Copies src to dst (a new file), hard-linking when both are on one file system. */
+static int models_copy(const char *src, const char *dst, char *err, size_t errlen) {
+    if (!link(src, dst)) return 0;
+    int in = open(src, O_RDONLY | O_CLOEXEC), out = -1;
+    if (in < 0 || (out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)) < 0) {
+        snprintf(err, errlen, "cannot copy the checkpoint: %s", strerror(errno));
+        if (in >= 0) close(in);
+        return -1;
+    }
+    char buf[1 << 16];
+    ssize_t n;
+    int bad = 0;
+    while (!bad && (n = read(in, buf, sizeof buf)) != 0) {
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            bad = 1;
+            break;
+        }
+        for (ssize_t w = 0; !bad && w < n;) {
+            ssize_t k = write(out, buf + w, (size_t)(n - w));
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) bad = 1;
+            else w += k;
+        }
+    }
+    if (!bad && fsync(out)) bad = 1;
+    close(in);
+    if (close(out)) bad = 1;
+    if (bad) {
+        snprintf(err, errlen, "cannot copy the checkpoint: %s", strerror(errno));
+        unlink(dst);
+        return -1;
+    }
+    return 0;
+}
+
+/* Validates the model file now at DIR/models/{id}/model.safetensors and stores its row; replies
+ * 201 with the model, or the error (removing the directory). */
+static void models_finish(api_req *r, const char *id, const char *dir, const char *file, const char *name,
+                          const char *source_job, const char *source_checkpoint) {
+    char err[1024];
+    dt_ingest_model info = {0};
+    int rc = ingest_model(file, &info, err, sizeof err);
+    if (rc) {
+        ingest_remove_tree(dir);
+        if (rc == DT_INGEST_INVALID) api_reply_error(r, 422, "invalid_model", "file", "%s", err);
+        else api_reply_error(r, 500, "internal_error", NULL, "%s", err);
+        return;
+    }
+    dt_model_new m = {.id = id, .name = name, .path = file, .config = info.config,
+                      .source_job = source_job, .source_checkpoint = source_checkpoint,
+                      .bytes = info.bytes, .sha256 = info.sha256};
+    char stored[DT_STORE_ID_MAX];
+    rc = store_model_create(r->api->opts.store, &m, stored, err, sizeof err);
+    json_decref(info.config);
+    if (rc) {
+        ingest_remove_tree(dir);
+        api_reply_store_error(r, rc, source_job ? "job" : NULL, err);
+        return;
+    }
+    json_t *obj = NULL;
+    rc = store_model_get(r->api->opts.store, id, &obj, err, sizeof err);
+    if (rc) {
+        api_reply_store_error(r, rc, NULL, err);
+        return;
+    }
+    char location[64];
+    snprintf(location, sizeof location, "/models/%s", id);
+    const char *h[] = {"Location", location, NULL};
+    api_reply_json(r, 201, obj, h);
+}
+
+/* Makes DIR/models/{id}/ and names the model file in it. */
+static int models_prepare(api_req *r, char id[DT_STORE_ID_MAX], char *dir, char *file, size_t len) {
+    char err[512];
+    if (store_new_id("mdl_", id, DT_STORE_ID_MAX) ||
+        api_data_path(r->api, dir, len, "%s/%s", DT_LAYOUT_MODELS, id) ||
+        api_data_path(r->api, file, len, "%s/%s/%s", DT_LAYOUT_MODELS, id, DT_LAYOUT_MODEL_FILE) ||
+        fs_mkdirs(dir, err, sizeof err)) {
+        api_reply_error(r, 500, "internal_error", NULL, "cannot make the model's directory");
+        return -1;
+    }
+    return 0;
+}
+
+/* A string member of the promote request: required, a string. */
+static const char *models_field(api_req *r, json_t *body, const char *key, int required) {
+    json_t *v = json_object_get(body, key);
+    if (!v && !required) return NULL;
+    if (!v) {
+        api_reply_error(r, 400, "missing_field", key, "%s is required", key);
+        return NULL;
+    }
+    if (!json_is_string(v)) {
+        api_reply_error(r, 400, "invalid_type", key, "%s must be a string", key);
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+static void models_promote(api_req *r) {
+    json_t *body = api_body_json(r);
+    if (!body) return;
+    const char *key;
+    json_t *v;
+    json_object_foreach(body, key, v) {
+        if (strcmp(key, "job") && strcmp(key, "checkpoint") && strcmp(key, "name")) {
+            api_reply_error(r, 400, "unknown_field", key,
+                            "unknown field %s: promote a checkpoint with {\"job\", \"checkpoint\", \"name\"}", key);
+            json_decref(body);
+            return;
+        }
+    }
+    const char *job = models_field(r, body, "job", 1);
+    const char *ckpt = job ? models_field(r, body, "checkpoint", 1) : NULL;
+    const char *name = ckpt ? models_field(r, body, "name", 0) : NULL;
+    if (!job || !ckpt || r->responded) {
+        json_decref(body);
+        return;
+    }
+    if (name && !api_name_valid(name)) {
+        api_reply_error(r, 400, "invalid_value", "name", "name must be 1 to 200 printable characters");
+        json_decref(body);
+        return;
+    }
+    char err[512], id[DT_STORE_ID_MAX], dir[4096], file[4096], dflt[400];
+    dt_artifact a;
+    json_t *j = NULL;
+    int rc = store_job_get(r->api->opts.store, job, &j, err, sizeof err);
+    json_decref(j);
+    if (!rc) rc = store_artifact_get(r->api->opts.store, job, DT_ARTIFACT_CHECKPOINT, ckpt, &a, err, sizeof err);
+    if (rc) {
+        api_reply_store_error(r, rc, rc == DT_STORE_NOT_FOUND ? "checkpoint" : NULL, err);
+        json_decref(body);
+        return;
+    }
+    snprintf(dflt, sizeof dflt, "%.60s %.300s", job, ckpt);
+    if (!models_prepare(r, id, dir, file, sizeof dir)) {
+        if (models_copy(a.path, file, err, sizeof err)) {
+            ingest_remove_tree(dir);
+            api_reply_error(r, 404, "not_found", "checkpoint", "%s", err);
+        } else {
+            models_finish(r, id, dir, file, name ? name : dflt, job, ckpt);
+        }
+    }
+    json_decref(body);
+}
+
+void api_models_create(api_req *r) {
+    if (!r->upload) {
+        models_promote(r);
+        return;
+    }
+    const char *tmp = api_upload_require(r, "the safetensors file");
+    if (!tmp) return;
+    const char *name = api_upload_display_name(r, "model");
+    if (!name) return;
+    char id[DT_STORE_ID_MAX], dir[4096], file[4096];
+    if (models_prepare(r, id, dir, file, sizeof dir)) return;
+    if (rename(tmp, file)) {
+        ingest_remove_tree(dir);
+        api_reply_error(r, 500, "internal_error", NULL, "cannot store the model: %s", strerror(errno));
+        return;
+    }
+    models_finish(r, id, dir, file, name, NULL, NULL);
+}
+
+void api_models_list(api_req *r) { api_catalog_list(r, "mdl_", store_model_list); }
+
+void api_models_get(api_req *r) { api_catalog_get(r, store_model_get); }
+
+void api_models_delete(api_req *r) { api_catalog_delete(r, "model", DT_LAYOUT_MODELS, store_model_delete); }

@@ -1,0 +1,285 @@
+/* cmd_serve.c — `difftune serve`: the store, the HTTP API on its threads, and the scheduler and
+ * worker supervisor on the main thread's libuv loop; graceful shutdown on SIGTERM / SIGINT. */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "api.h"
+#include "backend.h"
+#include "cli.h"
+#include "fsutil.h"
+#include "layout.h"
+#include "store.h"
+#include "supervisor.h"
+
+#define SERVE_MAX_DEVICES 16
+
+typedef struct {
+    const char *host, *data_dir, *devices_arg;
+    long port, slots, threads, max_upload_mb, grace_s, log_every;
+    int durable;
+} serve_opts;
+
+typedef struct {
+    uv_loop_t *loop;
+    dt_store *store;
+    dt_api *api;
+    dt_supervisor *sup;
+    uv_signal_t sigint, sigterm;
+    int stopping;
+    long grace_s;
+} serve_state;
+
+static void serve_usage(FILE *f) {
+    fprintf(f,
+        "usage: difftune serve [options]\n\n"
+        "Runs the job server: the REST API (DESIGN.md section 3) with live SSE streams, the job\n"
+        "store (SQLite, WAL) and one worker process (`difftune run-job`) per busy device slot.\n"
+        "SIGTERM or SIGINT shuts down gracefully: running workers write a checkpoint and their jobs\n"
+        "go back to the queue, to resume when the server starts again.\n\n"
+        "options:\n"
+        "  --port N               TCP port (default 8080; 0 picks a free one)\n"
+        "  --host ADDR            address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)\n"
+        "  --data-dir DIR         store, uploads, checkpoints, banks (default $DIFFTUNE_DATA_DIR,\n"
+        "                         else ./difftune-data)\n"
+        "  --devices LIST         auto (default: every CUDA device, else cpu) | cpu | cuda:0,cuda:1,...\n"
+        "  --slots-per-device N   concurrent jobs per device (default 1; 0 queues jobs and runs none,\n"
+        "                         e.g. while a machine is being serviced)\n"
+        "  --threads N            HTTP threads (default: the number of CPUs)\n"
+        "  --max-upload-mb N      largest dataset or model upload (default 4096)\n"
+        "  --cancel-grace S       seconds between SIGTERM and SIGKILL for a cancelled job (default 10)\n"
+        "  --log-every N          training steps between progress events (default 10)\n"
+        "  --durable              fsync every store commit (default: WAL with synchronous=NORMAL)\n");
+}
+
+static int serve_bad(const char *fmt, const char *what) {
+    fprintf(stderr, "difftune serve: ");
+    fprintf(stderr, fmt, what);
+    fprintf(stderr, " (see --help)\n");
+    return 2;
+}
+
+static int serve_parse(int argc, char **argv, serve_opts *o) {
+    const char *env = getenv("DIFFTUNE_DATA_DIR");
+    *o = (serve_opts){.host = "127.0.0.1", .data_dir = env && env[0] ? env : "difftune-data",
+                      .devices_arg = "auto", .port = 8080, .slots = 1, .max_upload_mb = 4096,
+                      .grace_s = 10, .log_every = 10};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { serve_usage(stdout); return 1; }
+        if (!strcmp(a, "--durable")) { o->durable = 1; continue; }
+        if (!v) return serve_bad("%s needs a value", a);
+        i++;
+        if (!strcmp(a, "--host")) o->host = v;
+        else if (!strcmp(a, "--data-dir")) o->data_dir = v;
+        else if (!strcmp(a, "--devices")) o->devices_arg = v;
+        else if (!strcmp(a, "--port")) { if (cli_parse_int(v, 0, 65535, &o->port)) return serve_bad("%s must be 0..65535", a); }
+        else if (!strcmp(a, "--slots-per-device")) { if (cli_parse_int(v, 0, 64, &o->slots)) return serve_bad("%s must be 0..64", a); }
+        else if (!strcmp(a, "--threads")) { if (cli_parse_int(v, 1, 256, &o->threads)) return serve_bad("%s must be 1..256", a); }
+        else if (!strcmp(a, "--max-upload-mb")) { if (cli_parse_int(v, 1, 1 << 20, &o->max_upload_mb)) return serve_bad("%s must be 1..1048576", a); }
+        else if (!strcmp(a, "--cancel-grace")) { if (cli_parse_int(v, 0, 3600, &o->grace_s)) return serve_bad("%s must be 0..3600 seconds", a); }
+        else if (!strcmp(a, "--log-every")) { if (cli_parse_int(v, 1, 1000000, &o->log_every)) return serve_bad("%s must be a positive integer", a); }
+        else return serve_bad("unknown option %s", a);
+    }
+    return 0;
+}
+
+/* Resolves --devices into names: "auto" probes CUDA devices and falls back to the CPU. */
+static int serve_devices(const char *arg, char names[SERVE_MAX_DEVICES][32], int *n) {
+    *n = 0;
+    if (!strcmp(arg, "auto")) {
+        for (int i = 0; i < SERVE_MAX_DEVICES; i++) {
+            char name[32], err[256];
+            snprintf(name, sizeof name, "cuda:%d", i);
+            dt_backend *be = dt_backend_create(name, err, sizeof err);
+            if (!be) break;
+            be->destroy(be);
+            snprintf(names[(*n)++], 32, "%s", name);
+        }
+        if (!*n) snprintf(names[(*n)++], 32, "cpu");
+        return 0;
+    }
+    char copy[512];
+    snprintf(copy, sizeof copy, "%s", arg);
+    for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        long idx;
+        int ok = !strcmp(tok, "cpu") || (!strncmp(tok, "cuda:", 5) && !cli_parse_int(tok + 5, 0, 255, &idx));
+        if (!ok || *n >= SERVE_MAX_DEVICES) {
+            fprintf(stderr, "difftune serve: --devices: '%s' is not cpu or cuda:N (at most %d devices)\n", tok,
+                    SERVE_MAX_DEVICES);
+            return -1;
+        }
+        for (int j = 0; j < *n; j++)
+            if (!strcmp(names[j], tok)) {
+                fprintf(stderr, "difftune serve: --devices names %s twice\n", tok);
+                return -1;
+            }
+        if (strcmp(tok, "cpu")) {
+            char err[256];
+            dt_backend *be = dt_backend_create(tok, err, sizeof err);
+            if (!be) {
+                fprintf(stderr, "difftune serve: --devices: %s is not usable: %s\n", tok, err);
+                return -1;
+            }
+            be->destroy(be);
+        }
+        snprintf(names[(*n)++], 32, "%s", tok);
+    }
+    if (!*n) {
+        fprintf(stderr, "difftune serve: --devices is empty\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* Every SSE subscriber and upload holds a descriptor: raise the soft limit to the hard one. */
+static void serve_raise_fd_limit(void) {
+    struct rlimit rl;
+    if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* ---- hooks between the API and the supervisor -------------------------------------------- */
+
+/* The API's threads run before the supervisor exists: they read s->sup atomically. */
+static dt_supervisor *serve_sup(serve_state *s) { return __atomic_load_n(&s->sup, __ATOMIC_ACQUIRE); }
+
+static void serve_wake(void *ctx) {
+    dt_supervisor *sup = serve_sup(ctx);
+    if (sup) supervisor_wake(sup);
+}
+
+static json_t *serve_workers(void *ctx) {
+    dt_supervisor *sup = serve_sup(ctx);
+    return sup ? supervisor_workers_json(sup) : NULL;
+}
+
+static void serve_stats(void *ctx, json_t *out) {
+    dt_supervisor *sup = serve_sup(ctx);
+    if (!sup) return;
+    dt_supervisor_stats st;
+    supervisor_stats(sup, &st);
+    json_object_set_new(out, "slots", json_integer(st.slots));
+    json_object_set_new(out, "busy", json_integer(st.busy));
+    json_object_set_new(out, "spawned_total", json_integer((json_int_t)st.spawned));
+    json_object_set_new(out, "died_total", json_integer((json_int_t)st.died));
+    json_object_set_new(out, "events_total", json_integer((json_int_t)st.events));
+}
+
+static void serve_notify(void *ctx, const char *job_id) {
+    serve_state *s = ctx;
+    if (s->api) api_notify(s->api, job_id);
+}
+
+/* ---- shutdown ---------------------------------------------------------------------------- */
+
+static void serve_closed(uv_handle_t *h) { (void)h; }
+
+static void serve_done(void *ctx) {
+    serve_state *s = ctx;
+    uv_close((uv_handle_t *)&s->sigint, serve_closed);
+    uv_close((uv_handle_t *)&s->sigterm, serve_closed);
+}
+
+static void serve_on_signal(uv_signal_t *h, int sig) {
+    serve_state *s = h->data;
+    if (s->stopping) {
+        fprintf(stderr, "difftune serve: second %s, stopping workers now\n", strsignal(sig));
+        if (s->sup) supervisor_shutdown(s->sup, 0, serve_done, s);
+        return;
+    }
+    s->stopping = 1;
+    fprintf(stderr, "difftune serve: %s: shutting down (workers checkpoint and requeue their jobs)\n",
+            strsignal(sig));
+    api_drain(s->api);
+    if (s->sup) supervisor_shutdown(s->sup, (int)(s->grace_s * 1000), serve_done, s);
+    else serve_done(s);
+}
+
+static int serve_exe(char *out, size_t len) {
+    ssize_t n = readlink("/proc/self/exe", out, len - 1);
+    if (n <= 0) return -1;
+    out[n] = 0;
+    return 0;
+}
+
+int cmd_serve(int argc, char **argv) {
+    serve_opts o;
+    int rc = serve_parse(argc, argv, &o);
+    if (rc) return rc == 1 ? 0 : rc;
+    char devices[SERVE_MAX_DEVICES][32];
+    int n_devices;
+    if (serve_devices(o.devices_arg, devices, &n_devices)) return 2;
+    const char *device_names[SERVE_MAX_DEVICES];
+    for (int i = 0; i < n_devices; i++) device_names[i] = devices[i];
+
+    char err[1024], path[PATH_MAX + 64], exe[PATH_MAX];
+    if (fs_mkdirs(o.data_dir, err, sizeof err)) {
+        fprintf(stderr, "difftune serve: --data-dir: %s\n", err);
+        return 2;
+    }
+    char data_dir[PATH_MAX];
+    if (!realpath(o.data_dir, data_dir) || serve_exe(exe, sizeof exe)) {
+        fprintf(stderr, "difftune serve: cannot resolve %s: %s\n", o.data_dir, strerror(errno));
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    serve_raise_fd_limit();
+
+    serve_state s = {.loop = uv_default_loop(), .grace_s = o.grace_s};
+    snprintf(path, sizeof path, "%s/%s", data_dir, DT_LAYOUT_DB);
+    dt_store_options so = {.durable = o.durable};
+    if (store_open(path, &so, &s.store, err, sizeof err)) {
+        fprintf(stderr, "difftune serve: cannot open the store %s: %s\n", path, err);
+        return 1;
+    }
+    dt_api_opts ao = {.host = o.host, .port = (int)o.port, .threads = (int)o.threads, .data_dir = data_dir,
+                      .store = s.store, .devices = device_names, .n_devices = n_devices,
+                      .max_upload_bytes = (int64_t)o.max_upload_mb << 20, .wake = serve_wake,
+                      .workers = serve_workers, .stats = serve_stats, .hook_ctx = &s};
+    if (api_start(&ao, &s.api, err, sizeof err)) {
+        fprintf(stderr, "difftune serve: %s\n", err);
+        store_close(s.store);
+        return 1;
+    }
+    dt_supervisor_opts sup = {.data_dir = data_dir, .exe = exe, .devices = device_names, .n_devices = n_devices,
+                              .slots_per_device = (int)o.slots, .cancel_grace_ms = (int)(o.grace_s * 1000),
+                              .log_every = (int)o.log_every, .store = s.store, .notify = serve_notify,
+                              .notify_ctx = &s};
+    dt_supervisor *started = NULL;
+    if (supervisor_start(s.loop, &sup, &started, err, sizeof err)) {
+        fprintf(stderr, "difftune serve: %s\n", err);
+        api_stop(s.api);
+        store_close(s.store);
+        return 1;
+    }
+    __atomic_store_n(&s.sup, started, __ATOMIC_RELEASE);
+    uv_signal_init(s.loop, &s.sigint);
+    uv_signal_init(s.loop, &s.sigterm);
+    s.sigint.data = s.sigterm.data = &s;
+    uv_signal_start(&s.sigint, serve_on_signal, SIGINT);
+    uv_signal_start(&s.sigterm, serve_on_signal, SIGTERM);
+
+    const char *shown = strcmp(o.host, "0.0.0.0") && strcmp(o.host, "::") ? o.host : "localhost";
+    printf("difftune serve: listening on http://%s%s%s:%d/ (data %s; devices", strchr(shown, ':') ? "[" : "",
+           shown, strchr(shown, ':') ? "]" : "", api_port(s.api), data_dir);
+    for (int i = 0; i < n_devices; i++) printf("%s%s", i ? ", " : " ", devices[i]);
+    printf(" x%ld)\n", o.slots);
+    fflush(stdout);
+
+    uv_run(s.loop, UV_RUN_DEFAULT);
+    api_stop(s.api);
+    supervisor_free(s.sup);
+    store_close(s.store);
+    uv_loop_close(s.loop);
+    fprintf(stderr, "difftune serve: stopped\n");
+    return 0;
+}

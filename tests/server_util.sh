@@ -1,0 +1,94 @@
+# server_util.sh — sourced by the API tests (tests/test_api_*.sh): runs a real `difftune serve`
+# on loopback and drives it with curl; jq reads the JSON answers.
+#
+#   serve_start DIR [serve options...]   starts a server on a free port; sets URL and SERVER_PID
+#   serve_stop                           SIGTERM, and waits for a clean exit
+#   http METHOD PATH [curl args...]      one request: CODE, the body in $TMP/body, headers in $TMP/headers
+#   jb FILTER                            jq -r FILTER on the last body
+#   expect_status CODE WHAT              checks the last status
+#   expect_error STATUS CODE PARAM WHAT  checks status, error.code, error.param ("-" = none) and X-Request-Id
+#   wait_status JOB STATUS [SECONDS]     polls GET /jobs/JOB until it has STATUS
+#   finish                               prints the summary line and exits 0 / 1
+set -u
+BIN=${DIFFTUNE:?DIFFTUNE must point at the difftune binary}
+command -v jq >/dev/null || { echo "jq is required (deploy/install-deps.sh installs it)" >&2; exit 1; }
+command -v curl >/dev/null || { echo "curl is required (deploy/install-deps.sh installs it)" >&2; exit 1; }
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+# check WHAT COMMAND... : passes when COMMAND succeeds
+check() { local what=$1; shift; if "$@"; then ok; else bad "$what"; fi; }
+
+SERVER_PID=""
+serve_start() {
+  local dir=$1; shift
+  mkdir -p "$dir"
+  "$BIN" serve --port 0 --data-dir "$dir" "$@" >"$dir/serve.out" 2>>"$dir/serve.err" &
+  SERVER_PID=$!
+  local i port=""
+  for i in $(seq 1 200); do
+    port=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$dir/serve.out" 2>/dev/null)
+    [ -n "$port" ] && break
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  if [ -z "$port" ]; then
+    echo "server did not start: $(cat "$dir/serve.err")" >&2
+    exit 1
+  fi
+  URL="http://127.0.0.1:$port"
+}
+
+serve_stop() {
+  [ -n "$SERVER_PID" ] || return 0
+  kill -TERM "$SERVER_PID" 2>/dev/null
+  wait "$SERVER_PID"
+  local rc=$?
+  SERVER_PID=""
+  return $rc
+}
+
+# Leave no server behind when a test exits early.
+trap '[ -n "$SERVER_PID" ] && kill -KILL "$SERVER_PID" 2>/dev/null' EXIT
+
+http() {
+  local m=$1 p=$2; shift 2
+  CODE=$(curl -sS -o "$TMP/body" -D "$TMP/headers" -w '%{http_code}' -X "$m" "$URL$p" "$@")
+}
+
+jb() { jq -r "$1" "$TMP/body" 2>/dev/null; }
+
+expect_status() {
+  if [ "$CODE" = "$1" ]; then ok; else bad "$2: status $CODE, expected $1: $(head -c 300 "$TMP/body")"; fi
+}
+
+expect_error() {
+  local st=$1 code=$2 param=$3 what=$4
+  if [ "$CODE" != "$st" ]; then bad "$what: status $CODE, expected $st: $(head -c 300 "$TMP/body")"; return; fi
+  local got_code got_param
+  got_code=$(jb '.error.code')
+  got_param=$(jb '.error.param // "-"')
+  [ "$got_code" = "$code" ] || { bad "$what: error.code '$got_code', expected '$code'"; return; }
+  [ "$got_param" = "$param" ] || { bad "$what: error.param '$got_param', expected '$param'"; return; }
+  [ -n "$(jb '.error.message')" ] || { bad "$what: no error.message"; return; }
+  grep -qi '^x-request-id: ' "$TMP/headers" || { bad "$what: no X-Request-Id header"; return; }
+  ok
+}
+
+wait_status() {
+  local job=$1 want=$2 secs=${3:-120} i st=""
+  for i in $(seq 1 $((secs * 10))); do
+    st=$(curl -sS "$URL/jobs/$job" | jq -r .status)
+    [ "$st" = "$want" ] && return 0
+    case "$st" in succeeded|failed|cancelled) [ "$st" != "$want" ] && break ;; esac
+    sleep 0.1
+  done
+  echo "job $job is '$st', waited for '$want': $(curl -sS "$URL/jobs/$job")" >&2
+  return 1
+}
+
+finish() {
+  echo "$pass passed, $fail failed"
+  [ "$fail" -eq 0 ]
+  exit $?
+}
