@@ -91,3 +91,17 @@ void api_catalog_delete(api_req *r, const char *object, const char *subdir,
     api_reply_json(r, 200, json_pack("{s:s, s:s, s:b}", "id", r->params[0], "object", object, "deleted", 1), NULL);
 }
 
+
+void api_reply_created(api_req *r, const char *base, const char *id,
+                       int (*get)(dt_store *, const char *, json_t **, char *, size_t)) {
+    char err[512], location[128];
+    json_t *obj = NULL;
+    int rc = get(r->api->opts.store, id, &obj, err, sizeof err);
+    if (rc) {
+        api_reply_store_error(r, rc, NULL, err);
+        return;
+    }
+    snprintf(location, sizeof location, "%s/%s", base, id);
+    const char *h[] = {"Location", location, NULL};
+    api_reply_json(r, 201, obj, h);
+}

@@ -44,16 +44,7 @@ void api_datasets_create(api_req *r) {
         api_reply_store_error(r, rc, NULL, err);
         return;
     }
-    json_t *obj = NULL;
-    rc = store_dataset_get(r->api->opts.store, id, &obj, err, sizeof err);
-    if (rc) {
-        api_reply_store_error(r, rc, NULL, err);
-        return;
-    }
-    char location[64];
-    snprintf(location, sizeof location, "/datasets/%s", id);
-    const char *h[] = {"Location", location, NULL};
-    api_reply_json(r, 201, obj, h);
+    api_reply_created(r, "/datasets", id, store_dataset_get);
 }
 
 void api_datasets_list(api_req *r) { api_catalog_list(r, "ds_", store_dataset_list); }

@@ -249,7 +249,7 @@ static int64_t http_content_length(api_req *r) {
     return errno || *end || n < 0 ? -1 : n;
 }
 
-static void http_refuse(api_req *r, int status, const char *code, const char *param, const char *msg) {
+void api_refuse(api_req *r, int status, const char *code, const char *param, const char *msg) {
     if (r->refused_status) return;
     r->refused_status = status;
     snprintf(r->refused_code, sizeof r->refused_code, "%s", code);
@@ -319,7 +319,7 @@ static void http_body(api_req *r, const char *data, size_t len) {
     if ((int64_t)(r->body_len + len) > max) {
         char msg[128];
         snprintf(msg, sizeof msg, "the body is larger than %lld bytes", (long long)max);
-        http_refuse(r, 413, "payload_too_large", NULL, msg);
+        api_refuse(r, 413, "payload_too_large", NULL, msg);
         free(r->body);
         r->body = NULL;
         r->body_len = r->body_cap = 0;
@@ -330,7 +330,7 @@ static void http_body(api_req *r, const char *data, size_t len) {
         while (cap < r->body_len + len + 1) cap *= 2;
         char *b = realloc(r->body, cap);
         if (!b) {
-            http_refuse(r, 500, "internal_error", NULL, "out of memory reading the body");
+            api_refuse(r, 500, "internal_error", NULL, "out of memory reading the body");
             return;
         }
         r->body = b;

@@ -118,6 +118,13 @@ void api_reply_store_error(api_req *r, int code, const char *param, const char *
 /* Queues a prepared response, adding X-Request-Id; takes ownership of resp. */
 void api_reply_response(api_req *r, int status, struct MHD_Response *resp);
 
+/* Refuses the body while it arrives: the error (status, code, param, message) is queued once
+ * the rest of the body has been read. The first refusal wins. */
+void api_refuse(api_req *r, int status, const char *code, const char *param, const char *msg);
+/* Answers 201 with the object just stored (get reads it by id) and Location: {base}/{id}. */
+void api_reply_created(api_req *r, const char *base, const char *id,
+                       int (*get)(dt_store *, const char *, json_t **, char *, size_t));
+
 /* ---- request access (http.c) ------------------------------------------------------------- */
 
 /* A request header or NULL. */

@@ -145,11 +145,12 @@ void api_jobs_list(api_req *r) {
 
 void api_jobs_get(api_req *r) { jobs_reply_job(r, 200, r->params[0], NULL); }
 
-void api_jobs_cancel(api_req *r) {
+/* A state change of the job named in the path: 409 invalid_state when its status forbids it;
+ * otherwise its streams and the scheduler are woken and the job is the answer. */
+static void jobs_transition(api_req *r, int (*change)(dt_store *, const char *, char *, size_t)) {
     const char *id = r->params[0];
     char err[512];
-    dt_job_status st;
-    int rc = store_job_cancel(r->api->opts.store, id, &st, err, sizeof err);
+    int rc = change(r->api->opts.store, id, err, sizeof err);
     if (rc == DT_STORE_CONFLICT) {
         api_reply_error(r, 409, "invalid_state", NULL, "%s", err);
         return;
@@ -163,22 +164,13 @@ void api_jobs_cancel(api_req *r) {
     jobs_reply_job(r, 200, id, NULL);
 }
 
-void api_jobs_retry(api_req *r) {
-    const char *id = r->params[0];
-    char err[512];
-    int rc = store_job_retry(r->api->opts.store, id, err, sizeof err);
-    if (rc == DT_STORE_CONFLICT) {
-        api_reply_error(r, 409, "invalid_state", NULL, "%s", err);
-        return;
-    }
-    if (rc) {
-        api_reply_store_error(r, rc, NULL, err);
-        return;
-    }
-    api_notify(r->api, id);
-    jobs_wake(r);
-    jobs_reply_job(r, 200, id, NULL);
+static int jobs_cancel(dt_store *s, const char *id, char *err, size_t errlen) {
+    return store_job_cancel(s, id, NULL, err, errlen);
 }
+
+void api_jobs_cancel(api_req *r) { jobs_transition(r, jobs_cancel); }
+
+void api_jobs_retry(api_req *r) { jobs_transition(r, store_job_retry); }
 
 void api_jobs_metrics(api_req *r) {
     const char *name = api_query(r, "name");

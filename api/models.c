@@ -72,16 +72,7 @@ static void models_finish(api_req *r, const char *id, const char *dir, const cha
         api_reply_store_error(r, rc, source_job ? "job" : NULL, err);
         return;
     }
-    json_t *obj = NULL;
-    rc = store_model_get(r->api->opts.store, id, &obj, err, sizeof err);
-    if (rc) {
-        api_reply_store_error(r, rc, NULL, err);
-        return;
-    }
-    char location[64];
-    snprintf(location, sizeof location, "/models/%s", id);
-    const char *h[] = {"Location", location, NULL};
-    api_reply_json(r, 201, obj, h);
+    api_reply_created(r, "/models", id, store_model_get);
 }
 
 /* Makes DIR/models/{id}/ and names the model file in it. */

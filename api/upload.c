@@ -24,14 +24,6 @@ struct api_upload {
     struct MHD_PostProcessor *pp;
 };
 
-static void upload_refuse(api_req *r, int status, const char *code, const char *param, const char *msg) {
-    if (r->refused_status) return;
-    r->refused_status = status;
-    snprintf(r->refused_code, sizeof r->refused_code, "%s", code);
-    snprintf(r->refused_param, sizeof r->refused_param, "%s", param ? param : "");
-    snprintf(r->refused_msg, sizeof r->refused_msg, "%s", msg);
-}
-
 /* Appends file bytes, enforcing the upload limit. */
 static int upload_write(api_upload *u, const char *data, size_t len) {
     api_req *r = u->r;
@@ -39,7 +31,7 @@ static int upload_write(api_upload *u, const char *data, size_t len) {
         char msg[160];
         snprintf(msg, sizeof msg, "the upload is larger than %lld bytes (--max-upload-mb)",
                  (long long)r->api->opts.max_upload_bytes);
-        upload_refuse(r, 413, "payload_too_large", NULL, msg);
+        api_refuse(r, 413, "payload_too_large", NULL, msg);
         return -1;
     }
     while (len) {
@@ -48,7 +40,7 @@ static int upload_write(api_upload *u, const char *data, size_t len) {
         if (n <= 0) {
             char msg[160];
             snprintf(msg, sizeof msg, "cannot store the upload: %s", strerror(errno));
-            upload_refuse(r, 507, "insufficient_storage", NULL, msg);
+            api_refuse(r, 507, "insufficient_storage", NULL, msg);
             return -1;
         }
         data += n;
@@ -74,7 +66,7 @@ static enum MHD_Result upload_part(void *cls, enum MHD_ValueKind kind, const cha
         if (off == 0) u->name[0] = 0; /* the form field wins over ?name= */
         size_t have = strlen(u->name);
         if (have + size >= sizeof u->name) {
-            upload_refuse(u->r, 400, "invalid_value", "name", "name must be shorter than 256 bytes");
+            api_refuse(u->r, 400, "invalid_value", "name", "name must be shorter than 256 bytes");
             return MHD_NO;
         }
         memcpy(u->name + have, data, size);
@@ -122,7 +114,7 @@ int api_upload_feed(api_req *r, const char *data, size_t len) {
     if (r->refused_status) return -1;
     if (!u->multipart) return upload_write(u, data, len);
     if (MHD_post_process(u->pp, data, len) != MHD_YES) {
-        upload_refuse(r, 400, "invalid_value", NULL, "the multipart/form-data body is malformed");
+        api_refuse(r, 400, "invalid_value", NULL, "the multipart/form-data body is malformed");
         return -1;
     }
     return 0;

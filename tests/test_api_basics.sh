@@ -219,6 +219,21 @@ check "no checkpoints yet" [ "$(jb '.data | length')" = 0 ]
 http GET "/jobs/$J1/checkpoints/step_0000001.safetensors"; expect_error 404 not_found - "unknown checkpoint"
 http GET "/jobs/$J1/checkpoints/..%2F..%2Fdifftune.db"; check "no path escapes through names" [ "$CODE" = 404 ]
 
+# ---- nothing a client sends brings the server down ------------------------------------------------
+port=${URL##*:}
+head -c $((1500 * 1024)) /dev/urandom >"$TMP/slow.bin"
+curl -sS --max-time 1 --limit-rate 100K --data-binary "@$TMP/slow.bin" -H 'Content-Type: application/x-tar' \
+  "$URL/datasets" >/dev/null 2>&1
+for payload in 'GARBAGE\r\n\r\n' 'GET / HTTP/9.9\r\n\r\n' "$(head -c 3000 /dev/urandom | base64 -w0)\r\n\r\n" \
+  'POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n' \
+  'POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n' \
+  "GET /jobs HTTP/1.1\r\nHost: x\r\nX-Big: $(head -c 100000 /dev/zero | tr '\0' a)\r\n\r\n"; do
+  timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/$0; printf "%b" "$1" >&3; cat <&3 >/dev/null' "$port" "$payload" 2>/dev/null
+done
+http GET /health; expect_status 200 "alive after malformed requests and an aborted upload"
+sleep 0.5
+check "the aborted upload left no temporary file" [ -z "$(ls -A "$TMP/data/tmp")" ]
+
 check "metrics count requests by route" grep -q 'difftune_http_requests_total{route="jobs.create",code="4xx"}' <(curl -sS "$URL/metrics")
 serve_stop; check "graceful shutdown exits 0" [ $? -eq 0 ]
 finish
