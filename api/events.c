@@ -171,9 +171,9 @@ static int sub_fill(api_sub *s) {
         }
         s->last_id = id;
         added++;
-        if (type && !strcmp(type, "status") &&
-            sub_is_terminal(json_string_value(json_object_get(json_object_get(ev, "data"), "status"))))
-            s->done = 1;
+        /* The newest status decides: a retried job's "cancelled" is followed by "queued". */
+        if (type && !strcmp(type, "status"))
+            s->done = sub_is_terminal(json_string_value(json_object_get(json_object_get(ev, "data"), "status")));
     }
     json_decref(page);
     if (!added) {

@@ -13,6 +13,7 @@
 #include "api.h"
 #include "backend.h"
 #include "cli.h"
+#include "clock.h"
 #include "fsutil.h"
 #include "layout.h"
 #include "store.h"
@@ -22,7 +23,7 @@
 
 typedef struct {
     const char *host, *data_dir, *devices_arg;
-    long port, slots, threads, max_upload_mb, grace_s, log_every;
+    long port, slots, threads, max_upload_mb, grace_s, log_every, heartbeat_s;
     int durable;
 } serve_opts;
 
@@ -32,6 +33,7 @@ typedef struct {
     dt_api *api;
     dt_supervisor *sup;
     uv_signal_t sigint, sigterm;
+    uv_timer_t prune;
     int stopping;
     long grace_s;
 } serve_state;
@@ -55,6 +57,8 @@ static void serve_usage(FILE *f) {
         "  --max-upload-mb N      largest dataset or model upload (default 4096)\n"
         "  --cancel-grace S       seconds between SIGTERM and SIGKILL for a cancelled job (default 10)\n"
         "  --log-every N          training steps between progress events (default 10)\n"
+        "  --sse-heartbeat S      seconds of silence before an event stream gets a comment line\n"
+        "                         (default 15; keeps proxies from closing idle streams)\n"
         "  --durable              fsync every store commit (default: WAL with synchronous=NORMAL)\n");
 }
 
@@ -69,7 +73,7 @@ static int serve_parse(int argc, char **argv, serve_opts *o) {
     const char *env = getenv("DIFFTUNE_DATA_DIR");
     *o = (serve_opts){.host = "127.0.0.1", .data_dir = env && env[0] ? env : "difftune-data",
                       .devices_arg = "auto", .port = 8080, .slots = 1, .max_upload_mb = 4096,
-                      .grace_s = 10, .log_every = 10};
+                      .grace_s = 10, .log_every = 10, .heartbeat_s = 15};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { serve_usage(stdout); return 1; }
@@ -84,6 +88,7 @@ static int serve_parse(int argc, char **argv, serve_opts *o) {
         else if (!strcmp(a, "--threads")) { if (cli_parse_int(v, 1, 256, &o->threads)) return serve_bad("%s must be 1..256", a); }
         else if (!strcmp(a, "--max-upload-mb")) { if (cli_parse_int(v, 1, 1 << 20, &o->max_upload_mb)) return serve_bad("%s must be 1..1048576", a); }
         else if (!strcmp(a, "--cancel-grace")) { if (cli_parse_int(v, 0, 3600, &o->grace_s)) return serve_bad("%s must be 0..3600 seconds", a); }
+        else if (!strcmp(a, "--sse-heartbeat")) { if (cli_parse_int(v, 1, 3600, &o->heartbeat_s)) return serve_bad("%s must be 1..3600 seconds", a); }
         else if (!strcmp(a, "--log-every")) { if (cli_parse_int(v, 1, 1000000, &o->log_every)) return serve_bad("%s must be a positive integer", a); }
         else return serve_bad("unknown option %s", a);
     }
@@ -185,6 +190,7 @@ static void serve_closed(uv_handle_t *h) { (void)h; }
 
 static void serve_done(void *ctx) {
     serve_state *s = ctx;
+    uv_close((uv_handle_t *)&s->prune, serve_closed);
     uv_close((uv_handle_t *)&s->sigint, serve_closed);
     uv_close((uv_handle_t *)&s->sigterm, serve_closed);
 }
@@ -202,6 +208,16 @@ static void serve_on_signal(uv_signal_t *h, int sig) {
     api_drain(s->api);
     if (s->sup) supervisor_shutdown(s->sup, (int)(s->grace_s * 1000), serve_done, s);
     else serve_done(s);
+}
+
+/* Idempotency keys protect retries of one request, not forever: forget them after a day. */
+#define SERVE_IDEMPOTENCY_TTL_S (24 * 3600)
+
+static void serve_on_prune(uv_timer_t *t) {
+    serve_state *s = t->data;
+    char err[256];
+    int n = store_idempotency_prune(s->store, dt_now() - SERVE_IDEMPOTENCY_TTL_S, err, sizeof err);
+    if (n < 0) fprintf(stderr, "difftune serve: pruning idempotency keys failed: %s\n", err);
 }
 
 static int serve_exe(char *out, size_t len) {
@@ -243,7 +259,8 @@ int cmd_serve(int argc, char **argv) {
     }
     dt_api_opts ao = {.host = o.host, .port = (int)o.port, .threads = (int)o.threads, .data_dir = data_dir,
                       .store = s.store, .devices = device_names, .n_devices = n_devices,
-                      .max_upload_bytes = (int64_t)o.max_upload_mb << 20, .wake = serve_wake,
+                      .max_upload_bytes = (int64_t)o.max_upload_mb << 20, .heartbeat_s = (int)o.heartbeat_s,
+                      .wake = serve_wake,
                       .workers = serve_workers, .stats = serve_stats, .hook_ctx = &s};
     if (api_start(&ao, &s.api, err, sizeof err)) {
         fprintf(stderr, "difftune serve: %s\n", err);
@@ -267,6 +284,9 @@ int cmd_serve(int argc, char **argv) {
     s.sigint.data = s.sigterm.data = &s;
     uv_signal_start(&s.sigint, serve_on_signal, SIGINT);
     uv_signal_start(&s.sigterm, serve_on_signal, SIGTERM);
+    uv_timer_init(s.loop, &s.prune);
+    s.prune.data = &s;
+    uv_timer_start(&s.prune, serve_on_prune, 0, 3600 * 1000);
 
     const char *shown = strcmp(o.host, "0.0.0.0") && strcmp(o.host, "::") ? o.host : "localhost";
     printf("difftune serve: listening on http://%s%s%s:%d/ (data %s; devices", strchr(shown, ':') ? "[" : "",

@@ -7,7 +7,7 @@ source "$(dirname "$0")/server_util.sh"
 TMP=${DIFFTUNE_TEST_TMP:-/tmp/difftune-test}/api_basics
 PY=${DIFFTUNE_PYTHON:-python3}
 rm -rf "$TMP" && mkdir -p "$TMP"
-serve_start "$TMP/data" --slots-per-device 0 --devices cpu --max-upload-mb 2
+serve_start "$TMP/data" --slots-per-device 0 --devices cpu --max-upload-mb 2 --sse-heartbeat 1
 
 # ---- service endpoints -----------------------------------------------------------------------
 http GET /health; expect_status 200 "health"
@@ -211,6 +211,9 @@ timeout 10 curl -sS -N -H 'Accept: text/event-stream' "$URL/jobs/$K1/events" >"$
 check "the stream of a finished job replays and closes" [ $? -eq 0 ]
 check "SSE frames carry ids and types" grep -q '^event: status$' "$TMP/sse"
 check "the last frame is the terminal status" [ "$(grep '^data: ' "$TMP/sse" | tail -1 | cut -c7- | jq -r .data.status)" = cancelled ]
+timeout 2.5 curl -sS -N -H 'Accept: text/event-stream' "$URL/jobs/$J1/events" >"$TMP/live.sse"
+check "a live stream replays the events so far" [ "$(grep -c '^event: status$' "$TMP/live.sse")" = 3 ]
+check "a quiet stream gets heartbeats" [ "$(grep -c '^: heartbeat$' "$TMP/live.sse")" -ge 1 ]
 http GET "/jobs/$J1/metrics"; expect_status 200 "metrics of a job"
 check "no series yet" [ "$(jb '.series | length')" = 0 ]
 http GET "/jobs/$J1/samples"; expect_status 200 "samples"
