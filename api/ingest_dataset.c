@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 
 #include "dataset.h"
@@ -30,16 +29,6 @@ typedef struct {
     char only_dir[256];     /* the folder's name when it is the sole entry */
     char first_image[256];  /* the smallest image name (for a deterministic message) */
 } ingest_dir_info;
-
-/* Same extensions as dataset_load. */
-static int ingest_is_image_name(const char *name) {
-    const char *dot = strrchr(name, '.');
-    if (!dot || dot == name) return 0;
-    static const char *const exts[] = {"png", "jpg", "jpeg", "bmp"};
-    for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++)
-        if (strcasecmp(dot + 1, exts[i]) == 0) return 1;
-    return 0;
-}
 
 /* The first 4 bytes of path as a big-endian number; 0 when shorter or unreadable. */
 static uint32_t ingest_magic(const char *path) {
@@ -72,7 +61,7 @@ static int ingest_scan_dir(const char *dir, ingest_dir_info *info, char *err, si
             snprintf(info->only_dir, sizeof info->only_dir, "%s", e->d_name);
         } else if (S_ISREG(sb.st_mode)) {
             if (ingest_magic(full) == INGEST_IDX_IMAGES) info->idx_images++;
-            if (ingest_is_image_name(e->d_name)) {
+            if (dataset_is_image_name(e->d_name)) {
                 if (info->images++ == 0 || strcmp(e->d_name, info->first_image) < 0)
                     snprintf(info->first_image, sizeof info->first_image, "%s", e->d_name);
             }

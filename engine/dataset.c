@@ -90,7 +90,7 @@ static char *ds_join(const char *dir, const char *name) {
     return p;
 }
 
-static int ds_is_image_name(const char *name) {
+int dataset_is_image_name(const char *name) {
     const char *dot = strrchr(name, '.');
     if (!dot || dot == name) return 0;
     static const char *const exts[] = {"png", "jpg", "jpeg", "bmp"};
@@ -199,7 +199,7 @@ static int ds_load_folder(dt_dataset *ds, const char *root, int size, int channe
         ds_strlist all = {0};
         int lrc = ds_list_dir(dir, 0, &all, err, errlen);
         for (int i = 0; lrc == 0 && i < all.n; i++)
-            if (ds_is_image_name(all.items[i]) && ds_list_push(&files[k], all.items[i]) != 0) {
+            if (dataset_is_image_name(all.items[i]) && ds_list_push(&files[k], all.items[i]) != 0) {
                 dt_errorf(err, errlen, "out of memory");
                 lrc = -1;
             }
@@ -439,7 +439,7 @@ static int ds_scan_idx(const char *dir, char **img_name, char *err, size_t errle
             }
         } else if (m == DS_IDX_LABELS) {
             has_labels = 1;
-        } else if (!suspicious && !ds_is_image_name(files.items[i]) &&
+        } else if (!suspicious && !dataset_is_image_name(files.items[i]) &&
                    (ds_contains_ci(files.items[i], "idx") ||
                     ds_contains_ci(files.items[i], "ubyte"))) {
             suspicious = files.items[i];

@@ -26,6 +26,10 @@ typedef struct {
  * with bad magic, mismatched counts or labels out of range. Returns 0 or -1. */
 int dataset_load(dt_dataset *ds, const char *path, int image_size, int channels,
                  char *err, size_t errlen);
+/* 1 when name has one of the image extensions dataset_load reads in a class folder (.png,
+ * .jpg, .jpeg, .bmp, any case; a name that is only an extension, like ".png", does not count),
+ * else 0. Looks at the name only, never at the file. */
+int dataset_is_image_name(const char *name);
 /* Frees what dataset_load allocated; safe on a zeroed dataset. */
 void dataset_free(dt_dataset *ds);
 /* Writes image i as floats (C,H,W) in [-1,1], mirrored left-right when flip is non-zero. */

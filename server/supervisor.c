@@ -1,5 +1,7 @@
 /* supervisor.c — dispatch of queued jobs to device slots, one `difftune run-job` worker process
- * per busy slot, its event lines into the store, and the end of each attempt (supervisor.h).
+ * per busy slot, stopping workers (cancel, shutdown) and the supervisor's life cycle
+ * (supervisor.h). A worker's event lines go to supervisor_events.c, the end of its attempt to
+ * supervisor_attempt.c.
  *
  * Everything here runs on the serve process's libuv loop except supervisor_wake,
  * supervisor_workers_json and supervisor_stats, which HTTP threads call: they touch only the
@@ -10,7 +12,9 @@
  * a failure, the checkpoint of a stop). Its handles are then closed and its memory is freed in
  * the last close callback.
  */
-#include "supervisor.h"
+#include "supervisor_internal.h"
+#include "clock.h"
+#include "fsutil.h"
 #include "layout.h"
 
 #include <assert.h>
@@ -22,7 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -31,79 +34,14 @@ extern char **environ;
 #define SUP_TICK_MS 1000             /* dispatch and cancel checks even without a wake */
 #define SUP_DEFAULT_GRACE_MS 10000
 #define SUP_DEFAULT_LOG_EVERY 10
-#define SUP_LINE_MAX (1u << 20)      /* longer event lines are dropped */
 #define SUP_DRAIN_MS 5000            /* how long stdout may stay open after the worker exited */
-#define SUP_READ_CHUNK 65536
-
-typedef struct sup_worker sup_worker;
-
-/* What other threads may read of a slot (guarded by dt_supervisor.mu). */
-typedef struct {
-    char job[DT_STORE_ID_MAX]; /* "" = idle */
-    long pid;
-    double started_at;
-} sup_slot_view;
-
-typedef struct {
-    int device;         /* index into dt_supervisor.devices */
-    int index;          /* slot number within its device */
-    sup_worker *worker; /* loop thread only; NULL = free */
-    sup_slot_view view;
-} sup_slot;
-
-struct sup_worker {
-    dt_supervisor *sup;
-    sup_slot *slot;               /* NULL once the attempt has ended */
-    char job_id[DT_STORE_ID_MAX];
-    char job_dir[PATH_MAX];       /* realpath of DIR/jobs/<id>: artifacts must lie inside */
-    uv_process_t proc;
-    uv_pipe_t out;                /* the worker's stdout */
-    uv_timer_t timer;             /* SIGKILL after the grace period; after exit, drain limit */
-    int open_handles;             /* freed when the last one is closed */
-    int exited, eof, ended;
-    int64_t exit_status;
-    int term_signal;
-    int term_sent, kill_sent;
-    int grace_ms;                 /* of the SIGTERM sent */
-    char *line;                   /* a partial event line carried across reads */
-    size_t line_len, line_cap;
-    int line_dropping;            /* inside an overlong line: skip to its newline */
-    char error_code[64];          /* of the last "error" event */
-    char error_message[1024];
-    char buf[SUP_READ_CHUNK];
-};
-
-struct dt_supervisor {
-    uv_loop_t *loop;
-    dt_store *store;
-    char *data_dir, *exe;
-    char **devices;
-    int n_devices, slots_per_device;
-    int grace_ms, log_every;
-    supervisor_notify_fn notify;
-    void *notify_ctx;
-    char **env;                   /* the environment of workers: ours + the server pid */
-    sup_slot *slots;
-    int n_slots;
-    uv_async_t wake;
-    uv_timer_t tick;
-    int handles_open;             /* wake and tick until closed at shutdown */
-    int n_workers;                /* worker structs not yet freed */
-    int stopping, closing;
-    void (*done)(void *ctx);
-    void *done_ctx;
-    uv_mutex_t mu;                /* guards slots[].view, stats and wake_closed */
-    int wake_closed;
-    dt_supervisor_stats stats;
-};
 
 static void sup_dispatch(dt_supervisor *s);
 static void sup_maybe_done(dt_supervisor *s);
 
 /* ---- small helpers --------------------------------------------------------------------------- */
 
-static void sup_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void sup_log(const char *fmt, ...) {
+void sup_log(const char *fmt, ...) {
     char msg[2048];
     va_list ap;
     va_start(ap, fmt);
@@ -112,54 +50,11 @@ static void sup_log(const char *fmt, ...) {
     fprintf(stderr, "difftune serve: %s\n", msg);
 }
 
-static double sup_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void sup_notify(dt_supervisor *s, const char *job_id) {
+void sup_notify(dt_supervisor *s, const char *job_id) {
     if (s->notify) s->notify(s->notify_ctx, job_id);
 }
 
-static const char *sup_signal_name(int sig) {
-    switch (sig) {
-    case SIGKILL: return "SIGKILL";
-    case SIGTERM: return "SIGTERM";
-    case SIGINT: return "SIGINT";
-    case SIGHUP: return "SIGHUP";
-    case SIGQUIT: return "SIGQUIT";
-    case SIGSEGV: return "SIGSEGV";
-    case SIGBUS: return "SIGBUS";
-    case SIGABRT: return "SIGABRT";
-    case SIGFPE: return "SIGFPE";
-    case SIGILL: return "SIGILL";
-    case SIGPIPE: return "SIGPIPE";
-    default: return "a signal";
-    }
-}
-
-/* mkdir -p with mode 0755. Returns 0, or -1 with errno set. */
-static int sup_mkdirs(const char *path) {
-    char buf[PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
-        *p = '/';
-    }
-    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
-}
-
-/* Appends one line, stamped with the UTC time, to the job's worker log (best effort: the log
- * is for people, a failure to write it changes nothing else). */
-static void sup_job_log(dt_supervisor *s, const char *job_id, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void sup_job_log(dt_supervisor *s, const char *job_id, const char *fmt, ...) {
+void sup_job_log(dt_supervisor *s, const char *job_id, const char *fmt, ...) {
     char path[PATH_MAX], stamp[32], msg[1024];
     snprintf(path, sizeof path, "%s/%s/%s/%s", s->data_dir, DT_LAYOUT_JOBS, job_id,
              DT_LAYOUT_WORKER_LOG);
@@ -211,7 +106,7 @@ static void sup_view_set(dt_supervisor *s, sup_slot *slot, const char *job_id, l
     uv_mutex_lock(&s->mu);
     snprintf(slot->view.job, sizeof slot->view.job, "%s", job_id);
     slot->view.pid = pid;
-    slot->view.started_at = sup_now();
+    slot->view.started_at = dt_now();
     s->stats.busy++;
     s->stats.spawned++;
     uv_mutex_unlock(&s->mu);
@@ -225,328 +120,6 @@ static void sup_view_clear(dt_supervisor *s, sup_slot *slot, int died) {
     uv_mutex_unlock(&s->mu);
 }
 
-static void sup_count_event(dt_supervisor *s) {
-    uv_mutex_lock(&s->mu);
-    s->stats.events++;
-    uv_mutex_unlock(&s->mu);
-}
-
-/* ---- storing the worker's events ------------------------------------------------------------- */
-
-/* Appends an event of the worker's job; returns 1 when stored. */
-static int sup_append(sup_worker *w, const char *type, json_t *data, double ts) {
-    char err[512];
-    if (store_event_append(w->sup->store, w->job_id, type, data, ts, NULL, err, sizeof err)) {
-        sup_log("job %s: storing a %s event failed: %s", w->job_id, type, err);
-        return 0;
-    }
-    return 1;
-}
-
-static void sup_metric(sup_worker *w, const char *name, json_int_t step, json_t *value,
-                       double ts) {
-    char err[512];
-    if (store_metric_append(w->sup->store, w->job_id, name, step, value, ts, err, sizeof err))
-        sup_log("job %s: storing metric %s failed: %s", w->job_id, name, err);
-}
-
-/* progress: the job's progress object, the training series at its step, and the event. */
-static int sup_on_progress(sup_worker *w, json_t *p, double ts) {
-    static const char *const series[] = {"loss", "learning_rate", "images_per_second",
-                                         "loss_downstream", "loss_bank"};
-    char err[512];
-    if (store_job_set_progress(w->sup->store, w->job_id, p, err, sizeof err))
-        sup_log("job %s: storing progress failed: %s", w->job_id, err);
-    const char *phase = json_string_value(json_object_get(p, "phase"));
-    json_t *step = json_object_get(p, "step");
-    if (phase && !strcmp(phase, "training") && json_is_integer(step)) {
-        for (size_t i = 0; i < sizeof series / sizeof series[0]; i++) {
-            json_t *v = json_object_get(p, series[i]);
-            if (json_is_number(v)) sup_metric(w, series[i], json_integer_value(step), v, ts);
-        }
-    }
-    return sup_append(w, "progress", p, ts);
-}
-
-/* metric: one point of series "name" at "step" (0 when the event has none, e.g. the knowledge
- * bank's); its value is the "value" field, else the rest of the event. */
-static int sup_on_metric(sup_worker *w, json_t *m, double ts) {
-    const char *name = json_string_value(json_object_get(m, "name"));
-    json_t *step = json_object_get(m, "step");
-    if (!name || !name[0] || (step && !json_is_integer(step))) {
-        sup_log("job %s: ignoring a metric event without a name or with a bad step", w->job_id);
-        return 0;
-    }
-    json_t *value = json_object_get(m, "value"), *rest = NULL;
-    if (!value) {
-        value = rest = json_copy(m);
-        json_object_del(rest, "name");
-        json_object_del(rest, "step");
-    }
-    if (value) sup_metric(w, name, step ? json_integer_value(step) : 0, value, ts);
-    json_decref(rest);
-    return sup_append(w, "metric", m, ts);
-}
-
-/* Resolves path into out (PATH_MAX bytes) when it names a regular file inside the job's
- * directory; paths a worker reports are never trusted further than that. Returns 0 or -1. */
-static int sup_artifact_path(const sup_worker *w, const char *path, char *out, struct stat *sb) {
-    if (!realpath(path, out)) return -1;
-    size_t n = strlen(w->job_dir);
-    if (strncmp(out, w->job_dir, n) != 0 || out[n] != '/') return -1;
-    return stat(out, sb) == 0 && S_ISREG(sb->st_mode) ? 0 : -1;
-}
-
-static int sup_is_sha256(const char *hex) {
-    if (!hex || strlen(hex) != 64) return 0;
-    for (const char *p = hex; *p; p++)
-        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) return 0;
-    return 1;
-}
-
-/* Forgets checkpoint artifacts whose files are gone (the engine keeps only the newest few). */
-static void sup_prune_checkpoints(sup_worker *w) {
-    dt_store *st = w->sup->store;
-    char err[512];
-    json_t *list = NULL;
-    if (store_artifact_list(st, w->job_id, DT_ARTIFACT_CHECKPOINT, &list, err, sizeof err)) {
-        sup_log("job %s: listing checkpoints failed: %s", w->job_id, err);
-        return;
-    }
-    size_t i;
-    json_t *item;
-    json_array_foreach(json_object_get(list, "data"), i, item) {
-        const char *name = json_string_value(json_object_get(item, "name"));
-        dt_artifact a;
-        struct stat sb;
-        if (!name || store_artifact_get(st, w->job_id, DT_ARTIFACT_CHECKPOINT, name, &a, err,
-                                        sizeof err))
-            continue;
-        if (stat(a.path, &sb) == 0 || errno != ENOENT) continue;
-        if (store_artifact_delete(st, w->job_id, DT_ARTIFACT_CHECKPOINT, name, err, sizeof err))
-            sup_log("job %s: forgetting checkpoint %s failed: %s", w->job_id, name, err);
-    }
-    json_decref(list);
-}
-
-/* sample, checkpoint: the file becomes an artifact of the job, then the event is stored
- * without its path (paths never leave the server). */
-static int sup_on_artifact(sup_worker *w, json_t *ev, double ts, dt_artifact_kind kind) {
-    const char *kind_name = store_artifact_kind_name(kind);
-    const char *name = json_string_value(json_object_get(ev, "name"));
-    const char *path = json_string_value(json_object_get(ev, "path"));
-    json_t *step = json_object_get(ev, "step");
-    dt_artifact a;
-    struct stat sb;
-    memset(&a, 0, sizeof a);
-    if (!name || !name[0] || strlen(name) >= sizeof a.name || strchr(name, '/') || !path ||
-        sup_artifact_path(w, path, a.path, &sb)) {
-        sup_log("job %s: ignoring a %s event whose file is not in the job's directory",
-                w->job_id, kind_name);
-        return 0;
-    }
-    snprintf(a.job_id, sizeof a.job_id, "%s", w->job_id);
-    snprintf(a.name, sizeof a.name, "%s", name);
-    a.kind = kind;
-    a.bytes = (int64_t)sb.st_size;
-    a.step = json_is_integer(step) ? json_integer_value(step) : -1;
-    const char *sha = json_string_value(json_object_get(ev, "sha256"));
-    if (sup_is_sha256(sha)) memcpy(a.sha256, sha, 65);
-    char err[512];
-    if (store_artifact_put(w->sup->store, &a, err, sizeof err)) {
-        sup_log("job %s: storing %s %s failed: %s", w->job_id, kind_name, name, err);
-        return 0;
-    }
-    if (kind == DT_ARTIFACT_CHECKPOINT) sup_prune_checkpoints(w);
-    json_object_del(ev, "path");
-    return sup_append(w, kind_name, ev, ts);
-}
-
-/* error: stored, and remembered as the attempt's error should the worker then exit 1. */
-static int sup_on_error(sup_worker *w, json_t *ev, double ts) {
-    const char *code = json_string_value(json_object_get(ev, "code"));
-    const char *message = json_string_value(json_object_get(ev, "message"));
-    snprintf(w->error_code, sizeof w->error_code, "%s", code && code[0] ? code : "training_failed");
-    snprintf(w->error_message, sizeof w->error_message, "%s", message ? message : "");
-    return sup_append(w, "error", ev, ts);
-}
-
-/* One event line of the worker (not NUL-terminated). */
-static void sup_handle_line(sup_worker *w, const char *text, size_t len) {
-    while (len && (text[len - 1] == '\r' || text[len - 1] == ' ')) len--;
-    if (!len) return;
-    json_t *ev = json_loadb(text, len, 0, NULL);
-    const char *type_in = json_string_value(json_object_get(ev, "type"));
-    if (!json_is_object(ev) || !type_in) {
-        sup_log("job %s: ignoring a worker output line that is not an event: %.*s", w->job_id,
-                (int)(len < 120 ? len : 120), text);
-        json_decref(ev);
-        return;
-    }
-    char type[32];
-    snprintf(type, sizeof type, "%s", type_in);
-    json_t *when = json_object_get(ev, "time");
-    double ts = json_is_number(when) ? json_number_value(when) : 0;
-    json_object_del(ev, "type");
-    json_object_del(ev, "time");
-    int stored = 0;
-    if (!strcmp(type, "progress")) stored = sup_on_progress(w, ev, ts);
-    else if (!strcmp(type, "metric")) stored = sup_on_metric(w, ev, ts);
-    else if (!strcmp(type, "sample")) stored = sup_on_artifact(w, ev, ts, DT_ARTIFACT_SAMPLE);
-    else if (!strcmp(type, "checkpoint"))
-        stored = sup_on_artifact(w, ev, ts, DT_ARTIFACT_CHECKPOINT);
-    else if (!strcmp(type, "log")) stored = sup_append(w, "log", ev, ts);
-    else if (!strcmp(type, "error")) stored = sup_on_error(w, ev, ts);
-    else if (strcmp(type, "status") != 0) /* the store writes status events on transitions */
-        sup_log("job %s: ignoring a worker event of unknown type \"%s\"", w->job_id, type);
-    json_decref(ev);
-    if (stored) {
-        sup_count_event(w->sup);
-        sup_notify(w->sup, w->job_id);
-    }
-}
-
-static void sup_line_too_long(sup_worker *w) {
-    char msg[160];
-    snprintf(msg, sizeof msg, "a worker event line longer than %u bytes was dropped",
-             SUP_LINE_MAX);
-    sup_log("job %s: %s", w->job_id, msg);
-    json_t *data = json_pack("{s:s, s:s}", "level", "warn", "message", msg);
-    if (sup_append(w, "log", data, 0)) sup_notify(w->sup, w->job_id);
-    json_decref(data);
-}
-
-/* Adds bytes to the partial line; returns -1 when it would pass SUP_LINE_MAX (or no memory). */
-static int sup_line_append(sup_worker *w, const char *data, size_t n) {
-    if (w->line_len + n > SUP_LINE_MAX) return -1;
-    if (w->line_len + n > w->line_cap) {
-        size_t cap = w->line_cap ? w->line_cap : 4096;
-        while (cap < w->line_len + n) cap *= 2;
-        char *grown = realloc(w->line, cap);
-        if (!grown) return -1;
-        w->line = grown;
-        w->line_cap = cap;
-    }
-    memcpy(w->line + w->line_len, data, n);
-    w->line_len += n;
-    return 0;
-}
-
-/* Splits what was read into lines; a line may span reads. */
-static void sup_feed(sup_worker *w, const char *data, size_t n) {
-    while (n > 0) {
-        const char *nl = memchr(data, '\n', n);
-        size_t take = nl ? (size_t)(nl - data) : n;
-        if (nl && !w->line_dropping && w->line_len == 0) {
-            if (take <= SUP_LINE_MAX) sup_handle_line(w, data, take); /* whole: no copy */
-            else sup_line_too_long(w);
-        } else if (!w->line_dropping && sup_line_append(w, data, take)) {
-            sup_line_too_long(w);
-            w->line_dropping = 1;
-            w->line_len = 0;
-        } else if (nl && !w->line_dropping) {
-            sup_handle_line(w, w->line, w->line_len);
-        }
-        if (nl) {
-            w->line_dropping = 0;
-            w->line_len = 0;
-            take++;
-        }
-        data += take;
-        n -= take;
-    }
-}
-
-/* ---- the end of an attempt ------------------------------------------------------------------- */
-
-/* Worker stopped on request (exit 3, or killed by the SIGTERM we sent before it could catch
- * it): cancelled when asked for, back in the queue uncharged at shutdown, else requeued. */
-static int sup_end_stopped(sup_worker *w, char *outcome, size_t outlen, char *err,
-                           size_t errlen) {
-    dt_supervisor *s = w->sup;
-    json_t *job = NULL;
-    int cancel = store_job_get(s->store, w->job_id, &job, err, errlen) == DT_STORE_OK &&
-                 json_is_true(json_object_get(job, "cancel_requested"));
-    json_decref(job);
-    if (cancel) {
-        snprintf(outcome, outlen, "cancelled");
-        return store_job_finish(s->store, w->job_id, DT_JOB_CANCELLED, NULL, NULL, err, errlen);
-    }
-    if (s->stopping) {
-        snprintf(outcome, outlen, "released to the queue (server shutdown)");
-        return store_job_release(s->store, w->job_id, err, errlen);
-    }
-    dt_job_status st = DT_JOB_QUEUED;
-    int rc = store_job_requeue(s->store, w->job_id, "worker_stopped",
-                               "the worker stopped before the job was done (it was signalled "
-                               "from outside the server)", &st, err, errlen);
-    snprintf(outcome, outlen, "%s (worker_stopped)", store_job_status_name(st));
-    return rc;
-}
-
-/* Killed by a signal, or an exit status the worker never uses: the attempt is spent. */
-static int sup_end_died(sup_worker *w, char *outcome, size_t outlen, char *err, size_t errlen) {
-    char msg[256];
-    if (w->term_signal == SIGKILL && w->kill_sent && w->grace_ms > 0)
-        snprintf(msg, sizeof msg, "the worker did not stop within %d ms of SIGTERM and was "
-                 "killed (SIGKILL)", w->grace_ms);
-    else if (w->term_signal == SIGKILL && w->kill_sent)
-        snprintf(msg, sizeof msg, "the worker was killed (SIGKILL) without waiting for it to "
-                 "stop");
-    else if (w->term_signal)
-        snprintf(msg, sizeof msg, "worker killed by signal %d (%s)", w->term_signal,
-                 sup_signal_name(w->term_signal));
-    else
-        snprintf(msg, sizeof msg, "worker exited with status %lld", (long long)w->exit_status);
-    dt_job_status st = DT_JOB_QUEUED;
-    int rc = store_job_requeue(w->sup->store, w->job_id, "worker_died", msg, &st, err, errlen);
-    snprintf(outcome, outlen, "%s (%s)", store_job_status_name(st), msg);
-    return rc;
-}
-
-/* Records how the attempt ended (the exit table of supervisor.h); returns 1 when the worker
- * died (counted in stats). */
-static int sup_attempt_end(sup_worker *w) {
-    dt_store *st = w->sup->store;
-    char err[512] = "", outcome[400];
-    int rc, died = 0;
-    if (w->term_signal == SIGTERM && w->term_sent) {
-        rc = sup_end_stopped(w, outcome, sizeof outcome, err, sizeof err);
-    } else if (w->term_signal) {
-        died = 1;
-        rc = sup_end_died(w, outcome, sizeof outcome, err, sizeof err);
-    } else if (w->exit_status == 0) {
-        snprintf(outcome, sizeof outcome, "succeeded");
-        rc = store_job_finish(st, w->job_id, DT_JOB_SUCCEEDED, NULL, NULL, err, sizeof err);
-    } else if (w->exit_status == 1) {
-        const char *code = w->error_code[0] ? w->error_code : "training_failed";
-        const char *msg = w->error_message[0] ? w->error_message
-                                              : "the worker failed (see the job's worker log)";
-        snprintf(outcome, sizeof outcome, "failed (%s)", code);
-        rc = store_job_finish(st, w->job_id, DT_JOB_FAILED, code, msg, err, sizeof err);
-    } else if (w->exit_status == 2) {
-        const char *msg = w->error_message[0] ? w->error_message
-                                              : "the worker rejected the job's input";
-        snprintf(outcome, sizeof outcome, "failed (invalid_input)");
-        rc = store_job_finish(st, w->job_id, DT_JOB_FAILED, "invalid_input", msg, err,
-                              sizeof err);
-    } else if (w->exit_status == 3) {
-        rc = sup_end_stopped(w, outcome, sizeof outcome, err, sizeof err);
-    } else {
-        died = 1;
-        rc = sup_end_died(w, outcome, sizeof outcome, err, sizeof err);
-    }
-    if (rc != DT_STORE_OK)
-        sup_log("job %s: recording the end of its attempt failed: %s", w->job_id, err);
-    if (w->term_signal)
-        sup_job_log(w->sup, w->job_id, "worker killed by %s; job %s",
-                    sup_signal_name(w->term_signal), outcome);
-    else
-        sup_job_log(w->sup, w->job_id, "worker exited with status %lld; job %s",
-                    (long long)w->exit_status, outcome);
-    sup_log("job %s: worker ended, job %s", w->job_id, outcome);
-    return died;
-}
 
 static void sup_worker_on_closed(uv_handle_t *h) {
     sup_worker *w = h->data;
@@ -583,8 +156,7 @@ static void sup_on_output_end(sup_worker *w) {
     if (w->eof) return;
     w->eof = 1;
     uv_read_stop((uv_stream_t *)&w->out);
-    if (w->line_len && !w->line_dropping) sup_handle_line(w, w->line, w->line_len);
-    w->line_len = 0;
+    sup_events_flush(w);
     sup_worker_maybe_end(w);
 }
 
@@ -614,7 +186,7 @@ static void sup_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 static void sup_on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
     sup_worker *w = stream->data;
     if (n > 0) {
-        sup_feed(w, buf->base, (size_t)n);
+        sup_events_feed(w, buf->base, (size_t)n);
         return;
     }
     if (n == 0) return; /* nothing this time (EAGAIN) */
@@ -691,9 +263,11 @@ static int sup_open_job_dir(dt_supervisor *s, sup_worker *w, const char *device,
     snprintf(log_path, sizeof log_path, "%s/%s", dir, DT_LAYOUT_WORKER_LOG);
     char *slash = strrchr(log_path, '/');
     *slash = '\0';
-    int made = sup_mkdirs(log_path);
+    /* mkdir -p; on failure its message names the folder it could not create */
+    int made = fs_mkdirs(log_path, msg, msglen);
     *slash = '/';
-    if (made != 0 || !realpath(dir, w->job_dir)) {
+    if (made != 0) return -1;
+    if (!realpath(dir, w->job_dir)) {
         snprintf(msg, msglen, "cannot create the job directory %s: %s", dir, strerror(errno));
         return -1;
     }

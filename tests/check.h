@@ -6,9 +6,10 @@
 #ifndef DT_CHECK_H
 #define DT_CHECK_H
 
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <math.h>
 
 static int check_passed_, check_failed_;
 
@@ -41,6 +42,28 @@ static inline const char *check_tmpdir(const char *name) {
     snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", buf, buf);
     if (system(cmd) != 0) { fprintf(stderr, "cannot create %s\n", buf); exit(2); }
     return buf;
+}
+
+/* "dir/name" (dir usually the test's check_tmpdir) in one of 8 rotating static buffers: the
+ * result stays valid until the 8th call after it, so a few paths can be live at once. */
+static inline char *check_path(const char *dir, const char *name) {
+    static char buf[8][1200];
+    static int next;
+    char *p = buf[next++ % 8];
+    snprintf(p, sizeof buf[0], "%s/%s", dir, name);
+    return p;
+}
+
+/* The whole file at path, its size in *len: a malloc'd buffer the caller frees (at least one
+ * byte, so an empty file is not NULL). NULL when it cannot be opened or memory runs out. */
+static inline uint8_t *check_read_file(const char *path, size_t *len) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return NULL;
+    long n = fseek(fp, 0, SEEK_END) == 0 ? ftell(fp) : -1;
+    uint8_t *b = n >= 0 && fseek(fp, 0, SEEK_SET) == 0 ? malloc(n > 0 ? (size_t)n : 1) : NULL;
+    if (b) *len = fread(b, 1, (size_t)n, fp);
+    fclose(fp);
+    return b;
 }
 
 #endif

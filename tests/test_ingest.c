@@ -22,27 +22,6 @@
 static char tmp[1024];
 static char err[2048];
 
-/* A path inside the test's scratch folder (rotating buffers, so a few can be live at once). */
-static char *tpath(const char *name) {
-    static char buf[8][1200];
-    static int next;
-    char *p = buf[next++ % 8];
-    snprintf(p, sizeof buf[0], "%s/%s", tmp, name);
-    return p;
-}
-
-static uint8_t *read_bytes(const char *path, size_t *len) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return NULL;
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    uint8_t *b = malloc(n > 0 ? (size_t)n : 1);
-    *len = fread(b, 1, (size_t)n, fp);
-    fclose(fp);
-    return b;
-}
-
 static void write_bytes(const char *path, const void *b, size_t n) {
     FILE *fp = fopen(path, "wb");
     if (!fp || fwrite(b, 1, n, fp) != n) { perror(path); exit(2); }
@@ -66,13 +45,13 @@ static uint8_t *random_bytes(size_t n) {
 /* The bytes of a w x h RGB PNG of random pixels, written by the engine's image writer. */
 static uint8_t *make_png(int w, int h, size_t *len) {
     uint8_t *pix = random_bytes((size_t)w * h * 3);
-    char *path = tpath("make.png");
+    char *path = check_path(tmp, "make.png");
     if (image_write_png(path, pix, w, h, 3, err, sizeof err) != 0) {
         fprintf(stderr, "image_write_png: %s\n", err);
         exit(2);
     }
     free(pix);
-    uint8_t *b = read_bytes(path, len);
+    uint8_t *b = check_read_file(path, len);
     unlink(path);
     return b;
 }
@@ -163,7 +142,7 @@ static void test_image_folder_tar(void) {
         {"cats/c2.PNG", M_FILE, png_c, png_c_len, 0},
         {"cats/notes.txt", M_FILE, "hello", 5, 0},
     };
-    char *arc = tpath("folder.tar"), *dest = tpath("uploads/ds_folder");
+    char *arc = check_path(tmp, "folder.tar"), *dest = check_path(tmp, "uploads/ds_folder");
     write_archive(arc, "tar", ms, 5);
     dt_ingest_dataset ds;
     int rc = ingest_dataset(arc, dest, NULL, &ds, err, sizeof err);
@@ -179,7 +158,7 @@ static void test_image_folder_tar(void) {
     size_t len = 0;
     char on_disk[1400];
     snprintf(on_disk, sizeof on_disk, "%s/cats/c1.png", dest);
-    uint8_t *b = read_bytes(on_disk, &len);
+    uint8_t *b = check_read_file(on_disk, &len);
     CHECK(b && len == png_b_len && !memcmp(b, png_b, len), "cats/c1.png not extracted intact");
     free(b);
     json_decref(ds.class_names);
@@ -196,7 +175,7 @@ static void test_wrapped_tar_gz(void) {
         {"export/mnist_png/a/y.png", M_FILE, png_b, png_b_len, 0},
         {"export/mnist_png/README.md", M_FILE, "readme", 6, 0},
     };
-    char *arc = tpath("wrapped.tgz"), *dest = tpath("ds_wrapped");
+    char *arc = check_path(tmp, "wrapped.tgz"), *dest = check_path(tmp, "ds_wrapped");
     write_archive(arc, "tar.gz", ms, 4);
     dt_ingest_dataset ds;
     int rc = ingest_dataset(arc, dest, NULL, &ds, err, sizeof err);
@@ -217,7 +196,7 @@ static void test_single_class(void) {
         {"digits/one/1.png", M_FILE, png_a, png_a_len, 0},
         {"digits/one/2.png", M_FILE, png_b, png_b_len, 0},
     };
-    char *arc = tpath("single.tar"), *dest = tpath("ds_single");
+    char *arc = check_path(tmp, "single.tar"), *dest = check_path(tmp, "ds_single");
     write_archive(arc, "tar", ms, 3);
     dt_ingest_dataset ds;
     int rc = ingest_dataset(arc, dest, NULL, &ds, err, sizeof err);
@@ -243,7 +222,7 @@ static void test_zip_with_junk(void) {
         {"birds/__MACOSX", M_DIR, 0, 0, 0},
         {"__MACOSX", M_DIR, 0, 0, 0},
     };
-    char *arc = tpath("junk.zip"), *dest = tpath("ds_zip");
+    char *arc = check_path(tmp, "junk.zip"), *dest = check_path(tmp, "ds_zip");
     write_archive(arc, "zip", ms, 10);
     dt_ingest_dataset ds;
     int rc = ingest_dataset(arc, dest, NULL, &ds, err, sizeof err);
@@ -290,7 +269,7 @@ static void test_idx(void) {
         {"mnist/train-images-idx3-ubyte", M_FILE, img, ilen, 0},
         {"mnist/train-labels-idx1-ubyte", M_FILE, lab, llen, 0},
     };
-    char *arc = tpath("idx.tar"), *dest = tpath("ds_idx");
+    char *arc = check_path(tmp, "idx.tar"), *dest = check_path(tmp, "ds_idx");
     write_archive(arc, "tar", ms, 2);
     dt_ingest_dataset ds;
     int rc = ingest_dataset(arc, dest, NULL, &ds, err, sizeof err);
@@ -319,7 +298,7 @@ static void test_idx(void) {
 
 static void test_not_archives(void) {
     uint8_t *noise = random_bytes(5000);
-    char *arc = tpath("noise.bin");
+    char *arc = check_path(tmp, "noise.bin");
     write_bytes(arc, noise, 5000);
     expect_refused(arc, "ds_noise", NULL, DT_INGEST_INVALID, "not a tar or zip archive");
     write_bytes(arc, png_a, png_a_len);
@@ -340,16 +319,16 @@ static void test_truncated(void) {
         {"cats/b.png", M_FILE, png_b, png_b_len, 0},
         {"dogs/c.png", M_FILE, png_c, png_c_len, 0},
     };
-    char *arc = tpath("trunc.tgz");
+    char *arc = check_path(tmp, "trunc.tgz");
     write_archive(arc, "tar.gz", ms, 3);
     size_t len;
-    uint8_t *b = read_bytes(arc, &len);
+    uint8_t *b = check_read_file(arc, &len);
     write_bytes(arc, b, len / 2);
     expect_refused(arc, "ds_trunc", NULL, DT_INGEST_INVALID, "damaged or truncated");
     free(b);
     /* Uncompressed, cut inside the second member's data. */
     write_archive(arc, "tar", ms, 3);
-    b = read_bytes(arc, &len);
+    b = check_read_file(arc, &len);
     size_t a_padded = (png_a_len + 511) / 512 * 512; /* tar: 512-byte header, padded data */
     write_bytes(arc, b, 512 + a_padded + 512 + png_b_len / 2);
     expect_refused(arc, "ds_trunc_tar", NULL, DT_INGEST_INVALID, "'cats/b.png' cannot be read");
@@ -365,11 +344,13 @@ static void test_unsafe_members(void) {
     };
     write_archive(arc, "tar", dotdot, 2);
     expect_refused(arc, "ds_dotdot", NULL, DT_INGEST_INVALID, "'../evil.png'");
-    CHECK(!fs_exists(tpath("evil.png")), "../evil.png was written outside the destination");
+    CHECK(!fs_exists(check_path(tmp, "evil.png")),
+          "../evil.png was written outside the destination");
     dotdot[1].name = "cats/../../evil2.png";
     write_archive(arc, "tar", dotdot, 2);
     expect_refused(arc, "ds_dotdot2", NULL, DT_INGEST_INVALID, "cats/../../evil2.png");
-    CHECK(!fs_exists(tpath("evil2.png")), "evil2.png was written outside the destination");
+    CHECK(!fs_exists(check_path(tmp, "evil2.png")),
+          "evil2.png was written outside the destination");
 
     /* Beside the scratch folder rather than in it, so that the name (which the message must
      * show) does not contain the destination's path. */
@@ -407,7 +388,7 @@ static void test_unsafe_members(void) {
 }
 
 static void test_bad_datasets(void) {
-    char *arc = tpath("bad.tar");
+    char *arc = check_path(tmp, "bad.tar");
     uint8_t *noise = random_bytes(700);
     member broken[] = {
         {"cats/a.png", M_FILE, png_a, png_a_len, 0},
@@ -441,7 +422,7 @@ static void test_limits(void) {
         {"dogs/b.png", M_FILE, png_b, png_b_len, 0},
         {"dogs/c.png", M_FILE, png_c, png_c_len, 0},
     };
-    char *arc = tpath("limits.tgz");
+    char *arc = check_path(tmp, "limits.tgz");
     write_archive(arc, "tar.gz", ms, 3);
     int64_t total = (int64_t)(png_a_len + png_b_len + png_c_len);
     dt_ingest_limits tiny = {.max_bytes = 100};
@@ -453,7 +434,7 @@ static void test_limits(void) {
     /* Exactly at both limits is accepted. */
     dt_ingest_limits exact = {.max_bytes = total, .max_entries = 3};
     dt_ingest_dataset ds;
-    char *dest = tpath("ds_exact");
+    char *dest = check_path(tmp, "ds_exact");
     int rc = ingest_dataset(arc, dest, &exact, &ds, err, sizeof err);
     CHECK(rc == DT_INGEST_OK && ds.bytes == total, "exact limits: %d %s", rc, err);
     json_decref(ds.class_names);
@@ -529,7 +510,7 @@ static void test_model(dt_backend *be) {
     dit_init_host(&m, host, 7);
     /* adaLN-Zero leaves some tensors zero; fill everything so a mix-up would show. */
     for (size_t i = 0; i < m.num_floats; i++) host[i] += 1e-3f * (float)(i % 97);
-    char *dir = tpath("ckpt"), path[1400];
+    char *dir = check_path(tmp, "ckpt"), path[1400];
     CHECK(checkpoint_save_model(dir, 3, &m, host, host, "{}", err, sizeof err) == 0, "%s", err);
     checkpoint_path(path, sizeof path, dir, 3, "");
 
@@ -543,19 +524,19 @@ static void test_model(dt_backend *be) {
           json_is_true(json_object_get(mo.config, "learn_sigma")), "config read back wrong");
     CHECK(json_object_get(mo.config, "arch") == NULL, "a custom size got a preset arch");
     size_t len = 0;
-    uint8_t *bytes = read_bytes(path, &len);
+    uint8_t *bytes = check_read_file(path, &len);
     char want_sha[65];
     fs_sha256_hex(bytes, len, want_sha);
     CHECK(mo.bytes == (int64_t)len, "bytes %lld, file %zu", (long long)mo.bytes, len);
     CHECK(!strcmp(mo.sha256, want_sha), "sha256 %s, want %s", mo.sha256, want_sha);
     json_decref(mo.config);
 
-    char *cut = tpath("cut.safetensors");
+    char *cut = check_path(tmp, "cut.safetensors");
     write_bytes(cut, bytes, len - 64);
     expect_model_refused(cut, "past the end", "truncated checkpoint");
     free(bytes);
 
-    char *alt = tpath("alt.safetensors");
+    char *alt = check_path(tmp, "alt.safetensors");
     write_model(alt, &m, host, &(model_opts){0});
     rc = ingest_model(alt, &mo, err, sizeof err);
     CHECK(rc == DT_INGEST_OK, "rewritten model: %d %s", rc, err);
@@ -603,7 +584,7 @@ static void test_model_inferred(dt_backend *be) {
     }
     float *host = malloc(m.num_floats * sizeof *host);
     dit_init_host(&m, host, 3);
-    char *path = tpath("converted.safetensors");
+    char *path = check_path(tmp, "converted.safetensors");
     write_model(path, &m, host, &(model_opts){.no_meta = 1});
     dt_ingest_model mo;
     int rc = ingest_model(path, &mo, err, sizeof err);

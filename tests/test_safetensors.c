@@ -13,27 +13,6 @@
 
 static const char *tmp;
 
-static char *path_in(const char *name) {
-    static char buf[8][1200];
-    static int next;
-    char *p = buf[next++ % 8];
-    snprintf(p, 1200, "%s/%s", tmp, name);
-    return p;
-}
-
-static uint8_t *read_file(const char *path, size_t *len) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return NULL;
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    uint8_t *b = malloc(n > 0 ? (size_t)n : 1);
-    size_t got = fread(b, 1, (size_t)n, fp);
-    fclose(fp);
-    *len = got;
-    return b;
-}
-
 static void write_bytes(const char *path, const void *b, size_t n) {
     FILE *fp = fopen(path, "wb");
     if (!fp) { perror(path); exit(2); }
@@ -89,14 +68,14 @@ static void test_round_trip(void) {
     int nt = (int)(sizeof ts / sizeof ts[0]);
     const char *meta[] = {"step", "1200", "spec", "{\"method\":\"diff_tuning\"}", NULL};
     char err[512] = "";
-    const char *p = path_in("rt.safetensors");
+    const char *p = check_path(tmp, "rt.safetensors");
     int rc = safetensors_write(p, ts, nt, meta, err, sizeof err);
     CHECK(rc == 0, "write failed: %s", err);
     CHECK(count_prefix(tmp, "rt.safetensors.tmp") == 0, "temporary file left behind");
 
     /* The layout on disk: header length a multiple of 8, padded with spaces, then data. */
     size_t len;
-    uint8_t *raw = read_file(p, &len);
+    uint8_t *raw = check_read_file(p, &len);
     uint64_t hl = 0;
     for (int i = 7; i >= 0; i--) hl = (hl << 8) | raw[i];
     CHECK(hl % 8 == 0, "header length %llu is not a multiple of 8", (unsigned long long)hl);
@@ -179,9 +158,9 @@ static void test_round_trip(void) {
     CHECK(f.map == NULL && f.tensors == NULL, "close did not reset");
 
     /* A file with no tensors and no metadata is valid. */
-    CHECK(safetensors_write(path_in("none.safetensors"), NULL, 0, NULL, err, sizeof err) == 0,
-          "%s", err);
-    CHECK(safetensors_open(&f, path_in("none.safetensors"), err, sizeof err) == 0, "%s", err);
+    const char *none = check_path(tmp, "none.safetensors");
+    CHECK(safetensors_write(none, NULL, 0, NULL, err, sizeof err) == 0, "%s", err);
+    CHECK(safetensors_open(&f, none, err, sizeof err) == 0, "%s", err);
     CHECK(f.n == 0 && f.n_meta == 0, "empty file has %d tensors", f.n);
     safetensors_close(&f);
 }
@@ -190,7 +169,7 @@ static void test_round_trip(void) {
 static void test_python_file(void) {
     const char *src = getenv("DIFFTUNE_SOURCE");
     if (!src) src = ".";
-    const char *out = path_in("python.safetensors");
+    const char *out = check_path(tmp, "python.safetensors");
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "python3 '%s/tests/make_safetensors.py' '%s'", src, out);
     int rc = system(cmd);
@@ -261,7 +240,7 @@ static void test_python_file(void) {
 static void expect_reject(const char *name, const char *what, const char *needle) {
     st_file f;
     char err[512] = "";
-    const char *p = path_in(name);
+    const char *p = check_path(tmp, name);
     int rc = safetensors_open(&f, p, err, sizeof err);
     CHECK(rc != 0, "%s: corrupt file accepted", what);
     CHECK(strstr(err, p) != NULL, "%s: message does not name the file: '%s'", what, err);
@@ -272,66 +251,69 @@ static void expect_reject(const char *name, const char *what, const char *needle
 }
 
 static void test_corrupt(void) {
-    write_bytes(path_in("short.st"), "\x10\x00\x00", 3);
+    write_bytes(check_path(tmp, "short.st"), "\x10\x00\x00", 3);
     expect_reject("short.st", "3-byte file", "too short");
 
     uint8_t big[16] = {0xff, 0xff, 0, 0, 0, 0, 0, 0, '{', '}'};
-    write_bytes(path_in("hlen.st"), big, 16);
+    write_bytes(check_path(tmp, "hlen.st"), big, 16);
     expect_reject("hlen.st", "header length beyond file", "past the end");
 
     uint8_t huge[16] = {0, 0, 0, 0, 0, 1, 0, 0, '{', '}'};
-    write_bytes(path_in("huge.st"), huge, 16);
+    write_bytes(check_path(tmp, "huge.st"), huge, 16);
     expect_reject("huge.st", "header length 2^40", "implausible");
 
-    write_raw(path_in("json.st"), "{\"a\": {\"dtype\": \"F32\",", 0);
+    write_raw(check_path(tmp, "json.st"), "{\"a\": {\"dtype\": \"F32\",", 0);
     expect_reject("json.st", "bad JSON", "JSON");
-    write_raw(path_in("array.st"), "[1, 2]", 0);
+    write_raw(check_path(tmp, "array.st"), "[1, 2]", 0);
     expect_reject("array.st", "header is an array", "object");
 
-    write_raw(path_in("range.st"), "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}",
-              12);
+    write_raw(check_path(tmp, "range.st"),
+              "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 12);
     expect_reject("range.st", "offsets out of range", "past the end");
 
-    write_raw(path_in("overlap.st"),
+    write_raw(check_path(tmp, "overlap.st"),
               "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
               "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", 16);
     expect_reject("overlap.st", "overlapping offsets", "overlap");
     /* the overlap is found whatever the header order */
-    write_raw(path_in("overlap2.st"),
+    write_raw(check_path(tmp, "overlap2.st"),
               "{\"b\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[12,16]},"
               "\"c\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]},"
               "\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[1,17]}}", 17);
     expect_reject("overlap2.st", "overlapping offsets, shuffled", "overlap");
 
-    write_raw(path_in("count.st"), "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,20]}}",
-              20);
+    write_raw(check_path(tmp, "count.st"),
+              "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,20]}}", 20);
     expect_reject("count.st", "wrong byte count for shape", "needs 24");
 
-    write_raw(path_in("dtype.st"), "{\"a\":{\"dtype\":\"Q4_K\",\"shape\":[4],\"data_offsets\":[0,4]}}",
-              4);
+    write_raw(check_path(tmp, "dtype.st"),
+              "{\"a\":{\"dtype\":\"Q4_K\",\"shape\":[4],\"data_offsets\":[0,4]}}", 4);
     expect_reject("dtype.st", "unknown dtype", "Q4_K");
 
-    write_raw(path_in("meta.st"), "{\"__metadata__\":{\"step\":12}}", 0);
+    write_raw(check_path(tmp, "meta.st"), "{\"__metadata__\":{\"step\":12}}", 0);
     expect_reject("meta.st", "non-string metadata", "step");
-    write_raw(path_in("meta2.st"), "{\"__metadata__\":[\"x\"]}", 0);
+    write_raw(check_path(tmp, "meta2.st"), "{\"__metadata__\":[\"x\"]}", 0);
     expect_reject("meta2.st", "metadata not an object", "__metadata__");
 
-    write_raw(path_in("neg.st"), "{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4);
+    write_raw(check_path(tmp, "neg.st"),
+              "{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4);
     expect_reject("neg.st", "negative dimension", "shape");
-    write_raw(path_in("dims.st"),
+    write_raw(check_path(tmp, "dims.st"),
               "{\"a\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,1]}}", 1);
     expect_reject("dims.st", "9 dimensions", "dimensions");
-    write_raw(path_in("offs.st"), "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0]}}", 1);
+    write_raw(check_path(tmp, "offs.st"),
+              "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0]}}", 1);
     expect_reject("offs.st", "one data offset", "data_offsets");
-    write_raw(path_in("rev.st"), "{\"a\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[3,1]}}", 4);
+    write_raw(check_path(tmp, "rev.st"),
+              "{\"a\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[3,1]}}", 4);
     expect_reject("rev.st", "begin > end", "data_offsets");
-    write_raw(path_in("nodtype.st"), "{\"a\":{\"shape\":[1],\"data_offsets\":[0,1]}}", 1);
+    write_raw(check_path(tmp, "nodtype.st"), "{\"a\":{\"shape\":[1],\"data_offsets\":[0,1]}}", 1);
     expect_reject("nodtype.st", "missing dtype", "dtype");
-    write_raw(path_in("dup.st"),
+    write_raw(check_path(tmp, "dup.st"),
               "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
               "\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}", 2);
     expect_reject("dup.st", "duplicate tensor name", NULL);
-    write_raw(path_in("bigshape.st"),
+    write_raw(check_path(tmp, "bigshape.st"),
               "{\"a\":{\"dtype\":\"F64\",\"shape\":[4294967296,4294967296,16],"
               "\"data_offsets\":[0,8]}}", 8);
     expect_reject("bigshape.st", "shape overflowing size_t", "too large");
@@ -340,16 +322,16 @@ static void test_corrupt(void) {
     float x[4] = {1, 2, 3, 4};
     st_write_tensor t = {"x", ST_F32, 1, {4}, x};
     char err[512];
-    const char *p = path_in("trunc.st");
+    const char *p = check_path(tmp, "trunc.st");
     CHECK(safetensors_write(p, &t, 1, NULL, err, sizeof err) == 0, "%s", err);
     size_t len;
-    uint8_t *raw = read_file(p, &len);
+    uint8_t *raw = check_read_file(p, &len);
     CHECK(truncate(p, (off_t)len - 1) == 0, "truncate failed");
     free(raw);
     expect_reject("trunc.st", "truncated file", "past the end");
 
     st_file f;
-    CHECK(safetensors_open(&f, path_in("does-not-exist.st"), err, sizeof err) != 0 &&
+    CHECK(safetensors_open(&f, check_path(tmp, "does-not-exist.st"), err, sizeof err) != 0 &&
           strstr(err, "does-not-exist.st"), "missing file: '%s'", err);
 }
 
@@ -359,10 +341,10 @@ static void test_failed_write(void) {
     for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) b[i] = (float)i;
     st_write_tensor ta = {"w", ST_F32, 1, {4}, a};
     st_write_tensor tb = {"w", ST_F32, 1, {256 * 1024}, b};
-    const char *p = path_in("keep.safetensors");
+    const char *p = check_path(tmp, "keep.safetensors");
     CHECK(safetensors_write(p, &ta, 1, NULL, err, sizeof err) == 0, "%s", err);
     size_t len0;
-    uint8_t *orig = read_file(p, &len0);
+    uint8_t *orig = check_read_file(p, &len0);
 
     /* 1. The temporary file cannot be created (a directory is in its way). */
     char tmpname[1300];
@@ -395,7 +377,7 @@ static void test_failed_write(void) {
     CHECK(safetensors_write(p, &ta, 1, badmeta, err, sizeof err) != 0, "key without value accepted");
 
     size_t len1;
-    uint8_t *now = read_file(p, &len1);
+    uint8_t *now = check_read_file(p, &len1);
     CHECK(now && len1 == len0 && memcmp(orig, now, len0) == 0, "existing file was modified");
     free(now);
     free(orig);
