@@ -146,8 +146,9 @@ static int sub_is_terminal(const char *status) {
     return status && !store_job_status_parse(status, &st) && store_job_status_terminal(st);
 }
 
-/* Appends the frames of the events after last_id. Returns the number of events added, or -1. */
-static int sub_fill(api_sub *s) {
+/* Appends the frames of the stored events after last_id (at most a page). Returns how many, or
+ * -1. */
+static int sub_fill_events(api_sub *s) {
     dt_store *store = s->broker->api->opts.store;
     json_t *page = NULL;
     char err[256];
@@ -176,13 +177,25 @@ static int sub_fill(api_sub *s) {
             s->done = sub_is_terminal(json_string_value(json_object_get(json_object_get(ev, "data"), "status")));
     }
     json_decref(page);
-    if (!added) {
-        /* Nothing new: a job already terminal has no event to come (its status event was last). */
-        json_t *job = NULL;
-        if (store_job_get(store, s->job_id, &job, err, sizeof err)) return -1;
-        if (sub_is_terminal(json_string_value(json_object_get(job, "status")))) s->done = 1;
-        json_decref(job);
-    }
+    return added;
+}
+
+/* Appends the frames of new events; with none, decides whether the stream is over. Returns the
+ * number of events added, or -1. */
+static int sub_fill(api_sub *s) {
+    int added = sub_fill_events(s);
+    if (added) return added;
+    /* Nothing new. A terminal job has no event to come: its status change and status event are
+     * one transaction. The status is read before listing again, so a job that ended after the
+     * first listing still gets its last events out before the stream closes. */
+    json_t *job = NULL;
+    char err[256];
+    if (store_job_get(s->broker->api->opts.store, s->job_id, &job, err, sizeof err)) return -1;
+    int terminal = sub_is_terminal(json_string_value(json_object_get(job, "status")));
+    json_decref(job);
+    if (!terminal) return 0;
+    added = sub_fill_events(s);
+    if (added == 0) s->done = 1;
     return added;
 }
 
