@@ -63,20 +63,13 @@ void api_reply_response(api_req *r, int status, struct MHD_Response *resp) {
     r->status = status;
 }
 
-void api_reply_json(api_req *r, int status, json_t *body, const char *const *extra_headers) {
-    char *text = NULL;
-    size_t len = 0;
-    if (body) {
-        text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(16));
-        json_decref(body);
-        if (text) {
-            len = strlen(text);
-            char *t = realloc(text, len + 2);
-            if (t) {
-                text = t;
-                text[len++] = '\n';
-                text[len] = 0;
-            }
+void api_reply_text(api_req *r, int status, char *text, size_t len, const char *const *extra_headers) {
+    if (text) { /* a newline ends the body, for people reading curl output */
+        char *t = realloc(text, len + 2);
+        if (t) {
+            text = t;
+            text[len++] = '\n';
+            text[len] = 0;
         }
     }
     struct MHD_Response *resp =
@@ -87,11 +80,24 @@ void api_reply_json(api_req *r, int status, json_t *body, const char *const *ext
         api_reply_response(r, 500, NULL);
         return;
     }
-    if (body) MHD_add_response_header(resp, "Content-Type", "application/json");
+    if (text) MHD_add_response_header(resp, "Content-Type", "application/json");
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     for (int i = 0; extra_headers && extra_headers[i]; i += 2)
         MHD_add_response_header(resp, extra_headers[i], extra_headers[i + 1]);
     api_reply_response(r, status, resp);
+}
+
+void api_reply_json(api_req *r, int status, json_t *body, const char *const *extra_headers) {
+    char *text = NULL;
+    if (body) {
+        text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(16));
+        json_decref(body);
+        if (!text) {
+            api_reply_response(r, 500, NULL);
+            return;
+        }
+    }
+    api_reply_text(r, status, text, text ? strlen(text) : 0, extra_headers);
 }
 
 /* Replaces every byte that is not part of a valid UTF-8 sequence with '?', in place, so that
@@ -453,7 +459,7 @@ int api_start(const dt_api_opts *opts, dt_api **out, char *err, size_t errlen) {
         http_free(a);
         return -1;
     }
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
     a->daemon = MHD_start_daemon(
         flags, (uint16_t)opts->port, NULL, NULL, http_access, a,

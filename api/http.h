@@ -105,6 +105,8 @@ int api_route_match(api_req *r, const char *method, const char *path, char *allo
 /* Queues status with the JSON body (stolen; NULL = no body). Adds Content-Type and
  * X-Request-Id. extra_headers: NULL or a NULL-terminated list of name, value pairs. */
 void api_reply_json(api_req *r, int status, json_t *body, const char *const *extra_headers);
+/* Queues status with a JSON text body (malloc'd, len bytes; taken over; NULL = no body). */
+void api_reply_text(api_req *r, int status, char *text, size_t len, const char *const *extra_headers);
 /* Queues the error object {"error":{"code","message","param"?,"request_id"}}; param may be
  * NULL. For 405, param is the Allow list (sent as the Allow header, not as param). */
 void api_reply_error(api_req *r, int status, const char *code, const char *param,

@@ -14,13 +14,17 @@ static void jobs_wake(api_req *r) {
     if (r->api->opts.wake) r->api->opts.wake(r->api->opts.hook_ctx);
 }
 
-/* Replies with the job (status) or the store's error. */
+/* Replies with the job (status) or the store's error. The store hands out the JSON text, so
+ * the hot GET /jobs/{id} never parses and re-encodes the spec. */
 static void jobs_reply_job(api_req *r, int status, const char *id, const char *const *headers) {
-    char err[512];
-    json_t *job = NULL;
-    int rc = store_job_get(r->api->opts.store, id, &job, err, sizeof err);
-    if (rc) api_reply_store_error(r, rc, NULL, err);
-    else api_reply_json(r, status, job, headers);
+    char err[512], *text = NULL;
+    size_t len = 0;
+    int rc = store_job_get_text(r->api->opts.store, id, &text, &len, err, sizeof err);
+    if (rc) {
+        api_reply_store_error(r, rc, NULL, err);
+        return;
+    }
+    api_reply_text(r, status, text, len, headers);
 }
 
 /* Checks that a referenced dataset or model id is well formed and exists. */

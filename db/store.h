@@ -134,6 +134,12 @@ int store_job_create(dt_store *s, json_t *spec, const dt_job_create_opts *opts,
  * waits in the queue. *out is a new reference. */
 int store_job_get(dt_store *s, const char *id, json_t **out, char *err, size_t errlen);
 
+/* The same job object as compact JSON text (spec last), built without parsing the stored spec:
+ * the fast path of GET /jobs/{id}. *text_out is malloc'd (the caller frees it), *len_out its
+ * length without the NUL. */
+int store_job_get_text(dt_store *s, const char *id, char **text_out, size_t *len_out,
+                       char *err, size_t errlen);
+
 /* A page of jobs, newest first by (created_at, id): {"data":[job...],"has_more":bool,
  * "last_id":id|null}. status NULL = any, else a status name (DT_STORE_INVALID if unknown);
  * limit in 1..DT_STORE_LIST_MAX; after NULL for the first page, else the last_id of the

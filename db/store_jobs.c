@@ -39,20 +39,16 @@ int store_job_status_terminal(dt_job_status st) {
     "id, status, method, spec, priority, attempt, max_attempts, created_at, started_at, "   \
     "finished_at, device, progress, error_code, error_message, cancel_requested"
 
-static json_t *job_from_row(sqlite3_stmt *st) {
-    json_t *spec = store_column_json(st, 3);
+/* The job object of the row, without "spec" (job_from_row adds it; store_job_get_text splices
+ * the stored text in). NULL when a JSON column is corrupt. */
+static json_t *job_from_row_base(sqlite3_stmt *st) {
     json_t *progress = store_column_json(st, 11);
-    if (!spec || !progress) {
-        json_decref(spec);
-        json_decref(progress);
-        return NULL;
-    }
+    if (!progress) return NULL;
     json_t *o = json_object();
     json_object_set_new(o, "id", store_column_value(st, 0));
     json_object_set_new(o, "object", json_string("job"));
     json_object_set_new(o, "status", store_column_value(st, 1));
     json_object_set_new(o, "method", store_column_value(st, 2));
-    json_object_set_new(o, "spec", spec);
     json_object_set_new(o, "priority", store_column_value(st, 4));
     json_object_set_new(o, "attempt", store_column_value(st, 5));
     json_object_set_new(o, "max_attempts", store_column_value(st, 6));
@@ -69,6 +65,17 @@ static json_t *job_from_row(sqlite3_stmt *st) {
     }
     json_object_set_new(o, "error", error);
     json_object_set_new(o, "cancel_requested", json_boolean(sqlite3_column_int(st, 14)));
+    return o;
+}
+
+static json_t *job_from_row(sqlite3_stmt *st) {
+    json_t *spec = store_column_json(st, 3);
+    json_t *o = spec ? job_from_row_base(st) : NULL;
+    if (!o) {
+        json_decref(spec);
+        return NULL;
+    }
+    json_object_set_new(o, "spec", spec);
     return o;
 }
 
@@ -96,6 +103,60 @@ int store_job_get(dt_store *s, const char *id, json_t **out, char *err, size_t e
     }
     store_stmt_done(st);
     store_unlock(s);
+    return rc;
+}
+
+int store_job_get_text(dt_store *s, const char *id, char **text_out, size_t *len_out,
+                       char *err, size_t errlen) {
+    assert(s && id && text_out && len_out);
+    *text_out = NULL;
+    *len_out = 0;
+    json_t *base = NULL;
+    char *spec = NULL;
+    store_lock(s);
+    int rc = DT_STORE_ERROR;
+    sqlite3_stmt *st = store_stmt(s, SQL_JOB_GET, err, errlen);
+    if (st) {
+        store_bind_text(st, 1, id);
+        int step = sqlite3_step(st);
+        if (step == SQLITE_ROW) {
+            const char *text = (const char *)sqlite3_column_text(st, 3);
+            base = job_from_row_base(st);
+            spec = text ? strdup(text) : NULL;
+            if (base && spec) rc = DT_STORE_OK;
+            else store_errorf(err, errlen, "job %s holds invalid JSON", id);
+        } else if (step == SQLITE_DONE) {
+            store_errorf(err, errlen, "no job %s", id);
+            rc = DT_STORE_NOT_FOUND;
+        } else {
+            rc = store_fail(s, step, "reading a job", err, errlen);
+        }
+    }
+    store_stmt_done(st);
+    store_unlock(s);
+    /* Outside the lock: encode the small part, then splice the stored spec in as it is. */
+    char *head = rc == DT_STORE_OK
+                     ? json_dumps(base, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(16))
+                     : NULL;
+    json_decref(base);
+    if (rc == DT_STORE_OK) {
+        size_t hn = head ? strlen(head) : 0, sn = strlen(spec);
+        char *out = hn ? malloc(hn + sn + 10) : NULL;
+        if (out) {
+            memcpy(out, head, hn - 1); /* without the closing brace */
+            memcpy(out + hn - 1, ",\"spec\":", 8);
+            memcpy(out + hn + 7, spec, sn);
+            out[hn + 7 + sn] = '}';
+            out[hn + 8 + sn] = 0;
+            *text_out = out;
+            *len_out = hn + 8 + sn;
+        } else {
+            store_errorf(err, errlen, "out of memory");
+            rc = DT_STORE_ERROR;
+        }
+    }
+    free(head);
+    free(spec);
     return rc;
 }
 

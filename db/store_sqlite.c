@@ -150,7 +150,8 @@ void store_rollback(dt_store *s) {
 
 int store_bind_json(sqlite3_stmt *st, int i, json_t *v) {
     if (!v) return sqlite3_bind_null(st, i);
-    char *text = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    /* 16 significant digits: what people typed (1e-4, 0.9999) reads back as typed. */
+    char *text = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY | JSON_REAL_PRECISION(16));
     if (!text) return SQLITE_NOMEM;
     return sqlite3_bind_text(st, i, text, -1, free);
 }
