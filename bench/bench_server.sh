@@ -9,7 +9,8 @@
 # nothing trains) with a small synthetic dataset and a few jobs, then wrk on
 #   GET /            no store access (a small constant JSON object): the HTTP floor
 #   GET /health      one store query (job counts by status)
-#   GET /jobs/{id}   one store read (the job row, its spec parsed) and a JSON answer of ~1 KB
+#   GET /jobs/{id}   one store read (the job row; the stored spec text is spliced into the answer
+#                    as it is, not parsed) and a JSON answer of ~1 KB
 #   POST /jobs       spec validation, the dataset read, one write and the new job read back,
 #                    via bench/wrk_post_job.lua: the store grows by one job per request
 # for each wrk thread count and connection count. The CPU time of the server and of wrk, and

@@ -39,7 +39,7 @@ int store_job_status_terminal(dt_job_status st) {
     "id, status, method, spec, priority, attempt, max_attempts, created_at, started_at, "   \
     "finished_at, device, progress, error_code, error_message, cancel_requested"
 
-/* The job object of the row, without "spec" (job_from_row adds it; store_job_get_text splices
+/* The job object of the row, without "spec" (job_from_row and store_job_get add it parsed,
  * the stored text in). NULL when a JSON column is corrupt. */
 static json_t *job_from_row_base(sqlite3_stmt *st) {
     json_t *progress = store_column_json(st, 11);
@@ -81,38 +81,11 @@ static json_t *job_from_row(sqlite3_stmt *st) {
 
 static const char SQL_JOB_GET[] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1";
 
-int store_job_get(dt_store *s, const char *id, json_t **out, char *err, size_t errlen) {
-    assert(s && id && out);
-    *out = NULL;
-    store_lock(s);
-    int rc = DT_STORE_ERROR;
-    sqlite3_stmt *st = store_stmt(s, SQL_JOB_GET, err, errlen);
-    if (st) {
-        store_bind_text(st, 1, id);
-        int step = sqlite3_step(st);
-        if (step == SQLITE_ROW) {
-            *out = job_from_row(st);
-            if (*out) rc = DT_STORE_OK;
-            else store_errorf(err, errlen, "job %s holds invalid JSON", id);
-        } else if (step == SQLITE_DONE) {
-            store_errorf(err, errlen, "no job %s", id);
-            rc = DT_STORE_NOT_FOUND;
-        } else {
-            rc = store_fail(s, step, "reading a job", err, errlen);
-        }
-    }
-    store_stmt_done(st);
-    store_unlock(s);
-    return rc;
-}
-
-int store_job_get_text(dt_store *s, const char *id, char **text_out, size_t *len_out,
-                       char *err, size_t errlen) {
-    assert(s && id && text_out && len_out);
-    *text_out = NULL;
-    *len_out = 0;
-    json_t *base = NULL;
-    char *spec = NULL;
+/* Reads job id under the store lock: its object without "spec" (*base) and the stored spec
+ * text (*spec, malloc'd), so that callers parse or splice the spec after the lock is released. */
+static int job_read(dt_store *s, const char *id, json_t **base, char **spec, char *err, size_t errlen) {
+    *base = NULL;
+    *spec = NULL;
     store_lock(s);
     int rc = DT_STORE_ERROR;
     sqlite3_stmt *st = store_stmt(s, SQL_JOB_GET, err, errlen);
@@ -121,9 +94,9 @@ int store_job_get_text(dt_store *s, const char *id, char **text_out, size_t *len
         int step = sqlite3_step(st);
         if (step == SQLITE_ROW) {
             const char *text = (const char *)sqlite3_column_text(st, 3);
-            base = job_from_row_base(st);
-            spec = text ? strdup(text) : NULL;
-            if (base && spec) rc = DT_STORE_OK;
+            *base = job_from_row_base(st);
+            *spec = text ? strdup(text) : NULL;
+            if (*base && *spec) rc = DT_STORE_OK;
             else store_errorf(err, errlen, "job %s holds invalid JSON", id);
         } else if (step == SQLITE_DONE) {
             store_errorf(err, errlen, "no job %s", id);
@@ -134,26 +107,59 @@ int store_job_get_text(dt_store *s, const char *id, char **text_out, size_t *len
     }
     store_stmt_done(st);
     store_unlock(s);
-    /* Outside the lock: encode the small part, then splice the stored spec in as it is. */
-    char *head = rc == DT_STORE_OK
-                     ? json_dumps(base, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(16))
-                     : NULL;
+    if (rc != DT_STORE_OK) {
+        json_decref(*base);
+        free(*spec);
+        *base = NULL;
+        *spec = NULL;
+    }
+    return rc;
+}
+
+int store_job_get(dt_store *s, const char *id, json_t **out, char *err, size_t errlen) {
+    assert(s && id && out);
+    json_t *base;
+    char *spec;
+    int rc = job_read(s, id, &base, &spec, err, errlen);
+    *out = NULL;
+    if (rc) return rc;
+    json_t *parsed = json_loads(spec, 0, NULL);
+    free(spec);
+    if (!parsed) {
+        json_decref(base);
+        store_errorf(err, errlen, "job %s holds invalid JSON", id);
+        return DT_STORE_ERROR;
+    }
+    json_object_set_new(base, "spec", parsed);
+    *out = base;
+    return DT_STORE_OK;
+}
+
+int store_job_get_text(dt_store *s, const char *id, char **text_out, size_t *len_out,
+                       char *err, size_t errlen) {
+    assert(s && id && text_out && len_out);
+    *text_out = NULL;
+    *len_out = 0;
+    json_t *base;
+    char *spec;
+    int rc = job_read(s, id, &base, &spec, err, errlen);
+    if (rc) return rc;
+    /* Encode the small part, then splice the stored spec in as it is. */
+    char *head = json_dumps(base, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(16));
     json_decref(base);
-    if (rc == DT_STORE_OK) {
-        size_t hn = head ? strlen(head) : 0, sn = strlen(spec);
-        char *out = hn ? malloc(hn + sn + 10) : NULL;
-        if (out) {
-            memcpy(out, head, hn - 1); /* without the closing brace */
-            memcpy(out + hn - 1, ",\"spec\":", 8);
-            memcpy(out + hn + 7, spec, sn);
-            out[hn + 7 + sn] = '}';
-            out[hn + 8 + sn] = 0;
-            *text_out = out;
-            *len_out = hn + 8 + sn;
-        } else {
-            store_errorf(err, errlen, "out of memory");
-            rc = DT_STORE_ERROR;
-        }
+    size_t hn = head ? strlen(head) : 0, sn = strlen(spec);
+    char *out = hn ? malloc(hn + sn + 10) : NULL;
+    if (out) {
+        memcpy(out, head, hn - 1); /* without the closing brace */
+        memcpy(out + hn - 1, ",\"spec\":", 8);
+        memcpy(out + hn + 7, spec, sn);
+        out[hn + 7 + sn] = '}';
+        out[hn + 8 + sn] = 0;
+        *text_out = out;
+        *len_out = hn + 8 + sn;
+    } else {
+        store_errorf(err, errlen, "out of memory");
+        rc = DT_STORE_ERROR;
     }
     free(head);
     free(spec);
