@@ -30,9 +30,9 @@ pretrain() { # pretrain STEPS CKPT_EVERY [PRIORITY]
     \"eval\": {\"sample_every\": 0}, \"checkpoint\": {\"every\": $2, \"keep\": 2}, \"priority\": ${3:-0}}"
 }
 step_of() { curl -sS "$URL/jobs/$1" | jq -r '.progress.step // 0'; }
-wait_step() { # wait_step JOB STEP: until the job's progress reaches STEP
+wait_step() { # wait_step JOB STEP: until the job's progress reaches STEP (2 min at most)
   local i
-  for i in $(seq 1 600); do [ "$(step_of "$1")" -ge "$2" ] && return 0; sleep 0.05; done
+  for i in $(seq 1 2400); do [ "$(step_of "$1")" -ge "$2" ] && return 0; sleep 0.05; done
   return 1
 }
 worker_pid() { curl -sS "$URL/workers" | jq -r --arg j "$1" '.data[] | select(.job == $j) | .pid'; }
