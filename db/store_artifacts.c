@@ -46,14 +46,7 @@ int store_artifact_put(dt_store *s, const dt_artifact *a, char *err, size_t errl
         sqlite3_bind_double(st, 8, store_now());
         int step = sqlite3_step(st);
         store_stmt_done(st);
-        if (step == SQLITE_DONE) {
-            rc = DT_STORE_OK;
-        } else if (step == SQLITE_CONSTRAINT_FOREIGNKEY) {
-            store_errorf(err, errlen, "no job %s", a->job_id);
-            rc = DT_STORE_NOT_FOUND;
-        } else {
-            rc = store_fail(s, step, "storing an artifact", err, errlen);
-        }
+        rc = store_step_job_write(s, step, "storing an artifact", a->job_id, err, errlen);
     }
     store_unlock(s);
     return rc;

@@ -70,11 +70,8 @@ static int get_one(dt_store *s, const char *sql, const char *noun, const char *i
             }
         }
         if (path) store_column_copy(st, 0, path, pathlen);
-    } else if (step == SQLITE_DONE) {
-        store_errorf(err, errlen, "no %s %s", noun, id);
-        rc = DT_STORE_NOT_FOUND;
     } else {
-        rc = store_fail(s, step, "reading the catalog", err, errlen);
+        rc = store_step_missing(s, step, "reading the catalog", noun, id, err, errlen);
     }
     store_stmt_done(st);
     return rc;

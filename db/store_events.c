@@ -72,11 +72,8 @@ int store_event_append(dt_store *s, const char *job_id, const char *type, json_t
         store_errorf(err, errlen, "job %s is %s: a finished job takes no more events", job_id,
                      (const char *)sqlite3_column_text(st, 0));
         rc = DT_STORE_CONFLICT;
-    } else if (step == SQLITE_DONE) {
-        store_errorf(err, errlen, "no job %s", job_id);
-        rc = DT_STORE_NOT_FOUND;
     } else {
-        rc = store_fail(s, step, "looking up a job", err, errlen);
+        rc = store_step_missing(s, step, "looking up a job", "job", job_id, err, errlen);
     }
     store_stmt_done(st);
 out:
@@ -167,14 +164,7 @@ int store_metric_append(dt_store *s, const char *job_id, const char *name, int64
         sqlite3_bind_double(st, 5, ts > 0 ? ts : store_now());
         int r = sqlite3_step(st);
         store_stmt_done(st);
-        if (r == SQLITE_DONE) {
-            rc = DT_STORE_OK;
-        } else if (r == SQLITE_CONSTRAINT_FOREIGNKEY) {
-            store_errorf(err, errlen, "no job %s", job_id);
-            rc = DT_STORE_NOT_FOUND;
-        } else {
-            rc = store_fail(s, r, "storing a metric", err, errlen);
-        }
+        rc = store_step_job_write(s, r, "storing a metric", job_id, err, errlen);
     }
     store_unlock(s);
     return rc;

@@ -37,6 +37,18 @@ void store_stmt_done(sqlite3_stmt *st);
  * violations DT_STORE_CONFLICT, everything else DT_STORE_ERROR. */
 int store_fail(dt_store *s, int rc, const char *what, char *err, size_t errlen);
 
+/* Triage of a step that wanted a row and got step instead (call it for anything but
+ * SQLITE_ROW): SQLITE_DONE means no such row, DT_STORE_NOT_FOUND with "no <kind> <id>";
+ * anything else is store_fail(s, step, what, ...). */
+int store_step_missing(dt_store *s, int step, const char *what, const char *kind,
+                       const char *id, char *err, size_t errlen);
+
+/* Triage of stepping a write whose foreign key names job job_id: SQLITE_DONE is DT_STORE_OK,
+ * SQLITE_CONSTRAINT_FOREIGNKEY DT_STORE_NOT_FOUND with "no job <job_id>", anything else
+ * store_fail(s, step, what, ...). */
+int store_step_job_write(dt_store *s, int step, const char *what, const char *job_id,
+                         char *err, size_t errlen);
+
 /* Transactions: write transactions take the write lock up front (BEGIN IMMEDIATE) so two
  * writers never deadlock upgrading read locks; read transactions give several SELECTs one
  * snapshot. store_rollback is safe to call when no transaction is open. */

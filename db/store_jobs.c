@@ -98,11 +98,8 @@ static int job_read(dt_store *s, const char *id, json_t **base, char **spec, cha
             *spec = text ? strdup(text) : NULL;
             if (*base && *spec) rc = DT_STORE_OK;
             else store_errorf(err, errlen, "job %s holds invalid JSON", id);
-        } else if (step == SQLITE_DONE) {
-            store_errorf(err, errlen, "no job %s", id);
-            rc = DT_STORE_NOT_FOUND;
         } else {
-            rc = store_fail(s, step, "reading a job", err, errlen);
+            rc = store_step_missing(s, step, "reading a job", "job", id, err, errlen);
         }
     }
     store_stmt_done(st);
@@ -173,12 +170,8 @@ int store_job_exists(dt_store *s, const char *id, char *err, size_t errlen) {
     if (!st) return DT_STORE_ERROR;
     store_bind_text(st, 1, id);
     int step = sqlite3_step(st), rc = DT_STORE_OK;
-    if (step == SQLITE_DONE) {
-        store_errorf(err, errlen, "no job %s", id);
-        rc = DT_STORE_NOT_FOUND;
-    } else if (step != SQLITE_ROW) {
-        rc = store_fail(s, step, "looking up a job", err, errlen);
-    }
+    if (step != SQLITE_ROW)
+        rc = store_step_missing(s, step, "looking up a job", "job", id, err, errlen);
     store_stmt_done(st);
     return rc;
 }
@@ -248,11 +241,8 @@ static int job_load(dt_store *s, const char *id, job_state *js, char *err, size_
         js->cancel_requested = sqlite3_column_int(st, 3);
         store_column_copy(st, 4, js->dataset_id, sizeof js->dataset_id);
         store_column_copy(st, 5, js->base_model_id, sizeof js->base_model_id);
-    } else if (step == SQLITE_DONE) {
-        store_errorf(err, errlen, "no job %s", id);
-        rc = DT_STORE_NOT_FOUND;
     } else {
-        rc = store_fail(s, step, "reading a job", err, errlen);
+        rc = store_step_missing(s, step, "reading a job", "job", id, err, errlen);
     }
     store_stmt_done(st);
     return rc;

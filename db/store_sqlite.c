@@ -90,6 +90,21 @@ int store_fail(dt_store *s, int rc, const char *what, char *err, size_t errlen) 
     }
 }
 
+int store_step_missing(dt_store *s, int step, const char *what, const char *kind,
+                       const char *id, char *err, size_t errlen) {
+    if (step != SQLITE_DONE) return store_fail(s, step, what, err, errlen);
+    store_errorf(err, errlen, "no %s %s", kind, id);
+    return DT_STORE_NOT_FOUND;
+}
+
+int store_step_job_write(dt_store *s, int step, const char *what, const char *job_id,
+                         char *err, size_t errlen) {
+    if (step == SQLITE_DONE) return DT_STORE_OK;
+    if (step != SQLITE_CONSTRAINT_FOREIGNKEY) return store_fail(s, step, what, err, errlen);
+    store_errorf(err, errlen, "no job %s", job_id);
+    return DT_STORE_NOT_FOUND;
+}
+
 sqlite3_stmt *store_stmt(dt_store *s, const char *sql, char *err, size_t errlen) {
     for (int i = 0; i < s->n_cached; i++)
         if (s->cache[i].sql == sql) return s->cache[i].st;
