@@ -2,6 +2,7 @@
  * handler once), reply helpers, request ids and per-route counters. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -57,6 +58,13 @@ void api_reply_response(api_req *r, int status, struct MHD_Response *resp) {
         return;
     }
     MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    if (r->on_thread) { /* only an HTTP thread may queue: hold it until the connection resumes */
+        r->held = resp;
+        r->held_status = status;
+        r->responded = 1;
+        r->status = status;
+        return;
+    }
     if (MHD_queue_response(r->conn, (unsigned)status, resp) != MHD_YES) status = 500;
     MHD_destroy_response(resp);
     r->responded = 1;
@@ -347,6 +355,48 @@ static void http_body(api_req *r, const char *data, size_t len) {
     r->body[r->body_len] = 0;
 }
 
+/* ---- slow handlers ---------------------------------------------------------------------- */
+
+static void *http_slow_main(void *arg) {
+    api_req *r = arg;
+    dt_api *a = r->api;
+    r->route->handler(r);
+    if (!r->responded) api_reply_error(r, 500, "internal_error", NULL, "the handler gave no answer");
+    atomic_store(&r->thread_done, 1);
+    MHD_resume_connection(r->conn); /* r belongs to the HTTP thread again from here */
+    atomic_fetch_sub(&a->slow_running, 1);
+    return NULL;
+}
+
+/* Runs r's handler on a thread of its own; the connection is suspended until it is done. */
+static void http_slow_start(api_req *r) {
+    dt_api *a = r->api;
+    atomic_fetch_add(&a->slow_running, 1);
+    r->on_thread = 1;
+    MHD_suspend_connection(r->conn);
+    pthread_attr_t attr;
+    pthread_t t;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &attr, http_slow_main, r);
+    pthread_attr_destroy(&attr);
+    if (rc) {
+        MHD_resume_connection(r->conn);
+        r->on_thread = 0;
+        atomic_fetch_sub(&a->slow_running, 1);
+        api_reply_error(r, 503, "unavailable", NULL, "the server cannot start more work now; try again");
+    }
+}
+
+/* The connection of a slow handler resumed: queue what it answered. */
+static void http_slow_finish(api_req *r) {
+    r->on_thread = 0;
+    struct MHD_Response *resp = r->held;
+    r->held = NULL;
+    if (!resp || MHD_queue_response(r->conn, (unsigned)r->held_status, resp) != MHD_YES) r->status = 500;
+    if (resp) MHD_destroy_response(resp);
+}
+
 static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const char *url,
                                    const char *method, const char *version, const char *upload_data,
                                    size_t *upload_data_size, void **con_cls) {
@@ -367,10 +417,18 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
         *upload_data_size = 0;
         return MHD_YES;
     }
+    if (r->on_thread) {
+        if (atomic_load(&r->thread_done)) http_slow_finish(r);
+        return MHD_YES;
+    }
     if (r->responded || r->handled) return MHD_YES;
     r->handled = 1;
     if (r->refused_status) {
         api_reply_error(r, r->refused_status, r->refused_code, r->refused_param, "%s", r->refused_msg);
+        return MHD_YES;
+    }
+    if (r->route->slow) {
+        http_slow_start(r);
         return MHD_YES;
     }
     r->route->handler(r);
@@ -496,6 +554,8 @@ void api_stop(dt_api *a) {
     if (!a) return;
     atomic_store(&a->draining, 1);
     api_broker_close_all(a->broker);
+    /* A slow handler still holds its request and a suspended connection: let it finish. */
+    while (atomic_load(&a->slow_running) > 0) usleep(10000);
     MHD_stop_daemon(a->daemon);
     http_free(a);
 }

@@ -44,6 +44,9 @@ typedef struct {
     const char *accepts; /* media types of the body, comma separated (NULL for API_BODY_NONE);
                           * other types get 415. application/json on an upload route is read
                           * into memory like a JSON body. */
+    int slow;            /* the handler takes seconds (extracting, validating, hashing an upload):
+                          * it runs on a thread of its own while the connection is suspended,
+                          * so the HTTP thread keeps serving its other connections */
 } api_route;
 
 /* Request counters of one route, by status class (1xx unused) and total seconds. */
@@ -63,6 +66,7 @@ struct dt_api {
     api_route_stats *route_stats; /* one per route, same order as api_routes */
     api_route_stats unrouted;     /* 404s and 405s */
     atomic_int draining;
+    atomic_int slow_running;      /* slow handlers on their own threads now */
     double started_at;
 };
 
@@ -80,6 +84,10 @@ struct api_req {
     int status;                   /* what was queued (for metrics) */
     int responded;                /* a response was queued (no more body handling) */
     int handled;                  /* the handler ran */
+    int on_thread;                /* a slow handler runs (or ran) on its own thread */
+    atomic_int thread_done;       /* ... and has finished */
+    struct MHD_Response *held;    /* the response it made, queued once the connection resumes */
+    int held_status;
 
     /* API_BODY_JSON */
     char *body;

@@ -65,7 +65,7 @@ if not table:
 
 ROUTE_RE = re.compile(
     r'\{\s*"([A-Z]+)"\s*,\s*"([^"]*)"\s*,\s*(API_BODY_\w+)\s*,\s*(\w+)\s*,\s*"([^"]+)"\s*,'
-    r'\s*(NULL|\w+|(?:"(?:[^"\\]|\\.)*"\s*)+)\s*\}', re.S)
+    r'\s*(NULL|\w+|(?:"(?:[^"\\]|\\.)*"\s*)+)\s*(?:,\s*[01]\s*)?\}', re.S)
 routes = []
 for m in ROUTE_RE.finditer(table.group(1)):
     method, pattern, body, _handler, name, accepts = m.groups()
