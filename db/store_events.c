@@ -9,10 +9,9 @@
 static const char SQL_EVENT_INSERT[] =
     "INSERT INTO events (job_id, type, data, ts) VALUES (?1, ?2, ?3, ?4)";
 
-int store_event_insert(dt_store *s, const char *job_id, const char *type, json_t *data,
-                       double ts, int64_t *id_out, char *err, size_t errlen) {
-    sqlite3_stmt *st = store_stmt(s, SQL_EVENT_INSERT, err, errlen);
-    if (!st) return DT_STORE_ERROR;
+/* Binds (job_id, type, data or {}, ts or now) to an event insert, runs it once and resets it;
+ * returns the sqlite3_step result. */
+static int event_run(sqlite3_stmt *st, const char *job_id, const char *type, json_t *data, double ts) {
     json_t *empty = data ? NULL : json_object();
     store_bind_text(st, 1, job_id);
     store_bind_text(st, 2, type);
@@ -21,6 +20,14 @@ int store_event_insert(dt_store *s, const char *job_id, const char *type, json_t
     int step = sqlite3_step(st);
     store_stmt_done(st);
     json_decref(empty);
+    return step;
+}
+
+int store_event_insert(dt_store *s, const char *job_id, const char *type, json_t *data,
+                       double ts, int64_t *id_out, char *err, size_t errlen) {
+    sqlite3_stmt *st = store_stmt(s, SQL_EVENT_INSERT, err, errlen);
+    if (!st) return DT_STORE_ERROR;
+    int step = event_run(st, job_id, type, data, ts);
     if (step != SQLITE_DONE) return store_fail(s, step, "storing an event", err, errlen);
     if (id_out) *id_out = sqlite3_last_insert_rowid(s->db);
     return DT_STORE_OK;
@@ -43,17 +50,11 @@ int store_event_append(dt_store *s, const char *job_id, const char *type, json_t
         store_errorf(err, errlen, "event data must be a JSON object");
         return DT_STORE_INVALID;
     }
-    json_t *empty = data ? NULL : json_object();
     store_lock(s);
     int rc = DT_STORE_ERROR;
     sqlite3_stmt *st = store_stmt(s, SQL_EVENT_APPEND, err, errlen);
     if (!st) goto out;
-    store_bind_text(st, 1, job_id);
-    store_bind_text(st, 2, type);
-    store_bind_json(st, 3, data ? data : empty);
-    sqlite3_bind_double(st, 4, ts > 0 ? ts : store_now());
-    int step = sqlite3_step(st);
-    store_stmt_done(st);
+    int step = event_run(st, job_id, type, data, ts);
     if (step != SQLITE_DONE) {
         rc = store_fail(s, step, "storing an event", err, errlen);
         goto out;
@@ -78,7 +79,6 @@ int store_event_append(dt_store *s, const char *job_id, const char *type, json_t
     store_stmt_done(st);
 out:
     store_unlock(s);
-    json_decref(empty);
     return rc;
 }
 
