@@ -336,6 +336,8 @@ static const spec_field spec_model_fields[] = {
     SPEC_F_INT("num_classes", model.num_classes, 1, SPEC_NUM_CLASSES_MAX, SPEC_NULLABLE),
 };
 
+static const char *const spec_precision_names[] = {"auto", "bf16", "fp32", NULL};
+
 static const spec_field spec_hp_fields[] = {
     SPEC_F_INT("steps", hp.steps, 1, INT_MAX, 0),
     SPEC_F_INT("batch_size", hp.batch_size, 1, 4096, 0),
@@ -346,6 +348,7 @@ static const spec_field spec_hp_fields[] = {
     SPEC_F_NUM("grad_clip", hp.grad_clip, 0, INFINITY, 0),
     SPEC_F_INT("grad_accum", hp.grad_accum, 1, 4096, 0), /* and divides batch_size: check */
     SPEC_F_U64("seed", hp.seed, 0, SPEC_SEED_MAX),
+    SPEC_F_STR("precision", hp.precision, 0, spec_precision_names),
 };
 
 static const char *const spec_sampler_names[] = {"ddpm", "ddim", NULL};
@@ -689,6 +692,7 @@ void spec_defaults(dt_spec *s)
     s->diff_tuning.replay_ratio = 0.2;
     s->diff_tuning.replay_weight = 0.1;
     s->diff_tuning.bank_size = 5000;
+    spec_copy_str(s->hp.precision, sizeof s->hp.precision, "auto");
     spec_copy_str(s->diff_tuning.bank_sampler, sizeof s->diff_tuning.bank_sampler, "ddpm");
     s->diff_tuning.bank_steps = 250;
     s->diff_tuning.bank_cfg = 1.5;

@@ -40,6 +40,7 @@ typedef struct {
         double grad_clip;         /* default 0 = off, >= 0 */
         int grad_accum;           /* default 1, >= 1, divides batch_size */
         uint64_t seed;            /* default 0 */
+        char precision[8];        /* "auto" (default: bf16 on a GPU, fp32 on the CPU) | "bf16" | "fp32" */
     } hp;
 
     struct {

@@ -23,6 +23,10 @@
 #define TRAIN_GRID_CFG 1.5f   /* guidance for sample grids, as for the knowledge bank */
 #define TRAIN_GRID_SEED 0x67726964ULL
 #define TRAIN_BUCKETS 10      /* loss-by-timestep buckets of T/10 steps */
+/* Steps whose per-sample losses stay in backend memory before the host reads them: the step
+ * itself never waits for the device; the host looks at losses when it logs, saves, samples, or
+ * when the ring is full. */
+#define TRAIN_LOSS_RING 64
 
 typedef struct {
     const dt_spec *spec;
@@ -45,13 +49,16 @@ typedef struct {
     /* backend memory */
     float *params, *grads, *ema, *adam_m, *adam_v; /* (num_floats) each */
     float *x0, *eps, *xt, *out, *dout;  /* (micro, C[_out], H, W) */
-    float *loss;              /* (B) per-sample losses */
+    float *loss_ring;         /* (TRAIN_LOSS_RING, B) per-sample losses of unread steps */
     float *norm_sq;           /* (1) */
     int32_t *t_dev, *y_dev;   /* (micro) */
     float *w_dev;             /* (micro) */
     /* host memory, allocated once */
-    float *h_x0, *h_w, *h_loss; /* (B, C, H, W), (B), (B) */
+    float *h_x0, *h_w;          /* (B, C, H, W), (B) the batch being composed */
     int32_t *h_t, *h_y;         /* (B) */
+    float *h_ring_loss, *h_ring_w; /* (TRAIN_LOSS_RING, B) losses read back, objective weights */
+    int32_t *h_ring_t;          /* (TRAIN_LOSS_RING, B) timesteps of the ring's steps */
+    int ring_n, ring_step;      /* steps in the ring; the step of its first row */
     float *h_stage;             /* (2 * num_floats) checkpoint staging */
     float *h_grid;              /* (grid, C, H, W) */
     int32_t *h_grid_labels;     /* (grid) */
@@ -97,7 +104,7 @@ static int train_alloc(trainer *tr, char *err, size_t errlen) {
         !(tr->xt = be->alloc(be, mb * img * sizeof(float))) ||
         !(tr->out = be->alloc(be, mb * oimg * sizeof(float))) ||
         !(tr->dout = be->alloc(be, mb * oimg * sizeof(float))) ||
-        !(tr->loss = be->alloc(be, B * sizeof(float))) ||
+        !(tr->loss_ring = be->alloc(be, TRAIN_LOSS_RING * B * sizeof(float))) ||
         !(tr->norm_sq = be->alloc(be, sizeof(float))) ||
         !(tr->t_dev = be->alloc(be, mb * sizeof(int32_t))) ||
         !(tr->y_dev = be->alloc(be, mb * sizeof(int32_t))) ||
@@ -106,13 +113,15 @@ static int train_alloc(trainer *tr, char *err, size_t errlen) {
     const int G = tr->o->grid_size > 0 ? tr->o->grid_size : 16;
     tr->h_x0 = malloc(B * img * sizeof(float));
     tr->h_w = malloc(B * sizeof(float));
-    tr->h_loss = malloc(B * sizeof(float));
+    tr->h_ring_loss = malloc(TRAIN_LOSS_RING * B * sizeof(float));
+    tr->h_ring_w = malloc(TRAIN_LOSS_RING * B * sizeof(float));
+    tr->h_ring_t = malloc(TRAIN_LOSS_RING * B * sizeof(int32_t));
     tr->h_t = malloc(B * sizeof(int32_t));
     tr->h_y = malloc(B * sizeof(int32_t));
     tr->h_stage = malloc(2 * P * sizeof(float));
     tr->h_grid = malloc((size_t)G * img * sizeof(float));
     tr->h_grid_labels = malloc((size_t)G * sizeof(int32_t));
-    if (!tr->h_x0 || !tr->h_w || !tr->h_loss || !tr->h_t || !tr->h_y || !tr->h_stage ||
+    if (!tr->h_x0 || !tr->h_w || !tr->h_ring_loss || !tr->h_ring_w || !tr->h_ring_t || !tr->h_t || !tr->h_y || !tr->h_stage ||
         !tr->h_grid || !tr->h_grid_labels)
         goto oom;
     if (dit_acts_alloc(&tr->acts, &tr->m, tr->micro, 1, err, errlen)) return -1;
@@ -166,6 +175,12 @@ static int train_setup(trainer *tr, char *err, size_t errlen) {
         rc = TRAIN_INVALID;
         goto done;
     }
+    const char *precision = tr->o->precision ? tr->o->precision : s->hp.precision;
+    if (dt_precision_parse(precision, tr->be, &tr->be->precision)) {
+        snprintf(err, errlen, "unknown precision \"%s\": use auto, bf16 or fp32", precision);
+        rc = TRAIN_INVALID;
+        goto done;
+    }
     if (dit_model_init(&tr->m, &cfg, tr->be, err, errlen)) goto done;
     difftune_plan(&tr->plan, s, cfg.num_classes);
     tr->micro = tr->plan.B / s->hp.grad_accum;
@@ -197,7 +212,7 @@ static void train_teardown(trainer *tr) {
     if (tr->be) {
         dt_backend *be = tr->be;
         void *bufs[] = {tr->params, tr->grads, tr->ema, tr->adam_m, tr->adam_v, tr->x0, tr->eps,
-                        tr->xt, tr->out, tr->dout, tr->loss, tr->norm_sq, tr->t_dev, tr->y_dev, tr->w_dev};
+                        tr->xt, tr->out, tr->dout, tr->loss_ring, tr->norm_sq, tr->t_dev, tr->y_dev, tr->w_dev};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             if (bufs[i]) be->free(be, bufs[i]);
         sampler_free(&tr->grid);
@@ -211,7 +226,8 @@ static void train_teardown(trainer *tr) {
     data_order_free(&tr->order);
     dataset_free(&tr->ds);
     bank_free(&tr->bank);
-    free(tr->h_x0); free(tr->h_w); free(tr->h_loss); free(tr->h_t); free(tr->h_y);
+    free(tr->h_x0); free(tr->h_w); free(tr->h_t); free(tr->h_y);
+    free(tr->h_ring_loss); free(tr->h_ring_w); free(tr->h_ring_t);
     free(tr->h_stage); free(tr->h_grid); free(tr->h_grid_labels);
     free(tr->spec_json);
 }
@@ -258,7 +274,8 @@ static int train_grid(trainer *tr, int step, char *err, size_t errlen) {
                                               "total_steps", tr->spec->hp.steps));
     int r = sampler_run(&tr->grid, tr->ema, tr->h_grid_labels, G, TRAIN_GRID_SEED, 0, tr->h_grid, NULL);
     if (r < 0) {
-        snprintf(err, errlen, "backend failure while sampling (%d)", r);
+        snprintf(err, errlen, "backend failure while sampling on %s: %s", tr->be->name,
+                 tr->be->last_error(tr->be));
         return -1;
     }
     char path[4200];
@@ -276,18 +293,23 @@ static int train_grid(trainer *tr, int step, char *err, size_t errlen) {
 
 /* ---- the step ---------------------------------------------------------------------------- */
 
-/* One optimisation step (1-based). No allocation. Returns 0, 1 when a loss is not finite, or
- * a negative backend error. */
-static int train_step(trainer *tr, int step) {
+/* Enqueues one optimisation step (1-based) on the backend: no allocation, no host-device
+ * transfer besides the composed batch going in, and no wait. Its per-sample losses land in the
+ * loss ring; train_flush reads them. */
+static void train_step(trainer *tr, int step) {
     dt_backend *be = tr->be;
     const dt_spec *s = tr->spec;
     const dit_config *c = &tr->m.cfg;
-    const size_t P = tr->m.num_floats, mb = (size_t)tr->micro;
+    const size_t P = tr->m.num_floats, mb = (size_t)tr->micro, B = (size_t)tr->plan.B;
     const int HW = c->image_size * c->image_size;
     const size_t img = (size_t)c->in_channels * HW, oimg = (size_t)c->out_channels * HW;
 
     difftune_compose(&tr->plan, &tr->td, step, &tr->ds, &tr->order, tr->bank.images ? &tr->bank : NULL,
                      tr->h_x0, tr->h_y, tr->h_t, tr->h_w);
+    if (tr->ring_n == 0) tr->ring_step = step;
+    const size_t row = (size_t)tr->ring_n * B;
+    memcpy(tr->h_ring_t + row, tr->h_t, B * sizeof(int32_t));
+    memcpy(tr->h_ring_w + row, tr->h_w, B * sizeof(float));
     be->zero(be, tr->grads, P * sizeof(float));
     for (int k = 0; k < s->hp.grad_accum; k++) {
         const size_t off = (size_t)k * mb;
@@ -299,8 +321,8 @@ static int train_step(trainer *tr, int step) {
         be->q_sample(be, tr->xt, tr->x0, tr->eps, tr->t_dev, &tr->tab, (int)mb, (int)img);
         dit_forward(&tr->m, tr->params, &tr->acts, tr->xt, tr->t_dev, tr->y_dev, (int)mb, tr->out);
         be->zero(be, tr->dout, mb * oimg * sizeof(float));
-        be->diffusion_loss(be, tr->loss + off, tr->dout, tr->out, tr->x0, tr->xt, tr->eps, tr->t_dev,
-                           tr->w_dev, &tr->tab, (int)mb, c->in_channels, HW, c->learn_sigma);
+        be->diffusion_loss(be, tr->loss_ring + row + off, tr->dout, tr->out, tr->x0, tr->xt, tr->eps,
+                           tr->t_dev, tr->w_dev, &tr->tab, (int)mb, c->in_channels, HW, c->learn_sigma);
         dit_backward(&tr->m, tr->params, tr->grads, &tr->acts, tr->dout, tr->y_dev, (int)mb);
     }
     if (s->hp.grad_clip > 0) {
@@ -310,22 +332,54 @@ static int train_step(trainer *tr, int step) {
     be->adamw_update(be, tr->params, tr->grads, tr->adam_m, tr->adam_v, P, (float)s->hp.learning_rate,
                      0.9f, 0.999f, 1e-8f, (float)s->hp.weight_decay, step);
     be->ema_update(be, tr->ema, tr->params, P, (float)s->hp.ema_decay);
+    tr->ring_n++;
+}
 
-    /* Per-sample losses feed the objective and the loss-by-timestep diagnostics. */
-    be->download(be, tr->h_loss, tr->loss, (size_t)tr->plan.B * sizeof(float));
-    int rc = be->sync(be);
-    for (int i = 0; i < tr->plan.B; i++) {
-        double l = tr->h_loss[i];
-        if (!isfinite(l)) return 1; /* diverged: the weights are now garbage, stop before saving */
-        int bank = i >= tr->plan.B_down, bucket = tr->h_t[i] * TRAIN_BUCKETS / DT_DIFFUSION_T;
-        tr->sum_obj += tr->h_w[i] * l;
-        if (bank) { tr->sum_bank += l; tr->n_bank++; }
-        else { tr->sum_down += l; tr->n_down++; }
-        tr->bucket_sum[bank][bucket] += l;
-        tr->bucket_n[bank][bucket]++;
+/* Waits for the enqueued steps, reads their per-sample losses and folds them into the running
+ * statistics (objective, downstream/bank split, loss by timestep). Returns 0; 1 with *bad_step
+ * set when a loss is not finite (the weights are garbage from that step on); or -1 when the
+ * backend failed (be->last_error says why). */
+static int train_flush(trainer *tr, int *bad_step) {
+    dt_backend *be = tr->be;
+    const size_t B = (size_t)tr->plan.B;
+    const int n = tr->ring_n;
+    tr->ring_n = 0;
+    if (n == 0) return be->sync(be) ? -1 : 0;
+    be->download(be, tr->h_ring_loss, tr->loss_ring, (size_t)n * B * sizeof(float));
+    if (be->sync(be)) return -1;
+    for (int r = 0; r < n; r++) {
+        const float *loss = tr->h_ring_loss + (size_t)r * B, *w = tr->h_ring_w + (size_t)r * B;
+        const int32_t *t = tr->h_ring_t + (size_t)r * B;
+        for (size_t i = 0; i < B; i++) {
+            double l = loss[i];
+            if (!isfinite(l)) {
+                *bad_step = tr->ring_step + r;
+                return 1;
+            }
+            int bank = (int)i >= tr->plan.B_down, bucket = t[i] * TRAIN_BUCKETS / DT_DIFFUSION_T;
+            tr->sum_obj += w[i] * l;
+            if (bank) { tr->sum_bank += l; tr->n_bank++; }
+            else { tr->sum_down += l; tr->n_down++; }
+            tr->bucket_sum[bank][bucket] += l;
+            tr->bucket_n[bank][bucket]++;
+        }
+        tr->n_obj++;
     }
-    tr->n_obj++;
-    return rc;
+    return 0;
+}
+
+/* Flushes the loss ring; on failure writes the job's error (divergence at a step, or the
+ * backend's reason) and returns nonzero. `saved` is the last checkpointed step. */
+static int train_check(trainer *tr, int step, int saved, char *err, size_t errlen) {
+    int bad = 0, fr = train_flush(tr, &bad);
+    if (fr > 0)
+        snprintf(err, errlen, "the loss became non-finite at step %d: training diverged (lower "
+                 "hyperparameters.learning_rate or set grad_clip); the last checkpoint (step %d) "
+                 "is intact", bad, saved);
+    else if (fr < 0)
+        snprintf(err, errlen, "backend failure by step %d on %s: %s", step, tr->be->name,
+                 tr->be->last_error(tr->be));
+    return fr;
 }
 
 static json_t *train_bucket_json(const trainer *tr, int bank) {
@@ -416,10 +470,11 @@ int train_run(const dt_spec *spec, const dt_train_opts *o, char *err, size_t err
     snprintf(tr.sample_dir, sizeof tr.sample_dir, "%s/samples", o->out_dir);
     if (fs_mkdirs(tr.ckpt_dir, err, errlen) || fs_mkdirs(tr.sample_dir, err, errlen)) goto fail;
     events_log(tr.ev, "info", "%s: %d-layer DiT, hidden %d, %d heads, patch %d, %dx%dx%d, %d classes, "
-               "%zu parameters on %s; dataset %d images in %d classes",
+               "%zu parameters on %s (%s); dataset %d images in %d classes",
                spec_method_name(spec->method), tr.m.cfg.depth, tr.m.cfg.hidden, tr.m.cfg.heads,
                tr.m.cfg.patch, tr.m.cfg.image_size, tr.m.cfg.image_size, tr.m.cfg.in_channels,
-               tr.m.cfg.num_classes, tr.m.num_floats, tr.be->name, tr.ds.n, tr.ds.num_classes);
+               tr.m.cfg.num_classes, tr.m.num_floats, tr.be->name, dt_precision_name(tr.be->precision),
+               tr.ds.n, tr.ds.num_classes);
 
     if (spec->method == DT_METHOD_DIFF_TUNING) {
         int r = train_bank(&tr, err, errlen);
@@ -439,32 +494,28 @@ int train_run(const dt_spec *spec, const dt_train_opts *o, char *err, size_t err
     const int log_every = o->log_every > 0 ? o->log_every : 10;
     for (int step = start + 1; step <= spec->hp.steps; step++) {
         if (o->stop && *o->stop) break;
-        int sr = train_step(&tr, step);
-        if (sr) {
-            if (sr > 0)
-                snprintf(err, errlen, "the loss became non-finite at step %d: training diverged "
-                         "(lower hyperparameters.learning_rate or set grad_clip); the last "
-                         "checkpoint (step %d) is intact", step, saved);
-            else
-                snprintf(err, errlen, "backend failure at step %d on %s", step, tr.be->name);
-            goto fail;
-        }
-        double el = dt_now() - t_train;
-        if (step == start + 1 || step % log_every == 0 || step == spec->hp.steps) {
-            train_report(&tr, step, el > 0 ? (step - start) * (double)tr.plan.B / el : 0.0);
-        }
+        train_step(&tr, step);
         done = step;
         int stop_now = (o->stop_after > 0 && step >= o->stop_after) || (o->stop && *o->stop);
-        if (step % spec->checkpoint.every == 0 || step == spec->hp.steps || stop_now) {
+        int report = step == start + 1 || step % log_every == 0 || step == spec->hp.steps;
+        int save = step % spec->checkpoint.every == 0 || step == spec->hp.steps || stop_now;
+        int grid = (spec->eval.sample_every > 0 && step % spec->eval.sample_every == 0) ||
+                   step == spec->hp.steps;
+        /* Nothing is reported or saved before its losses have been checked. */
+        if ((report || save || grid || tr.ring_n == TRAIN_LOSS_RING) &&
+            train_check(&tr, step, saved, err, errlen))
+            goto fail;
+        double el = dt_now() - t_train;
+        if (report) train_report(&tr, step, el > 0 ? (step - start) * (double)tr.plan.B / el : 0.0);
+        if (save) {
             if (train_save(&tr, step, err, errlen)) goto fail;
             saved = step;
         }
-        if ((spec->eval.sample_every > 0 && step % spec->eval.sample_every == 0) || step == spec->hp.steps)
-            if (train_grid(&tr, step, err, errlen)) goto fail;
+        if (grid && train_grid(&tr, step, err, errlen)) goto fail;
         if (stop_now) break;
     }
     if (done > saved) { /* signalled between a save and the next step */
-        if (train_save(&tr, done, err, errlen)) goto fail;
+        if (train_check(&tr, done, saved, err, errlen) || train_save(&tr, done, err, errlen)) goto fail;
         saved = done;
     }
     if (saved < spec->hp.steps) {

@@ -16,6 +16,7 @@ typedef struct {
     const char *out_dir;   /* required */
     const char *bank_dir;  /* knowledge-bank cache root (required for diff_tuning) */
     const char *device;    /* overrides spec->device when non-NULL */
+    const char *precision; /* overrides spec->hp.precision when non-NULL: auto | bf16 | fp32 */
     int log_every;         /* steps between progress events (>= 1); first and last always */
     int stop_after;        /* > 0: stop as if signalled once this step is done (tests, debugging) */
     int grid_size;         /* images in each sample grid (default 16 when 0) */

@@ -25,6 +25,14 @@
 
 typedef struct dt_backend dt_backend;
 
+/* Input precision of the matrix products (dense layers and attention). Accumulation, master
+ * weights, optimizer state and every elementwise op stay fp32 in both modes. The CPU backend
+ * always computes in fp32 and ignores the setting. */
+typedef enum {
+    DT_PRECISION_FP32 = 0, /* fp32 inputs, fp32 math (no TF32): the checking mode */
+    DT_PRECISION_BF16 = 1  /* bf16 inputs on tensor cores, fp32 accumulation and outputs */
+} dt_precision;
+
 /* Per-timestep diffusion tables living in backend memory, each of length T (float). Built by
  * engine/diffusion.c from float64 host tables. */
 typedef struct {
@@ -59,6 +67,8 @@ typedef struct {
 struct dt_backend {
     const char *name; /* "cpu", "cuda:0", ... */
     void *impl;       /* backend-private state */
+    dt_precision precision; /* read by every matrix product; the creator sets FP32, callers may
+                             * change it between ops */
 
     /* ---- memory ---- */
     /* Returns `bytes` of zeroed backend memory, or NULL when out of memory. */
@@ -72,6 +82,9 @@ struct dt_backend {
     int (*sync)(dt_backend *be);
     /* Releases the backend and everything it owns (not individual allocations). */
     void (*destroy)(dt_backend *be);
+    /* One line saying why the last failing sync failed ("" when nothing failed), e.g. "CUDA out
+     * of memory in attention_forward (cuda:0)". Valid until the next call into the backend. */
+    const char *(*last_error)(dt_backend *be);
 
     /* ---- dense ---- */
     /* out (BT,OC) = inp (BT,C) . w(OC,C)^T + bias(OC); bias may be NULL. */
@@ -195,5 +208,12 @@ dt_backend *dt_backend_cpu_create(void);
 /* Creates a backend by name: "cpu", "auto" (CUDA device 0 when built and present, else CPU), or
  * "cuda:N". On failure returns NULL and writes a message to err (may be NULL). */
 dt_backend *dt_backend_create(const char *device, char *err, size_t errlen);
+
+/* "fp32" or "bf16" for a precision. */
+const char *dt_precision_name(dt_precision p);
+
+/* Resolves a precision name for backend `be`: "fp32", "bf16", or "auto" (bf16 on a GPU, fp32 on
+ * the CPU, where bf16 would only lose accuracy). Returns 0, or -1 for any other name. */
+int dt_precision_parse(const char *name, const dt_backend *be, dt_precision *out);
 
 #endif

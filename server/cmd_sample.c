@@ -27,13 +27,15 @@ static void sample_usage(FILE *f) {
         "  --heads H          attention heads, for a converted checkpoint without metadata whose\n"
         "                     hidden size matches no preset\n"
         "  --device DEV       cpu | auto | cuda:N (default auto)\n"
+        "  --precision P      auto | bf16 | fp32 (default auto: bf16 on a GPU, fp32 on the CPU)\n"
         "  --batch B          images per sampling batch (default 16)\n"
         "  --no-clip          do not clamp each step's predicted x0 to [-1, 1] (clamping is the\n"
         "                     default for these pixel-space models)\n");
 }
 
 int cmd_sample(int argc, char **argv) {
-    const char *ckpt = NULL, *out = NULL, *device = "auto", *weights = "ema", *sampler = "ddpm";
+    const char *ckpt = NULL, *out = NULL, *device = "auto", *weights = "ema", *sampler = "ddpm",
+               *precision = "auto";
     long n = 0, klass = -1, steps = 0, heads = 0, batch = 16;
     double cfg = 1.5;
     uint64_t seed = 0;
@@ -49,6 +51,7 @@ int cmd_sample(int argc, char **argv) {
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--weights")) weights = v;
+        else if (!strcmp(a, "--precision")) { precision = v; bad = dt_precision_parse(v, NULL, &(dt_precision){0}); }
         else if (!strcmp(a, "--sampler")) sampler = v;
         else if (!strcmp(a, "--n")) bad = cli_parse_int(v, 1, 100000, &n);
         else if (!strcmp(a, "--class")) bad = cli_parse_int(v, 0, 1000000, &klass);
@@ -85,6 +88,7 @@ int cmd_sample(int argc, char **argv) {
     }
     dt_backend *be = dt_backend_create(device, err, sizeof err);
     if (!be) { fprintf(stderr, "difftune sample: device %s: %s\n", device, err); safetensors_close(&f); return 2; }
+    dt_precision_parse(precision, be, &be->precision); /* validated with the options */
     int rc = 1;
     dit_model m = {0};
     dt_schedule sched = {0};
@@ -108,7 +112,7 @@ int cmd_sample(int argc, char **argv) {
     for (long first = 0, chunk = 0; first < n; first += batch, chunk++) {
         int b = (int)(n - first < batch ? n - first : batch);
         if (sampler_run(&smp, params, labels + first, b, seed, (uint64_t)chunk, images + first * img, NULL)) {
-            snprintf(err, sizeof err, "backend failure while sampling");
+            snprintf(err, sizeof err, "backend failure while sampling on %s: %s", be->name, be->last_error(be));
             goto done;
         }
         fprintf(stderr, "difftune sample: %ld/%ld images\n", first + b, n);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "cli.h"
 #include "events.h"
 #include "spec.h"
@@ -31,6 +32,8 @@ static void train_usage(FILE *f) {
         "  --bank-dir DIR     knowledge-bank cache (default $DIFFTUNE_BANK_DIR, else\n"
         "                     $HOME/.cache/difftune/banks)\n"
         "  --device DEV       cpu | auto | cuda:N (default: the spec's \"device\")\n"
+        "  --precision P      auto | bf16 | fp32: matrix-product inputs on a GPU (default: the\n"
+        "                     spec's hyperparameters.precision; the CPU always runs fp32)\n"
         "  --log-every N      steps between progress events (default 10)\n"
         "  --stop-after N     stop (as if signalled) once step N is done\n"
         "  --grid N           images per sample grid (default 16)\n"
@@ -41,7 +44,8 @@ static void train_usage(FILE *f) {
 }
 
 int cmd_train(int argc, char **argv) {
-    const char *spec_path = NULL, *out = NULL, *bank_dir = getenv("DIFFTUNE_BANK_DIR"), *device = NULL;
+    const char *spec_path = NULL, *out = NULL, *bank_dir = getenv("DIFFTUNE_BANK_DIR"), *device = NULL,
+               *precision = NULL;
     long log_every = 10, stop_after = 0, grid = 16;
     int quiet = 0, text_mode = 0;
     char home_bank[4096];
@@ -56,6 +60,10 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--bank-dir")) bank_dir = v;
         else if (!strcmp(a, "--device")) device = v;
+        else if (!strcmp(a, "--precision")) {
+            if (dt_precision_parse(v, NULL, &(dt_precision){0})) { fprintf(stderr, "difftune train: --precision must be auto, bf16 or fp32\n"); return 2; }
+            precision = v;
+        }
         else if (!strcmp(a, "--format")) {
             if (strcmp(v, "json") && strcmp(v, "text")) { fprintf(stderr, "difftune train: --format must be json or text\n"); return 2; }
             text_mode = !strcmp(v, "text");
@@ -102,7 +110,7 @@ int cmd_train(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
 
     dt_events ev = {.out = stdout, .quiet = quiet, .text = text_mode};
-    dt_train_opts o = {.out_dir = out, .bank_dir = bank_dir, .device = device,
+    dt_train_opts o = {.out_dir = out, .bank_dir = bank_dir, .device = device, .precision = precision,
                        .log_every = (int)log_every, .stop_after = (int)stop_after,
                        .grid_size = (int)grid, .events = &ev, .stop = &train_stop_flag};
     char err[1024] = "";

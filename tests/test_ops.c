@@ -229,6 +229,16 @@ static void test_memory_and_create(void) {
     OPS_HAS(sum_squares); OPS_HAS(clip_by_norm); OPS_HAS(adamw_update); OPS_HAS(ema_update);
 #undef OPS_HAS
     CHECK(be->name && strcmp(be->name, "cpu") == 0, "backend name %s", be->name ? be->name : "?");
+    CHECK(be->last_error && be->last_error(be)[0] == '\0', "last_error is empty on the CPU");
+    CHECK(be->precision == DT_PRECISION_FP32, "the CPU reference starts in fp32");
+    dt_precision prec = DT_PRECISION_BF16;
+    CHECK(dt_precision_parse("auto", be, &prec) == 0 && prec == DT_PRECISION_FP32,
+          "auto precision on the CPU is fp32");
+    CHECK(dt_precision_parse("bf16", be, &prec) == 0 && prec == DT_PRECISION_BF16, "bf16 parses");
+    CHECK(dt_precision_parse("fp32", be, &prec) == 0 && prec == DT_PRECISION_FP32, "fp32 parses");
+    CHECK(dt_precision_parse("fp16", be, &prec) == -1, "fp16 is refused");
+    CHECK(!strcmp(dt_precision_name(DT_PRECISION_BF16), "bf16") &&
+          !strcmp(dt_precision_name(DT_PRECISION_FP32), "fp32"), "precision names");
 
     char err[256];
     dt_backend *other = dt_backend_create("cpu", err, sizeof err);

@@ -49,7 +49,7 @@ static void check_spec_equal(const dt_spec *a, const dt_spec *b, const char *wha
     EQ_I(model.learn_sigma); EQ_I(model.num_classes);
     EQ_I(hp.steps); EQ_I(hp.batch_size); EQ_D(hp.learning_rate); EQ_D(hp.weight_decay);
     EQ_D(hp.ema_decay); EQ_D(hp.class_dropout); EQ_D(hp.grad_clip); EQ_I(hp.grad_accum);
-    EQ_I(hp.seed);
+    EQ_I(hp.seed); EQ_S(hp.precision);
     EQ_D(diff_tuning.power); EQ_D(diff_tuning.replay_ratio); EQ_D(diff_tuning.replay_weight);
     EQ_I(diff_tuning.bank_size); EQ_S(diff_tuning.bank_sampler); EQ_I(diff_tuning.bank_steps);
     EQ_D(diff_tuning.bank_cfg);
@@ -120,7 +120,8 @@ static void test_example(void)
     CHECK(s.model.depth == 12 && s.model.hidden_size == 384 && s.model.num_heads == 6 &&
           s.model.patch_size == 2, "sizes filled from the arch");
     CHECK(s.hp.steps == 2000 && s.hp.batch_size == 32 && s.hp.learning_rate == 1e-4 &&
-          s.hp.ema_decay == 0.9999 && s.hp.seed == 0 && s.hp.class_dropout == 0.1, "hp");
+          s.hp.ema_decay == 0.9999 && s.hp.seed == 0 && s.hp.class_dropout == 0.1 &&
+          !strcmp(s.hp.precision, "auto"), "hp");
     CHECK(s.diff_tuning.power == 1.0 && s.diff_tuning.replay_ratio == 0.2 &&
           s.diff_tuning.replay_weight == 0.1 && s.diff_tuning.bank_size == 5000 &&
           !strcmp(s.diff_tuning.bank_sampler, "ddpm") && s.diff_tuning.bank_steps == 250 &&
@@ -136,7 +137,8 @@ static void test_example(void)
         "\"method\":\"full\",\"model\":{\"arch\":\"DiT-B/4\",\"image_size\":64,\"channels\":4,"
         "\"learn_sigma\":false,\"num_classes\":102},\"hyperparameters\":{\"steps\":7,"
         "\"batch_size\":48,\"learning_rate\":3e-5,\"weight_decay\":0.01,\"ema_decay\":0,"
-        "\"class_dropout\":1,\"grad_clip\":1.5,\"grad_accum\":3,\"seed\":9007199254740992},"
+        "\"class_dropout\":1,\"grad_clip\":1.5,\"grad_accum\":3,\"seed\":9007199254740992,"
+        "\"precision\":\"fp32\"},"
         "\"diff_tuning\":{\"power\":0.5,\"replay_ratio\":0,\"replay_weight\":2,\"bank_size\":1,"
         "\"bank_sampler\":\"ddim\",\"bank_steps\":1000,\"bank_cfg\":1},\"eval\":{\"sample_every\":0,"
         "\"fid_every\":0,\"fid_samples\":2},\"checkpoint\":{\"every\":1,\"keep\":1},"
@@ -151,7 +153,7 @@ static void test_example(void)
     CHECK(s.hp.steps == 7 && s.hp.batch_size == 48 && s.hp.learning_rate == 3e-5 &&
           s.hp.weight_decay == 0.01 && s.hp.ema_decay == 0 && s.hp.class_dropout == 1 &&
           s.hp.grad_clip == 1.5 && s.hp.grad_accum == 3 &&
-          s.hp.seed == 9007199254740992ull, "hp");
+          s.hp.seed == 9007199254740992ull && !strcmp(s.hp.precision, "fp32"), "hp");
     CHECK(s.diff_tuning.power == 0.5 && s.diff_tuning.replay_ratio == 0 &&
           s.diff_tuning.replay_weight == 2 && s.diff_tuning.bank_size == 1 &&
           !strcmp(s.diff_tuning.bank_sampler, "ddim") && s.diff_tuning.bank_steps == 1000 &&
@@ -464,6 +466,11 @@ static const bad_case bad_cases[] = {
      "diff_tuning.bank_size"},
     {BASE_EXAMPLE, "{\"diff_tuning\":{\"bank_size\":0}}", NULL, "invalid_value",
      "diff_tuning.bank_size"},
+    /* precision */
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"precision\":16}}", NULL, "invalid_type",
+     "hyperparameters.precision"},
+    {BASE_EXAMPLE, "{\"hyperparameters\":{\"precision\":\"fp16\"}}", NULL, "invalid_value",
+     "hyperparameters.precision"},
     /* bank_sampler */
     {BASE_EXAMPLE, "{\"diff_tuning\":{\"bank_sampler\":1}}", NULL, "invalid_type",
      "diff_tuning.bank_sampler"},
@@ -701,7 +708,7 @@ static void test_canonical(void)
                                         NULL};
     static const char *const hp[] = {"steps", "batch_size", "learning_rate", "weight_decay",
                                      "ema_decay", "class_dropout", "grad_clip", "grad_accum",
-                                     "seed", NULL};
+                                     "seed", "precision", NULL};
     static const char *const dt[] = {"power", "replay_ratio", "replay_weight", "bank_size",
                                      "bank_sampler", "bank_steps", "bank_cfg", NULL};
     static const char *const ev[] = {"sample_every", "fid_every", "fid_samples", NULL};

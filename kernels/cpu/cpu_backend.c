@@ -45,6 +45,11 @@ static void cpu_destroy(dt_backend *be) {
     free(be);
 }
 
+/* Nothing can fail on the CPU (allocation failures are reported by alloc returning NULL). */
+static const char *cpu_last_error(dt_backend *be) {
+    return "";
+}
+
 /* Creates the CPU reference backend with every op of dt_backend filled in (see backend.h).
  * The backend owns no memory besides the table itself; allocations made through it are
  * independent blocks the caller frees with be->free. Returns NULL when out of memory. */
@@ -53,6 +58,7 @@ dt_backend *dt_backend_cpu_create(void) {
     if (!be) return NULL;
     be->name = "cpu";
     be->impl = NULL;
+    be->precision = DT_PRECISION_FP32; /* the reference always computes in fp32 */
     be->alloc = cpu_alloc;
     be->free = cpu_free;
     be->upload = cpu_upload;
@@ -61,6 +67,7 @@ dt_backend *dt_backend_cpu_create(void) {
     be->zero = cpu_zero;
     be->sync = cpu_sync;
     be->destroy = cpu_destroy;
+    be->last_error = cpu_last_error;
     cpu_dense_install(be);
     cpu_attention_install(be);
     cpu_norm_install(be);
