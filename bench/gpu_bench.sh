@@ -100,9 +100,17 @@ main() {
   # ---- build ----
   local gpu_tests=OFF
   [ -f tests/gpu/CMakeLists.txt ] && gpu_tests=ON
+  # Libraries carried as .deb files (deploy/device-deps.sh fetch; name .device-debs in the
+  # device tool's carry): unpacked into a prefix, and the engine-only build uses them.
+  local deps_flags=()
+  if ls .device-debs/*.deb >/dev/null 2>&1; then
+    eval "$(deploy/device-deps.sh unpack .device-debs /tmp/difftune-deps)"
+    read -r -a deps_flags <<< "$DIFFTUNE_CMAKE_DEPS"
+    echo "carried libraries unpacked into /tmp/difftune-deps: ${deps_flags[*]}"
+  fi
   if [ "${NO_BUILD:-0}" != 1 ]; then
     run_step configure 120 - cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDIFFTUNE_CUDA=ON \
-      -DDIFFTUNE_SANITIZE=OFF -DDIFFTUNE_GPU_TESTS=$gpu_tests
+      -DDIFFTUNE_SANITIZE=OFF -DDIFFTUNE_GPU_TESTS=$gpu_tests "${deps_flags[@]}"
     grep -q "CUDA backend ON" "$LOGDIR/configure.log" ||
       echo "WARNING: the configure log does not say 'CUDA backend ON': the benchmarks will not find cuda:0"
     run_step build 300 - cmake --build "$BUILD" -j"$(nproc)" --target bench_gpu_train bench_gpu_sample
