@@ -1,6 +1,6 @@
-/* bench_gpu_common.h — shared by bench_gpu_train.c and bench_gpu_sample.c: backend opening,
- * random non-zero DiT weights, the analytic FLOP count, memory accounting and the matmul ceiling
- * (cuBLAS on CUDA, cblas_sgemm on the CPU).
+/* bench_gpu_common.h — shared by bench_gpu_train.c and bench_gpu_sample.c: the model config of
+ * an arch name, backend opening, random non-zero DiT weights, the analytic FLOP count, memory
+ * accounting and the matmul ceiling (cuBLAS on CUDA, cblas_sgemm on the CPU).
  *
  * Header-only (static inline) so that bench/CMakeLists.txt can keep building every bench_*.c as
  * one executable. Everything that touches CUDA directly is under DIFFTUNE_HAVE_CUDA, which the
@@ -60,6 +60,27 @@ static inline double bench_dit_forward_flops(const dit_config *c) {
     double attention = L * 2.0 * N * N * D;
     double per_image = DIT_FREQ_DIM * D + D * D + L * 6 * D * D + 2 * D * D;
     return 2.0 * (N * per_token + attention + per_image);
+}
+
+/* ---- model ------------------------------------------------------------------------------- */
+
+/* Fills c for the preset `arch` ("DiT-S/2" ... "DiT-XL/8") at the given image size, channels,
+ * classes and learn_sigma. Returns 0, or -1 after printing why to stderr (unknown arch, or
+ * dit_config_init's message). */
+static inline int bench_model_config(const char *arch, int image, int channels, int classes,
+                                     int learn_sigma, dit_config *c) {
+    int depth, hidden, heads, patch;
+    char err[512];
+    if (dit_arch_lookup(arch, &depth, &hidden, &heads, &patch)) {
+        fprintf(stderr, "unknown arch %s (DiT-S|B|L|XL/2|4|8)\n", arch);
+        return -1;
+    }
+    if (dit_config_init(c, depth, hidden, heads, patch, image, channels, classes, learn_sigma, err,
+                        sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- backend ----------------------------------------------------------------------------- */

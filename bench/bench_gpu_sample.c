@@ -57,18 +57,9 @@ int main(int argc, char **argv) {
     if (o.steps == 0) o.steps = ddim ? 50 : 250;
     if (o.batch < 1 || o.repeats < 1 || o.warmup < 0 || o.steps < 1) { sample_usage(); return 2; }
 
-    int depth, hidden, heads, patch;
-    char err[512];
-    if (dit_arch_lookup(o.arch, &depth, &hidden, &heads, &patch)) {
-        fprintf(stderr, "unknown arch %s (DiT-S|B|L|XL/2|4|8)\n", o.arch);
-        return 2;
-    }
     dit_config c;
-    if (dit_config_init(&c, depth, hidden, heads, patch, o.image, o.channels, o.classes, o.learn_sigma,
-                        err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
-        return 2;
-    }
+    if (bench_model_config(o.arch, o.image, o.channels, o.classes, o.learn_sigma, &c)) return 2;
+    char err[512];
     char device_name[256];
     bench_device_name(o.device, device_name, sizeof device_name);
     const size_t base_used = bench_device_used_bytes(o.device); /* creates the CUDA context */
@@ -159,7 +150,7 @@ int main(int argc, char **argv) {
     const double fwd = bench_dit_forward_flops(&c), run_flops = fwd * MB * o.steps;
     const double tflops = run_flops / med * 1e-12, ips = o.batch / med;
     bench_ceiling ceil;
-    bench_matmul_ceiling(o.device, o.precision, MB * c.tokens, hidden, &ceil);
+    bench_matmul_ceiling(o.device, o.precision, MB * c.tokens, c.hidden, &ceil);
     const double mfu = ceil.best_tflops > 0 ? tflops / ceil.best_tflops : 0;
     const char *eff = bench_effective_precision(o.device, o.precision);
     const size_t peak = device_peak > tracked_peak ? device_peak : tracked_peak;

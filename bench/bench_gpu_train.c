@@ -277,18 +277,9 @@ int main(int argc, char **argv) {
         else { fprintf(stderr, "unknown option %s\n", a); train_usage(); return 2; }
     }
     if (o.steps < 1 || o.warmup < 0 || o.batch < 1) { train_usage(); return 2; }
-    int depth, hidden, heads, patch;
-    char err[512];
-    if (dit_arch_lookup(o.arch, &depth, &hidden, &heads, &patch)) {
-        fprintf(stderr, "unknown arch %s (DiT-S|B|L|XL/2|4|8)\n", o.arch);
-        return 2;
-    }
     dit_config c;
-    if (dit_config_init(&c, depth, hidden, heads, patch, o.image, o.channels, o.classes, o.learn_sigma,
-                        err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
-        return 2;
-    }
+    if (bench_model_config(o.arch, o.image, o.channels, o.classes, o.learn_sigma, &c)) return 2;
+    char err[512];
     bench_device_used_bytes(o.device); /* creates the CUDA context before any baseline is taken */
 
     int batch = o.batch, capped = 0;
@@ -308,7 +299,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     bench_ceiling ceil;
-    bench_matmul_ceiling(o.device, o.precision, batch * c.tokens, hidden, &ceil);
+    bench_matmul_ceiling(o.device, o.precision, batch * c.tokens, c.hidden, &ceil);
 
     const double fwd = bench_dit_forward_flops(&c), step_flops = 3.0 * fwd * batch;
     const double tflops = step_flops / r.step_median * 1e-12, ips = batch / r.step_median;

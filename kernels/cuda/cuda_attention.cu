@@ -21,11 +21,11 @@
 #include <math.h>
 
 #include "cuda_internal.h"
+#include "cuda_reduce.cuh"
 
 #define ATTN_PAD 64
 #define ATTN_WARPS 8 /* warps per block of the row kernels, one row per warp */
 #define ATTN_MAX_BLOCKS (65535u * 8u)
-#define ATTN_FULL_MASK 0xffffffffu
 
 static size_t cuda_attn_pad(size_t n) {
     return (n + ATTN_PAD - 1) & ~(size_t)(ATTN_PAD - 1);
@@ -78,32 +78,21 @@ static __global__ void cuda_attn_unpermute_kernel(float *dst, const float *src, 
     }
 }
 
-static __device__ __forceinline__ float cuda_attn_warp_sum(float v) {
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(ATTN_FULL_MASK, v, off);
-    return v;
-}
-
-static __device__ __forceinline__ float cuda_attn_warp_max(float v) {
-    for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(ATTN_FULL_MASK, v, off));
-    return v;
-}
-
 /* p (rows, N) in place: p = softmax(scale * p) per row, max-subtracted as on the CPU; also
  * writes the result as bf16 to p_bf16 when non-NULL. One warp per row, lanes strided over the
  * row; whole warps leave the row loop together, so the full-mask shuffles are safe. */
 static __global__ void cuda_attn_softmax_kernel(float *p, __nv_bfloat16 *p_bf16, size_t rows,
                                                 int N, float scale) {
     const int lane = threadIdx.x & 31;
-    const size_t warps = (size_t)gridDim.x * (blockDim.x >> 5);
-    for (size_t r = (size_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows;
-         r += warps) {
+    const size_t warps = cuda_warp_row_stride();
+    for (size_t r = cuda_warp_row_first(); r < rows; r += warps) {
         float *row = p + r * N;
         float maxv = -INFINITY;
         for (int j = lane; j < N; j += 32) maxv = fmaxf(maxv, row[j] * scale);
-        maxv = cuda_attn_warp_max(maxv);
+        maxv = cuda_warp_max(maxv);
         float sum = 0.0f;
         for (int j = lane; j < N; j += 32) sum += expf(row[j] * scale - maxv);
-        const float inv = 1.0f / cuda_attn_warp_sum(sum);
+        const float inv = 1.0f / cuda_warp_sum(sum);
         for (int j = lane; j < N; j += 32) {
             float v = expf(row[j] * scale - maxv) * inv;
             row[j] = v;
@@ -119,13 +108,12 @@ static __global__ void cuda_attn_softmax_backward_kernel(float *ds, __nv_bfloat1
                                                          const float *p, const float *dp,
                                                          size_t rows, int N, float scale) {
     const int lane = threadIdx.x & 31;
-    const size_t warps = (size_t)gridDim.x * (blockDim.x >> 5);
-    for (size_t r = (size_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows;
-         r += warps) {
+    const size_t warps = cuda_warp_row_stride();
+    for (size_t r = cuda_warp_row_first(); r < rows; r += warps) {
         const float *prow = p + r * N, *dprow = dp + r * N;
         float dot = 0.0f;
         for (int j = lane; j < N; j += 32) dot += prow[j] * dprow[j];
-        dot = cuda_attn_warp_sum(dot);
+        dot = cuda_warp_sum(dot);
         for (int j = lane; j < N; j += 32) {
             float v = scale * prow[j] * (dprow[j] - dot);
             if (ds_bf16) ds_bf16[r * N + j] = __float2bfloat16_rn(v);

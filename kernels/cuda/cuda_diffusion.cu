@@ -11,14 +11,6 @@
 
 #include "cuda_internal.h"
 
-#define CUDA_DIFFUSION_GRID_Y_CAP 65535u
-
-/* Grid with x covering `per_sample` elements (strided) and y over B samples (strided). */
-static dim3 cuda_diffusion_grid(int B, size_t per_sample) {
-    unsigned by = (unsigned)B < CUDA_DIFFUSION_GRID_Y_CAP ? (unsigned)B : CUDA_DIFFUSION_GRID_Y_CAP;
-    return dim3(cuda_grid(per_sample), by);
-}
-
 /* xt[b] = sqrt(abar[t_b]) x0[b] + sqrt(1 - abar[t_b]) eps[b]. A timestep outside [0, T) (the CPU
  * asserts) poisons the sample with NaN rather than reading outside the tables. */
 static __global__ void cuda_diffusion_q_sample_kernel(float *xt, const float *x0, const float *eps,
@@ -111,7 +103,7 @@ static void cuda_diffusion_q_sample(dt_backend *be, float *xt, const float *x0, 
                                     int CHW) {
     CUDA_OP_BEGIN(be, cx);
     if (B <= 0 || CHW <= 0) return;
-    cuda_diffusion_q_sample_kernel<<<cuda_diffusion_grid(B, (size_t)CHW), CUDA_THREADS, 0,
+    cuda_diffusion_q_sample_kernel<<<cuda_sample_grid(B, (size_t)CHW), CUDA_THREADS, 0,
                                      cx->stream>>>(xt, x0, eps, t, *tab, B, (size_t)CHW);
     cuda_check_launch(cx, "q_sample");
 }
@@ -123,7 +115,7 @@ static void cuda_diffusion_cfg_combine(dt_backend *be, float *out, const float *
     CUDA_OP_BEGIN(be, cx);
     const size_t row = (size_t)C_out * HW, eps_len = (size_t)C * HW;
     if (B <= 0 || row == 0) return;
-    cuda_diffusion_cfg_kernel<<<cuda_diffusion_grid(B, row), CUDA_THREADS, 0, cx->stream>>>(
+    cuda_diffusion_cfg_kernel<<<cuda_sample_grid(B, row), CUDA_THREADS, 0, cx->stream>>>(
         out, model_out, s, B, row, eps_len);
     cuda_check_launch(cx, "cfg_combine");
 }
@@ -136,7 +128,7 @@ static void cuda_diffusion_ddpm_step(dt_backend *be, float *x, const float *mode
     CUDA_OP_BEGIN(be, cx);
     const size_t plane = (size_t)C * HW;
     if (B <= 0 || plane == 0) return;
-    cuda_diffusion_ddpm_kernel<<<cuda_diffusion_grid(B, plane), CUDA_THREADS, 0, cx->stream>>>(
+    cuda_diffusion_ddpm_kernel<<<cuda_sample_grid(B, plane), CUDA_THREADS, 0, cx->stream>>>(
         x, model_out, noise, *k, B, plane, learn_sigma);
     cuda_check_launch(cx, "ddpm_step");
 }
@@ -149,7 +141,7 @@ static void cuda_diffusion_ddim_step(dt_backend *be, float *x, const float *mode
     CUDA_OP_BEGIN(be, cx);
     const size_t plane = (size_t)C * HW;
     if (B <= 0 || plane == 0) return;
-    cuda_diffusion_ddim_kernel<<<cuda_diffusion_grid(B, plane), CUDA_THREADS, 0, cx->stream>>>(
+    cuda_diffusion_ddim_kernel<<<cuda_sample_grid(B, plane), CUDA_THREADS, 0, cx->stream>>>(
         x, model_out, noise, *k, B, plane, learn_sigma);
     cuda_check_launch(cx, "ddim_step");
 }

@@ -14,14 +14,6 @@
 
 #include "cuda_internal.h"
 
-#define CUDA_EMBED_GRID_Y_CAP 65535u
-
-/* Grid with x covering `per_sample` elements (strided) and y over B samples (strided). */
-static dim3 cuda_embed_grid(int B, size_t per_sample) {
-    unsigned by = (unsigned)B < CUDA_EMBED_GRID_Y_CAP ? (unsigned)B : CUDA_EMBED_GRID_Y_CAP;
-    return dim3(cuda_grid(per_sample), by);
-}
-
 /* out[b][d] = table[labels[b]][d]. A negative label (a caller bug the CPU asserts on) gives a
  * zero row instead of an out-of-bounds read. */
 static __global__ void cuda_embed_lookup_kernel(float *out, const float *table,
@@ -129,7 +121,7 @@ static void cuda_embed_embedding_forward(dt_backend *be, float *out, const float
                                          const int32_t *labels, int B, int D) {
     CUDA_OP_BEGIN(be, cx);
     if (B <= 0 || D <= 0) return;
-    cuda_embed_lookup_kernel<<<cuda_embed_grid(B, (size_t)D), CUDA_THREADS, 0, cx->stream>>>(
+    cuda_embed_lookup_kernel<<<cuda_sample_grid(B, (size_t)D), CUDA_THREADS, 0, cx->stream>>>(
         out, table, labels, B, D);
     cuda_check_launch(cx, "embedding_forward");
 }
@@ -139,7 +131,7 @@ static void cuda_embed_embedding_backward(dt_backend *be, float *dtable, const f
                                           const int32_t *labels, int B, int D) {
     CUDA_OP_BEGIN(be, cx);
     if (B <= 0 || D <= 0) return;
-    cuda_embed_backward_kernel<<<cuda_embed_grid(B, (size_t)D), CUDA_THREADS, 0, cx->stream>>>(
+    cuda_embed_backward_kernel<<<cuda_sample_grid(B, (size_t)D), CUDA_THREADS, 0, cx->stream>>>(
         dtable, dout, labels, B, D);
     cuda_check_launch(cx, "embedding_backward");
 }
@@ -153,7 +145,7 @@ static void cuda_embed_timestep_embedding(dt_backend *be, float *out, const int3
         return;
     }
     if (B <= 0 || dim <= 0) return;
-    cuda_embed_timestep_kernel<<<cuda_embed_grid(B, (size_t)dim / 2), CUDA_THREADS, 0,
+    cuda_embed_timestep_kernel<<<cuda_sample_grid(B, (size_t)dim / 2), CUDA_THREADS, 0,
                                  cx->stream>>>(out, t, B, dim / 2);
     cuda_check_launch(cx, "timestep_embedding");
 }
@@ -170,7 +162,7 @@ static void cuda_embed_patchify(dt_backend *be, float *out, const float *img, in
     CUDA_OP_BEGIN(be, cx);
     if (cuda_embed_check_patch(cx, "patchify", H, W, p)) return;
     if (B <= 0 || (size_t)C * H * W == 0) return;
-    cuda_embed_patchify_kernel<<<cuda_embed_grid(B, (size_t)C * H * W), CUDA_THREADS, 0,
+    cuda_embed_patchify_kernel<<<cuda_sample_grid(B, (size_t)C * H * W), CUDA_THREADS, 0,
                                  cx->stream>>>(out, img, B, C, H, W, p);
     cuda_check_launch(cx, "patchify");
 }
@@ -181,7 +173,7 @@ static void cuda_embed_unpatchify(dt_backend *be, float *img, const float *token
     CUDA_OP_BEGIN(be, cx);
     if (cuda_embed_check_patch(cx, "unpatchify", H, W, p)) return;
     if (B <= 0 || (size_t)C * H * W == 0) return;
-    cuda_embed_unpatchify_kernel<<<cuda_embed_grid(B, (size_t)C * H * W), CUDA_THREADS, 0,
+    cuda_embed_unpatchify_kernel<<<cuda_sample_grid(B, (size_t)C * H * W), CUDA_THREADS, 0,
                                    cx->stream>>>(img, tokens, B, C, H, W, p);
     cuda_check_launch(cx, "unpatchify");
 }
@@ -192,7 +184,7 @@ static void cuda_embed_unpatchify_backward(dt_backend *be, float *dtokens, const
     CUDA_OP_BEGIN(be, cx);
     if (cuda_embed_check_patch(cx, "unpatchify_backward", H, W, p)) return;
     if (B <= 0 || (size_t)C * H * W == 0) return;
-    cuda_embed_unpatchify_backward_kernel<<<cuda_embed_grid(B, (size_t)C * H * W), CUDA_THREADS,
+    cuda_embed_unpatchify_backward_kernel<<<cuda_sample_grid(B, (size_t)C * H * W), CUDA_THREADS,
                                             0, cx->stream>>>(dtokens, dimg, B, C, H, W, p);
     cuda_check_launch(cx, "unpatchify_backward");
 }

@@ -98,6 +98,14 @@ static inline unsigned cuda_grid(size_t n) {
     return (unsigned)blocks;
 }
 
+/* Grid for kernels with samples on y: x covers `per_sample` elements as cuda_grid does, y runs
+ * over B samples up to the hardware's cap (the kernels stride over samples as well). */
+#define CUDA_GRID_Y_CAP 65535u
+static inline dim3 cuda_sample_grid(int B, size_t per_sample) {
+    unsigned by = (unsigned)B < CUDA_GRID_Y_CAP ? (unsigned)B : CUDA_GRID_Y_CAP;
+    return dim3(cuda_grid(per_sample), by);
+}
+
 /* Ops return early, enqueueing nothing, once the context has failed. */
 #define CUDA_OP_BEGIN(be, cx)          \
     cuda_ctx *cx = cuda_ctx_of(be);    \

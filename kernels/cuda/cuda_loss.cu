@@ -14,6 +14,7 @@
 #include <math.h>
 
 #include "cuda_internal.h"
+#include "cuda_reduce.cuh"
 
 #define CUDA_LOSS_THREADS 256
 #define CUDA_LOSS_LN2 0.69314718055994530942
@@ -59,21 +60,6 @@ static __device__ double cuda_loss_decoder_nll(double x, double mean, double log
     }
     *dlog_scale = -dprob / prob;
     return -log(prob);
-}
-
-/* Sum of v over the block (blockDim.x a multiple of 32), valid in thread 0; `red` holds 32
- * doubles of shared memory, free again when this returns. Fixed order: deterministic. */
-static __device__ double cuda_loss_block_sum(double v, double *red) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-    if (lane == 0) red[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        v = lane < (int)(blockDim.x >> 5) ? red[lane] : 0.0;
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-    }
-    __syncthreads();
-    return v;
 }
 
 /* Block b: loss[b] = mse [+ vb in bits/dim]; when dout is non-NULL, dout[b] (row floats) +=
@@ -140,8 +126,8 @@ static __global__ void cuda_loss_kernel(float *loss, float *dout, const float *m
         if (dout_b) dout_b[n + i] += (float)(gscale * dterm * dlogvar_dv);
     }
 
-    sse = cuda_loss_block_sum(sse, red);
-    if (learn_sigma) vb_sum = cuda_loss_block_sum(vb_sum, red); /* uniform branch */
+    sse = cuda_block_sum(sse, red);
+    if (learn_sigma) vb_sum = cuda_block_sum(vb_sum, red); /* uniform branch */
     if (threadIdx.x == 0) {
         const double vb = learn_sigma ? vb_sum / (double)n / CUDA_LOSS_LN2 : 0.0;
         loss[b] = (float)(sse / (double)n + vb);

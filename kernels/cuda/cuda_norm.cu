@@ -15,19 +15,13 @@
 #include <math.h>
 
 #include "cuda_internal.h"
+#include "cuda_reduce.cuh"
 
 #define CUDA_NORM_EPS 1e-6f
 #define CUDA_NORM_WARPS (CUDA_THREADS / 32) /* rows per block in the warp-per-row kernels */
 #define CUDA_NORM_TILE 32                    /* hidden units per modulation-gradient block */
 #define CUDA_NORM_TILE_ROWS 8                /* token lanes per modulation-gradient block */
 #define CUDA_NORM_GRID_CAP (65535u * 8u)     /* any grid is correct: loops are grid-strided */
-#define CUDA_NORM_GRID_Y_CAP 65535u
-
-/* Sum of v over the 32 lanes of a warp; every lane receives the same value. */
-static __device__ __forceinline__ float cuda_norm_warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 /* Blocks for the warp-per-row kernels. */
 static unsigned cuda_norm_warp_grid(size_t rows) {
@@ -38,7 +32,7 @@ static unsigned cuda_norm_warp_grid(size_t rows) {
 
 /* Grid of the modulation-gradient kernels: x over column tiles, y over samples (strided). */
 static dim3 cuda_norm_tile_grid(int B, int D) {
-    unsigned by = (unsigned)B < CUDA_NORM_GRID_Y_CAP ? (unsigned)B : CUDA_NORM_GRID_Y_CAP;
+    unsigned by = (unsigned)B < CUDA_GRID_Y_CAP ? (unsigned)B : CUDA_GRID_Y_CAP;
     return dim3((unsigned)((D + CUDA_NORM_TILE - 1) / CUDA_NORM_TILE), by);
 }
 
@@ -49,22 +43,21 @@ static __global__ void cuda_norm_ln_forward_kernel(float *out, float *mean, floa
                                                    const float *scale, size_t rows, int N, int D,
                                                    int mod_stride) {
     const int lane = threadIdx.x & 31;
-    const size_t warps = (size_t)gridDim.x * (blockDim.x >> 5);
-    for (size_t r = (size_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows;
-         r += warps) {
+    const size_t warps = cuda_warp_row_stride();
+    for (size_t r = cuda_warp_row_first(); r < rows; r += warps) {
         const float *xr = x + r * D;
         const size_t b = r / N;
         const float *sh = shift + b * mod_stride, *sc = scale + b * mod_stride;
         float sum = 0.0f;
         for (int d = lane; d < D; d += 32) sum += xr[d];
-        const float m = cuda_norm_warp_sum(sum) / (float)D;
+        const float m = cuda_warp_sum(sum) / (float)D;
         float sq = 0.0f;
         for (int d = lane; d < D; d += 32) {
             float c = xr[d] - m;
             sq += c * c;
         }
         /* biased variance, as the CPU reference and PyTorch's LayerNorm */
-        const float rs = 1.0f / sqrtf(cuda_norm_warp_sum(sq) / (float)D + CUDA_NORM_EPS);
+        const float rs = 1.0f / sqrtf(cuda_warp_sum(sq) / (float)D + CUDA_NORM_EPS);
         if (lane == 0) {
             mean[r] = m;
             rstd[r] = rs;
@@ -80,9 +73,8 @@ static __global__ void cuda_norm_ln_dx_kernel(float *dx, const float *dout, cons
                                               const float *scale, size_t rows, int N, int D,
                                               int mod_stride) {
     const int lane = threadIdx.x & 31;
-    const size_t warps = (size_t)gridDim.x * (blockDim.x >> 5);
-    for (size_t r = (size_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows;
-         r += warps) {
+    const size_t warps = cuda_warp_row_stride();
+    for (size_t r = cuda_warp_row_first(); r < rows; r += warps) {
         const float *xr = x + r * D, *gr = dout + r * D;
         const float *sc = scale + (r / N) * mod_stride;
         const float m = mean[r], rs = rstd[r];
@@ -92,8 +84,8 @@ static __global__ void cuda_norm_ln_dx_kernel(float *dx, const float *dout, cons
             sum_g += g;
             sum_gx += g * ((xr[d] - m) * rs);
         }
-        const float mean_g = cuda_norm_warp_sum(sum_g) / (float)D;
-        const float mean_gx = cuda_norm_warp_sum(sum_gx) / (float)D;
+        const float mean_g = cuda_warp_sum(sum_g) / (float)D;
+        const float mean_gx = cuda_warp_sum(sum_gx) / (float)D;
         float *dxr = dx + r * D;
         for (int d = lane; d < D; d += 32) {
             float g = gr[d] * (1.0f + sc[d]);

@@ -12,29 +12,12 @@
 #include <stdint.h>
 
 #include "cuda_internal.h"
+#include "cuda_reduce.cuh"
+#include "cuda_vec.cuh"
 
 #define CUDA_OPTIM_SUMSQ_THREADS 256
 #define CUDA_OPTIM_SUMSQ_MAX_BLOCKS 1024 /* partials in the first pass */
 #define CUDA_OPTIM_SUMSQ_PER_THREAD 16   /* floats per thread before another block is added */
-
-/* 1 when p can be read as float4. */
-static int cuda_optim_aligned(const void *p) {
-    return ((uintptr_t)p & 15u) == 0;
-}
-
-/* Sum of v over the block (blockDim.x a multiple of 32), valid in thread 0; `red` holds 32
- * doubles of shared memory. Fixed order: deterministic. */
-static __device__ double cuda_optim_block_sum(double v, double *red) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-    if (lane == 0) red[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        v = lane < (int)(blockDim.x >> 5) ? red[lane] : 0.0;
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-    }
-    return v;
-}
 
 /* Pass 1: partial[blockIdx.x] = sum of x[i]^2 over this block's grid-stride share, in double
  * (float products are exact in double). float4 over the first 4*n4 floats, scalar tail. */
@@ -53,7 +36,7 @@ static __global__ void cuda_optim_sumsq_partial_kernel(double *partial, const fl
         acc += (double)v.w * v.w;
     }
     for (size_t i = 4 * n4 + start; i < n; i += stride) acc += (double)x[i] * x[i];
-    acc = cuda_optim_block_sum(acc, red);
+    acc = cuda_block_sum(acc, red);
     if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 
@@ -63,7 +46,7 @@ static __global__ void cuda_optim_sumsq_final_kernel(float *out, const double *p
     __shared__ double red[32];
     double acc = 0.0;
     for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partial[i];
-    acc = cuda_optim_block_sum(acc, red);
+    acc = cuda_block_sum(acc, red);
     if (threadIdx.x == 0) *out = (float)acc;
 }
 
@@ -73,19 +56,7 @@ static __global__ void cuda_optim_clip_kernel(float *x, size_t n, size_t n4, con
                                               float max_norm) {
     const float norm = sqrtf(*norm_sq);
     if (!(norm > max_norm) || !isfinite(norm)) return;
-    const float s = max_norm / norm;
-    const size_t start = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    const size_t stride = (size_t)gridDim.x * blockDim.x;
-    float4 *x4 = (float4 *)x;
-    for (size_t i = start; i < n4; i += stride) {
-        float4 v = x4[i];
-        v.x *= s;
-        v.y *= s;
-        v.z *= s;
-        v.w *= s;
-        x4[i] = v;
-    }
-    for (size_t i = 4 * n4 + start; i < n; i += stride) x[i] *= s;
+    cuda_scale_inplace(x, max_norm / norm, n, n4);
 }
 
 /* AdamW hyper-parameters of one update, bias corrections precomputed on the host. */
@@ -157,7 +128,7 @@ static void cuda_optim_sum_squares(dt_backend *be, float *out, const float *x, s
     if (blocks > CUDA_OPTIM_SUMSQ_MAX_BLOCKS) blocks = CUDA_OPTIM_SUMSQ_MAX_BLOCKS;
     double *partial = (double *)cuda_scratch(cx, CUDA_SCRATCH_REDUCE, blocks * sizeof(double));
     if (!partial) return; /* cuda_scratch recorded the failure */
-    const size_t n4 = cuda_optim_aligned(x) ? n / 4 : 0;
+    const size_t n4 = cuda_aligned16(x) ? n / 4 : 0;
     cuda_optim_sumsq_partial_kernel<<<(unsigned)blocks, CUDA_OPTIM_SUMSQ_THREADS, 0, cx->stream>>>(
         partial, x, n, n4);
     if (cuda_check_launch(cx, "sum_squares")) return;
@@ -171,7 +142,7 @@ static void cuda_optim_clip_by_norm(dt_backend *be, float *x, size_t n, const fl
                                     float max_norm) {
     CUDA_OP_BEGIN(be, cx);
     if (n == 0) return;
-    const size_t n4 = cuda_optim_aligned(x) ? n / 4 : 0;
+    const size_t n4 = cuda_aligned16(x) ? n / 4 : 0;
     cuda_optim_clip_kernel<<<cuda_grid(n4 ? n4 : n), CUDA_THREADS, 0, cx->stream>>>(
         x, n, n4, norm_sq, max_norm);
     cuda_check_launch(cx, "clip_by_norm");
@@ -193,8 +164,8 @@ static void cuda_optim_adamw_update(dt_backend *be, float *param, const float *g
     /* host libm pow in double, exactly the CPU's expression */
     h.bc1 = (float)(1.0 - pow((double)beta1, (double)step));
     h.bc2 = (float)(1.0 - pow((double)beta2, (double)step));
-    const int vec = cuda_optim_aligned(param) && cuda_optim_aligned(grad) &&
-                    cuda_optim_aligned(m) && cuda_optim_aligned(v);
+    const int vec = cuda_aligned16(param) && cuda_aligned16(grad) &&
+                    cuda_aligned16(m) && cuda_aligned16(v);
     const size_t n4 = vec ? n / 4 : 0;
     cuda_optim_adamw_kernel<<<cuda_grid(n4 ? n4 : n), CUDA_THREADS, 0, cx->stream>>>(
         param, grad, m, v, n, n4, h);
@@ -207,7 +178,7 @@ static void cuda_optim_ema_update(dt_backend *be, float *ema, const float *param
     CUDA_OP_BEGIN(be, cx);
     if (n == 0) return;
     const float rest = 1.0f - decay;
-    const size_t n4 = cuda_optim_aligned(ema) && cuda_optim_aligned(param) ? n / 4 : 0;
+    const size_t n4 = cuda_aligned16(ema) && cuda_aligned16(param) ? n / 4 : 0;
     cuda_optim_ema_kernel<<<cuda_grid(n4 ? n4 : n), CUDA_THREADS, 0, cx->stream>>>(
         ema, param, n, n4, decay, rest);
     cuda_check_launch(cx, "ema_update");

@@ -11,16 +11,11 @@
 #include <stdint.h>
 
 #include "cuda_internal.h"
+#include "cuda_vec.cuh"
 #include "philox.h"
 
 #define CUDA_GELU_K 0.79788456080286535588f /* sqrt(2/pi) */
 #define CUDA_GELU_C 0.044715f
-#define CUDA_POINTWISE_GRID_Y_CAP 65535u
-
-/* 1 when p can be read as float4. */
-static int cuda_pointwise_aligned(const void *p) {
-    return ((uintptr_t)p & 15u) == 0;
-}
 
 /* out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
 static __global__ void cuda_pointwise_gelu_forward_kernel(float *out, const float *inp, size_t n) {
@@ -84,18 +79,7 @@ static __global__ void cuda_pointwise_axpy_kernel(float *y, float a, const float
 
 /* x *= a: float4 over the first 4*n4 elements, scalar tail after them. */
 static __global__ void cuda_pointwise_scale_kernel(float *x, float a, size_t n, size_t n4) {
-    const size_t start = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    const size_t stride = (size_t)gridDim.x * blockDim.x;
-    float4 *x4 = (float4 *)x;
-    for (size_t i = start; i < n4; i += stride) {
-        float4 v = x4[i];
-        v.x *= a;
-        v.y *= a;
-        v.z *= a;
-        v.w *= a;
-        x4[i] = v;
-    }
-    for (size_t i = 4 * n4 + start; i < n; i += stride) x[i] *= a;
+    cuda_scale_inplace(x, a, n, n4);
 }
 
 /* x (B,R) += row (R): x over columns (strided), y over samples (strided); no index division. */
@@ -157,7 +141,7 @@ static void cuda_pointwise_silu_backward(dt_backend *be, float *dinp, const floa
 static void cuda_pointwise_axpy(dt_backend *be, float *y, float a, const float *x, size_t n) {
     CUDA_OP_BEGIN(be, cx);
     if (n == 0) return;
-    const size_t n4 = cuda_pointwise_aligned(y) && cuda_pointwise_aligned(x) ? n / 4 : 0;
+    const size_t n4 = cuda_aligned16(y) && cuda_aligned16(x) ? n / 4 : 0;
     cuda_pointwise_axpy_kernel<<<cuda_grid(n4 ? n4 : n), CUDA_THREADS, 0, cx->stream>>>(y, a, x, n,
                                                                                        n4);
     cuda_check_launch(cx, "axpy");
@@ -167,7 +151,7 @@ static void cuda_pointwise_axpy(dt_backend *be, float *y, float a, const float *
 static void cuda_pointwise_scale(dt_backend *be, float *x, float a, size_t n) {
     CUDA_OP_BEGIN(be, cx);
     if (n == 0) return;
-    const size_t n4 = cuda_pointwise_aligned(x) ? n / 4 : 0;
+    const size_t n4 = cuda_aligned16(x) ? n / 4 : 0;
     cuda_pointwise_scale_kernel<<<cuda_grid(n4 ? n4 : n), CUDA_THREADS, 0, cx->stream>>>(x, a, n,
                                                                                         n4);
     cuda_check_launch(cx, "scale");
@@ -177,10 +161,8 @@ static void cuda_pointwise_scale(dt_backend *be, float *x, float a, size_t n) {
 static void cuda_pointwise_add_rows(dt_backend *be, float *x, const float *row, int B, size_t R) {
     CUDA_OP_BEGIN(be, cx);
     if (B <= 0 || R == 0) return;
-    const unsigned by = (unsigned)B < CUDA_POINTWISE_GRID_Y_CAP ? (unsigned)B
-                                                                : CUDA_POINTWISE_GRID_Y_CAP;
-    cuda_pointwise_add_rows_kernel<<<dim3(cuda_grid(R), by), CUDA_THREADS, 0, cx->stream>>>(x, row,
-                                                                                           B, R);
+    cuda_pointwise_add_rows_kernel<<<cuda_sample_grid(B, R), CUDA_THREADS, 0, cx->stream>>>(
+        x, row, B, R);
     cuda_check_launch(cx, "add_rows");
 }
 
