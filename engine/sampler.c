@@ -36,20 +36,24 @@ int sampler_init(dt_sampler *s, const dit_model *m, const dt_schedule *base,
     s->noise = be->alloc(be, sizeof(float) * max_batch * img);
     s->t_dev = be->alloc(be, sizeof(int32_t) * 2 * max_batch);
     s->y_dev = be->alloc(be, sizeof(int32_t) * 2 * max_batch);
+    s->y_null_dev = be->alloc(be, sizeof(int32_t) * 2 * max_batch);
     s->host_i32 = malloc(sizeof(int32_t) * 2 * max_batch);
     if (!s->x || !s->xin || !s->model_out || !s->guided || !s->noise || !s->t_dev || !s->y_dev ||
-        !s->host_i32) {
+        !s->y_null_dev || !s->host_i32) {
         sampler_free(s);
         snprintf(err, errlen, "out of memory for sampling buffers (batch %d)", max_batch);
         return -1;
     }
+    for (int i = 0; i < 2 * max_batch; i++) s->host_i32[i] = c->num_classes;
+    be->upload(be, s->y_null_dev, s->host_i32, sizeof(int32_t) * 2 * max_batch);
     return 0;
 }
 
 void sampler_free(dt_sampler *s) {
     if (!s->m) return;
     dt_backend *be = s->m->be;
-    void *bufs[] = {s->x, s->xin, s->model_out, s->guided, s->noise, s->t_dev, s->y_dev};
+    void *bufs[] = {s->x, s->xin, s->model_out, s->guided, s->noise, s->t_dev, s->y_dev,
+                    s->y_null_dev};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) be->free(be, bufs[i]);
     if (s->acts.block) dit_acts_free(&s->acts, s->m);
@@ -60,30 +64,43 @@ void sampler_free(dt_sampler *s) {
 
 int sampler_run(dt_sampler *s, const float *params, const int32_t *labels, int B,
                 uint64_t seed, uint64_t chunk, float *host_out, volatile int *stop) {
+    return sampler_run_hybrid(s, params, params, 0, 0, labels, B, seed, chunk, host_out, stop);
+}
+
+int sampler_run_hybrid(dt_sampler *s, const float *params_noise, const float *params_data,
+                       int switch_t, int data_unconditional, const int32_t *labels, int B,
+                       uint64_t seed, uint64_t chunk, float *host_out, volatile int *stop) {
     const dit_model *m = s->m;
     dt_backend *be = m->be;
     const dit_config *c = &m->cfg;
     const int C = c->in_channels, HW = c->image_size * c->image_size;
     const size_t img = (size_t)C * HW;
-    const int guided = s->opts.cfg != 1.0f;
-    const int MB = guided ? 2 * B : B; /* model batch */
     const uint64_t stream = DT_STREAM_SAMPLE + (chunk << 16);
 
     /* Labels: [y; null] under guidance. */
+    const int guided_noise = s->opts.cfg != 1.0f;
     for (int i = 0; i < B; i++) {
         s->host_i32[i] = labels[i];
-        if (guided) s->host_i32[B + i] = c->num_classes;
+        if (guided_noise) s->host_i32[B + i] = c->num_classes;
     }
-    be->upload(be, s->y_dev, s->host_i32, sizeof(int32_t) * MB);
+    be->upload(be, s->y_dev, s->host_i32, sizeof(int32_t) * (guided_noise ? 2 * B : B));
     be->randn(be, s->x, (size_t)B * img, seed, stream + 0xFFFF);
 
     for (int i = s->chain.T - 1; i >= 0; i--) {
         if (stop && *stop) return 1;
-        for (int j = 0; j < MB; j++) s->host_i32[j] = s->chain.timestep_map[i];
+        const int t = s->chain.timestep_map[i];
+        const int data_part = t < switch_t;
+        const float *params = data_part ? params_data : params_noise;
+        const int32_t *y = data_part && data_unconditional ? s->y_null_dev : s->y_dev;
+        /* Guidance mixes conditional and unconditional outputs; with only null labels it would
+         * mix two identical outputs, so the unconditional part runs unguided. */
+        const int guided = guided_noise && !(data_part && data_unconditional);
+        const int MB = guided ? 2 * B : B; /* model batch */
+        for (int j = 0; j < MB; j++) s->host_i32[j] = t;
         be->upload(be, s->t_dev, s->host_i32, sizeof(int32_t) * MB);
         be->copy(be, s->xin, s->x, sizeof(float) * B * img);
         if (guided) be->copy(be, s->xin + B * img, s->x, sizeof(float) * B * img);
-        dit_forward(m, params, &s->acts, s->xin, s->t_dev, s->y_dev, MB, s->model_out);
+        dit_forward(m, params, &s->acts, s->xin, s->t_dev, y, MB, s->model_out);
         const float *out = s->model_out;
         if (guided) {
             be->cfg_combine(be, s->guided, s->model_out, s->opts.cfg, B, C, c->out_channels, HW);

@@ -29,6 +29,7 @@ typedef struct {
     float *noise;      /* (B, C, H, W) */
     int32_t *t_dev;    /* (2B) */
     int32_t *y_dev;    /* (2B) */
+    int32_t *y_null_dev; /* (2B) every label the null class (hybrid sampling's unconditional part) */
     int32_t *host_i32; /* (2B) staging */
 } dt_sampler;
 
@@ -44,5 +45,17 @@ void sampler_free(dt_sampler *s);
  * non-zero between steps, or a negative backend error. */
 int sampler_run(dt_sampler *s, const float *params, const int32_t *labels, int B,
                 uint64_t seed, uint64_t chunk, float *host_out, volatile int *stop);
+
+/* Hybrid sampling for the forgetting curve: the steps at timesteps t >= switch_t use
+ * params_noise (the fine-tuned model, conditioned on labels, with guidance), the steps below it
+ * use params_data (the base model), conditioned on the null class without guidance when
+ * data_unconditional is set (a fine-tuned model's class k is not the base model's class k), else
+ * like the first part. switch_t = 0 is plain sampling with params_noise; switch_t > T-1 is
+ * plain sampling with params_data. Both weight sets belong to the sampler's model
+ * (same architecture). Same noise as sampler_run for the same (seed, chunk). Returns as
+ * sampler_run. */
+int sampler_run_hybrid(dt_sampler *s, const float *params_noise, const float *params_data,
+                       int switch_t, int data_unconditional, const int32_t *labels, int B,
+                       uint64_t seed, uint64_t chunk, float *host_out, volatile int *stop);
 
 #endif
