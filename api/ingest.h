@@ -58,16 +58,22 @@ int ingest_dataset(const char *archive_path, const char *dest_dir, const dt_inge
                    dt_ingest_dataset *out, char *err, size_t errlen);
 
 typedef struct {
-    json_t *config;      /* new reference: the DiT config {"arch"?, "depth", "hidden_size",
+    char kind[16];       /* "dit" | "classifier" */
+    json_t *config;      /* new reference. A DiT: its config {"arch"?, "depth", "hidden_size",
                           * "num_heads", "patch_size", "image_size", "in_channels",
-                          * "num_classes", "learn_sigma"} as checkpoint_config_json writes it */
+                          * "num_classes", "learn_sigma"} as checkpoint_config_json writes it.
+                          * A classifier: {"image_size", "channels", "num_classes",
+                          * "features", "train_accuracy"?, "held_out_accuracy"?,
+                          * "class_names"?} from its metadata. */
     int64_t bytes;
     char sha256[65];
 } dt_ingest_model;
 
-/* Validates a safetensors DiT checkpoint: parses the header, reads the config (metadata or
- * shapes), checks every DiT parameter tensor is present with its shape and no foreign tensor
- * is there (checkpoint_read_config / checkpoint_read_weights), and hashes the file. On success
+/* Validates a safetensors model file and hashes it. A file whose __metadata__.difftune_kind is
+ * "classifier" is a difftune classifier and is read with classifier_load (every tensor present
+ * with its shape, none foreign); any other is a DiT checkpoint: parses the header, reads the
+ * config (metadata or shapes), checks every DiT parameter tensor is present with its shape and
+ * no foreign tensor is there (checkpoint_read_config / checkpoint_read_weights). On success
  * *out is filled (json_decref out->config). */
 int ingest_model(const char *path, dt_ingest_model *out, char *err, size_t errlen);
 

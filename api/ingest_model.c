@@ -1,9 +1,10 @@
-/* ingest_model.c — validating an uploaded safetensors DiT checkpoint.
+/* ingest_model.c — validating an uploaded safetensors model: a DiT checkpoint, or a difftune
+ * classifier (__metadata__.difftune_kind "classifier").
  *
- * The checkpoint is read exactly as a job will read it (checkpoint_read_config, then
- * checkpoint_read_weights into a scratch host buffer), so an accepted model is one that loads.
- * The config is bounded before any model is built: its sizes come from the upload and decide
- * how much memory the check allocates.
+ * The file is read exactly as a job will read it (a DiT: checkpoint_read_config, then
+ * checkpoint_read_weights into a scratch host buffer; a classifier: classifier_load), so an
+ * accepted model is one that loads. A DiT's config is bounded before any model is built: its
+ * sizes come from the upload and decide how much memory the check allocates.
  */
 #include "ingest.h"
 
@@ -14,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "checkpoint.h"
+#include "classifier.h"
 #include "errmsg.h"
 #include "fsutil.h"
 #include "safetensors.h"
@@ -130,6 +132,63 @@ static void ingest_model_unpath(char *err, size_t errlen, const char *path) {
     memmove(err, err + n + 2, strlen(err + n + 2) + 1);
 }
 
+/* A number from a metadata string, or NULL when there is none or it does not parse. */
+static json_t *ingest_model_meta_real(const st_file *f, const char *key) {
+    const char *v = safetensors_meta(f, key);
+    char *end = NULL;
+    double x = v ? strtod(v, &end) : 0;
+    return v && end != v && !*end ? json_real(x) : NULL;
+}
+
+/* Validates a classifier file with classifier_load and describes it from its metadata:
+ * {"image_size", "channels", "num_classes", "features", "train_accuracy"?,
+ * "held_out_accuracy"?, "class_names"?} into *config (new reference). */
+static int ingest_model_classifier(const char *path, const st_file *f, json_t **config,
+                                   char *err, size_t errlen) {
+    dt_classifier *c = NULL;
+    if (classifier_load(&c, path, err, errlen) != 0) return DT_INGEST_INVALID;
+    json_t *o = json_pack("{s:i, s:i, s:i, s:i}", "image_size", classifier_image_size(c),
+                          "channels", classifier_channels(c), "num_classes",
+                          classifier_num_classes(c), "features", CLASSIFIER_FEATURES);
+    const int classes = classifier_num_classes(c);
+    classifier_free(c);
+    if (!o) {
+        dt_errorf(err, errlen, "out of memory");
+        return DT_INGEST_ERROR;
+    }
+    static const char *const accuracies[] = {"train_accuracy", "held_out_accuracy"};
+    for (int i = 0; i < 2; i++) {
+        json_t *v = ingest_model_meta_real(f, accuracies[i]);
+        if (v) json_object_set_new(o, accuracies[i], v);
+    }
+    /* Class names only when they are what they claim: one string per class. */
+    const char *names = safetensors_meta(f, "class_names");
+    json_t *arr = names ? json_loads(names, 0, NULL) : NULL;
+    int ok = json_is_array(arr) && json_array_size(arr) == (size_t)classes;
+    for (size_t i = 0; ok && i < json_array_size(arr); i++) ok = json_is_string(json_array_get(arr, i));
+    if (ok) json_object_set(o, "class_names", arr);
+    json_decref(arr);
+    *config = o;
+    return DT_INGEST_OK;
+}
+
+/* Validates a DiT checkpoint (config bounds, config, every weight) into *config (new
+ * reference). */
+static int ingest_model_dit(const st_file *f, json_t **config, char *err, size_t errlen) {
+    dit_config cfg = {0};
+    int rc = ingest_model_check_sizes(f, err, errlen);
+    if (rc == DT_INGEST_OK && checkpoint_read_config(f, 0, &cfg, err, errlen) != 0)
+        rc = DT_INGEST_INVALID;
+    if (rc == DT_INGEST_OK) rc = ingest_model_read(f, &cfg, err, errlen);
+    if (rc != DT_INGEST_OK) return rc;
+    *config = ingest_model_config_json(&cfg);
+    if (!*config) {
+        dt_errorf(err, errlen, "out of memory");
+        return DT_INGEST_ERROR;
+    }
+    return DT_INGEST_OK;
+}
+
 int ingest_model(const char *path, dt_ingest_model *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
     struct stat sb;
@@ -138,22 +197,28 @@ int ingest_model(const char *path, dt_ingest_model *out, char *err, size_t errle
         return DT_INGEST_ERROR;
     }
     st_file f = {0};
-    dit_config cfg = {0};
-    int rc = DT_INGEST_OK;
-    if (safetensors_open(&f, path, err, errlen) != 0) rc = DT_INGEST_INVALID;
-    if (rc == DT_INGEST_OK) rc = ingest_model_check_sizes(&f, err, errlen);
-    if (rc == DT_INGEST_OK && checkpoint_read_config(&f, 0, &cfg, err, errlen) != 0)
-        rc = DT_INGEST_INVALID;
-    if (rc == DT_INGEST_OK) rc = ingest_model_read(&f, &cfg, err, errlen);
+    json_t *config = NULL;
+    int rc = DT_INGEST_INVALID;
+    if (safetensors_open(&f, path, err, errlen) == 0) {
+        const char *kind = safetensors_meta(&f, "difftune_kind");
+        if (!kind) {
+            rc = ingest_model_dit(&f, &config, err, errlen);
+        } else if (!strcmp(kind, "classifier")) {
+            rc = ingest_model_classifier(path, &f, &config, err, errlen);
+        } else {
+            dt_errorf(err, errlen, "__metadata__.difftune_kind is \"%.60s\"; a model is a DiT "
+                      "checkpoint (no difftune_kind) or a classifier (\"classifier\")", kind);
+        }
+        snprintf(out->kind, sizeof out->kind, "%s", kind ? "classifier" : "dit");
+    }
     safetensors_close(&f);
     if (rc == DT_INGEST_INVALID) ingest_model_unpath(err, errlen, path);
     if (rc != DT_INGEST_OK) return rc;
-    if (fs_sha256_file(path, out->sha256, err, errlen) != 0) return DT_INGEST_ERROR;
-    out->config = ingest_model_config_json(&cfg);
-    if (!out->config) {
-        dt_errorf(err, errlen, "out of memory");
+    if (fs_sha256_file(path, out->sha256, err, errlen) != 0) {
+        json_decref(config);
         return DT_INGEST_ERROR;
     }
+    out->config = config;
     out->bytes = (int64_t)sb.st_size;
     return DT_INGEST_OK;
 }

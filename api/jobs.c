@@ -14,20 +14,47 @@ static void jobs_wake(api_req *r) {
     if (r->api->opts.wake) r->api->opts.wake(r->api->opts.hook_ctx);
 }
 
+/* The evaluation series whose newest points the job object carries as "evaluation". */
+static const char *const jobs_eval_series[] = {"fid", "fd_classifier", "classifier_accuracy"};
+
 /* Replies with the job (status) or the store's error. The store hands out the JSON text, so
- * the hot GET /jobs/{id} never parses and re-encodes the spec. */
+ * the hot GET /jobs/{id} never parses and re-encodes the spec; the newest point of each
+ * evaluation series is spliced in as "evaluation" ({} before the first evaluation). */
 static void jobs_reply_job(api_req *r, int status, const char *id, const char *const *headers) {
-    char err[512], *text = NULL;
+    char err[512], *text = NULL, *eval_text = NULL;
     size_t len = 0;
+    json_t *eval = NULL;
     int rc = store_job_get_text(r->api->opts.store, id, &text, &len, err, sizeof err);
+    if (!rc)
+        rc = store_metric_latest(r->api->opts.store, id, jobs_eval_series,
+                                 (int)(sizeof jobs_eval_series / sizeof jobs_eval_series[0]),
+                                 &eval, err, sizeof err);
     if (rc) {
+        free(text);
         api_reply_store_error(r, rc, NULL, err);
         return;
     }
-    api_reply_text(r, status, text, len, headers);
+    eval_text = json_dumps(eval, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(16));
+    json_decref(eval);
+    size_t en = eval_text ? strlen(eval_text) : 0;
+    char *joined = en && len ? realloc(text, len + en + 16) : NULL;
+    if (!joined) {
+        free(eval_text);
+        free(text);
+        api_reply_error(r, 500, "internal_error", NULL, "out of memory");
+        return;
+    }
+    /* {...,"spec":{...}} -> {...,"spec":{...},"evaluation":{...}} */
+    memcpy(joined + len - 1, ",\"evaluation\":", 14);
+    memcpy(joined + len + 13, eval_text, en);
+    joined[len + 13 + en] = '}';
+    joined[len + 14 + en] = '\0';
+    free(eval_text);
+    api_reply_text(r, status, joined, len + 14 + en, headers);
 }
 
-/* Checks that a referenced dataset or model id is well formed and exists. */
+/* Checks that a referenced dataset or model id is well formed and exists (and that a
+ * base_model is a DiT). */
 static int jobs_check_ref(api_req *r, const char *param, const char *id, const char *prefix) {
     if (!api_id_valid(id, prefix)) {
         api_reply_error(r, 400, "invalid_value", param, "%s must be the id of an uploaded %s (%s...), not '%.80s'",
@@ -39,15 +66,58 @@ static int jobs_check_ref(api_req *r, const char *param, const char *id, const c
     dt_store *st = r->api->opts.store;
     int rc = !strcmp(prefix, "ds_") ? store_dataset_get(st, id, &obj, err, sizeof err)
                                     : store_model_get(st, id, &obj, err, sizeof err);
-    json_decref(obj);
     if (rc == DT_STORE_NOT_FOUND) {
         api_reply_error(r, 404, "not_found", param, "no %s with id %s", param, id);
         return -1;
     }
     if (rc) {
         api_reply_store_error(r, rc, param, err);
+        json_decref(obj);
         return -1;
     }
+    /* A base model is fine-tuned: it must be a DiT, not a classifier. */
+    const char *kind = json_string_value(json_object_get(obj, "kind"));
+    if (!strcmp(param, "base_model") && kind && strcmp(kind, "dit") != 0) {
+        api_reply_error(r, 400, "invalid_value", param, "%s %s is a %s, not a DiT checkpoint to "
+                        "fine-tune", param, id, kind);
+        json_decref(obj);
+        return -1;
+    }
+    json_decref(obj);
+    return 0;
+}
+
+/* eval.extractor "classifier:<id>" must name a stored classifier model: the API takes ids, never
+ * server paths. */
+static int jobs_check_classifier(api_req *r, const dt_spec *spec) {
+    const char *ref = spec_eval_classifier(spec);
+    if (!ref) return 0;
+    if (!api_id_valid(ref, "mdl_")) {
+        api_reply_error(r, 400, "invalid_value", "eval.extractor",
+                        "eval.extractor must be \"inception\" or \"classifier:<model id>\" with the "
+                        "id of an uploaded classifier (mdl_...), not '%.80s'", spec->eval.extractor);
+        return -1;
+    }
+    char err[512];
+    json_t *model = NULL;
+    int rc = store_model_get(r->api->opts.store, ref, &model, err, sizeof err);
+    if (rc == DT_STORE_NOT_FOUND) {
+        api_reply_error(r, 404, "not_found", "eval.extractor", "no model with id %s", ref);
+        return -1;
+    }
+    if (rc) {
+        api_reply_store_error(r, rc, "eval.extractor", err);
+        return -1;
+    }
+    const char *kind = json_string_value(json_object_get(model, "kind"));
+    if (kind && strcmp(kind, "classifier")) {
+        api_reply_error(r, 400, "invalid_value", "eval.extractor",
+                        "eval.extractor: model %s is a %s, not a classifier (upload a classifier "
+                        "file trained by difftune)", ref, kind);
+        json_decref(model);
+        return -1;
+    }
+    json_decref(model);
     return 0;
 }
 
@@ -92,6 +162,7 @@ void api_jobs_create(api_req *r) {
     }
     if (jobs_check_ref(r, "dataset", spec.dataset, "ds_")) return;
     if (spec.base_model[0] && jobs_check_ref(r, "base_model", spec.base_model, "mdl_")) return;
+    if (jobs_check_classifier(r, &spec)) return;
     if (jobs_check_device(r, spec.device)) return;
 
     json_t *full = spec_to_json(&spec);

@@ -1,6 +1,7 @@
-/* models.c — the model resource: upload a safetensors DiT checkpoint, or promote a job's
- * checkpoint (JSON body {"job","checkpoint","name"?}); both are validated (tensor names,
- * shapes, config) before the model is stored. List, get, delete. */
+/* models.c — the model resource: upload a safetensors DiT checkpoint or difftune classifier
+ * (kind "dit" or "classifier", told apart by __metadata__.difftune_kind), or promote a job's
+ * checkpoint (JSON body {"job","checkpoint","name"?}); all are validated (tensor names, shapes,
+ * config) before the model is stored. List, get, delete. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -61,7 +62,7 @@ static void models_finish(api_req *r, const char *id, const char *dir, const cha
         else api_reply_error(r, 500, "internal_error", NULL, "%s", err);
         return;
     }
-    dt_model_new m = {.id = id, .name = name, .path = file, .config = info.config,
+    dt_model_new m = {.id = id, .name = name, .path = file, .kind = info.kind, .config = info.config,
                       .source_job = source_job, .source_checkpoint = source_checkpoint,
                       .bytes = info.bytes, .sha256 = info.sha256};
     char stored[DT_STORE_ID_MAX];

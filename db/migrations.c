@@ -120,6 +120,13 @@ static const store_migration MIGRATIONS[] = {
      "  hash TEXT NOT NULL UNIQUE,"               /* SHA-256 of the secret; never the secret */
      "  created_at REAL NOT NULL"
      ") STRICT;"},
+    {"model kind",
+     /* What a model file holds: a DiT to fine-tune, or a classifier for fd_classifier. */
+     "ALTER TABLE models ADD COLUMN kind TEXT NOT NULL DEFAULT 'dit'"
+     "  CHECK (kind IN ('dit', 'classifier'));"},
+    /* what an evaluation point records besides its value (samples, sampler, reference set) */
+    {"metric detail",
+     "ALTER TABLE metrics ADD COLUMN detail TEXT;"}, /* JSON object or NULL */
 };
 
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))

@@ -237,12 +237,26 @@ int store_event_list(dt_store *s, const char *job_id, int64_t after, int limit, 
  * (evaluations may follow the run). DT_STORE_NOT_FOUND for an unknown job. */
 int store_metric_append(dt_store *s, const char *job_id, const char *name, int64_t step,
                         json_t *value, double ts, char *err, size_t errlen);
+/* The same with detail: a JSON object (borrowed; NULL = none) of what the point records besides
+ * its value (an FID's "samples", "sampler", "reference", ...), returned as members of the point.
+ * Its keys "step", "value" and "time" are ignored. DT_STORE_INVALID when detail is not an
+ * object. */
+int store_metric_append_detail(dt_store *s, const char *job_id, const char *name, int64_t step,
+                               json_t *value, json_t *detail, double ts, char *err,
+                               size_t errlen);
 
-/* The series of a job: {"series":{name:[{"step","value","time"}...]}} ordered by step; name
- * NULL = every series, else only that one (absent when it has no points).
+/* The series of a job: {"series":{name:[{"step","value","time",...detail}...]}} ordered by
+ * step; name NULL = every series, else only that one (absent when it has no points).
  * DT_STORE_NOT_FOUND for an unknown job. */
 int store_metric_list(dt_store *s, const char *job_id, const char *name, json_t **out,
                       char *err, size_t errlen);
+
+/* The newest point (highest step) of each of the n series names, as *out = {name: point} with
+ * points as in store_metric_list; series without points are absent (so {} when none has any).
+ * For the job object's "evaluation" (the latest fid, fd_classifier, classifier_accuracy).
+ * DT_STORE_NOT_FOUND for an unknown job. */
+int store_metric_latest(dt_store *s, const char *job_id, const char *const *names, int n,
+                        json_t **out, char *err, size_t errlen);
 
 /* ---- artifacts (files a job wrote: checkpoints, sample grids) -------------------------------- */
 
@@ -313,6 +327,7 @@ typedef struct {
     const char *id;                /* NULL = make one; else a "mdl_" id from store_new_id */
     const char *name;              /* required */
     const char *path;              /* its safetensors file (required) */
+    const char *kind;              /* "dit" (NULL means it too) or "classifier" */
     json_t *config;                /* borrowed JSON object: arch, image_size, ... (required) */
     const char *source_job;        /* the job it was promoted from, or NULL (must exist) */
     const char *source_checkpoint; /* that job's checkpoint name, or NULL */
@@ -320,11 +335,12 @@ typedef struct {
     const char *sha256;            /* hex or NULL */
 } dt_model_new;
 
-/* Stores a model; as store_dataset_create, plus DT_STORE_NOT_FOUND for an unknown source_job. */
+/* Stores a model; as store_dataset_create, plus DT_STORE_NOT_FOUND for an unknown source_job
+ * and DT_STORE_INVALID for a kind other than "dit" or "classifier". */
 int store_model_create(dt_store *s, const dt_model_new *m, char id_out[DT_STORE_ID_MAX],
                        char *err, size_t errlen);
-/* {"id","object":"model","name","config","source_job","source_checkpoint","bytes","sha256",
- * "created_at"}. */
+/* {"id","object":"model","name","kind","config","source_job","source_checkpoint","bytes",
+ * "sha256","created_at"}. */
 int store_model_get(dt_store *s, const char *id, json_t **out, char *err, size_t errlen);
 /* A page of models, newest first; paging as store_job_list. */
 int store_model_list(dt_store *s, int limit, const char *after, json_t **out,

@@ -233,14 +233,15 @@ int store_dataset_delete(dt_store *s, const char *id, char *path_out, size_t pat
 /* ---- models ---------------------------------------------------------------------------------- */
 
 #define MODEL_COLUMNS \
-    "id, name, config, source_job, source_checkpoint, bytes, sha256, created_at"
+    "id, name, config, source_job, source_checkpoint, bytes, sha256, created_at, kind"
 
 static json_t *model_from_row(sqlite3_stmt *st) {
     json_t *config = store_column_json(st, 2);
     if (!config) return NULL;
-    return json_pack("{s:o, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
+    return json_pack("{s:o, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
                      "id", store_column_value(st, 0), "object", "model",
-                     "name", store_column_value(st, 1), "config", config,
+                     "name", store_column_value(st, 1), "kind", store_column_value(st, 8),
+                     "config", config,
                      "source_job", store_column_value(st, 3),
                      "source_checkpoint", store_column_value(st, 4),
                      "bytes", store_column_value(st, 5), "sha256", store_column_value(st, 6),
@@ -249,7 +250,7 @@ static json_t *model_from_row(sqlite3_stmt *st) {
 
 static const char SQL_MODEL_INSERT[] =
     "INSERT INTO models (id, name, path, config, source_job, source_checkpoint, bytes, sha256,"
-    " created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+    " created_at, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 static const char SQL_MODEL_GET[] = "SELECT " MODEL_COLUMNS " FROM models WHERE id = ?1";
 static const char SQL_MODEL_PATH[] = "SELECT path FROM models WHERE id = ?1";
 static const char SQL_MODEL_USER[] =
@@ -275,6 +276,11 @@ int store_model_create(dt_store *s, const dt_model_new *m, char id_out[DT_STORE_
         store_errorf(err, errlen, "a model's config must be a JSON object");
         return DT_STORE_INVALID;
     }
+    const char *kind = m->kind ? m->kind : "dit";
+    if (strcmp(kind, "dit") != 0 && strcmp(kind, "classifier") != 0) {
+        store_errorf(err, errlen, "a model's kind is \"dit\" or \"classifier\", not \"%s\"", kind);
+        return DT_STORE_INVALID;
+    }
     char id[DT_STORE_ID_MAX];
     int rc = pick_id(m->id, "mdl_", id, err, errlen);
     if (rc != DT_STORE_OK) return rc;
@@ -291,6 +297,7 @@ int store_model_create(dt_store *s, const dt_model_new *m, char id_out[DT_STORE_
         sqlite3_bind_int64(st, 7, m->bytes);
         store_bind_text(st, 8, m->sha256);
         sqlite3_bind_double(st, 9, store_now());
+        store_bind_text(st, 10, kind);
         rc = insert_done(s, st, "model", id, err, errlen);
     }
     store_unlock(s);

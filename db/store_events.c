@@ -143,14 +143,25 @@ out:
 /* ---- metrics --------------------------------------------------------------------------------- */
 
 static const char SQL_METRIC_PUT[] =
-    "INSERT INTO metrics (job_id, name, step, value, ts) VALUES (?1, ?2, ?3, ?4, ?5)"
-    " ON CONFLICT (job_id, name, step) DO UPDATE SET value = excluded.value, ts = excluded.ts";
+    "INSERT INTO metrics (job_id, name, step, value, ts, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+    " ON CONFLICT (job_id, name, step) DO UPDATE SET value = excluded.value, ts = excluded.ts,"
+    " detail = excluded.detail";
 
 int store_metric_append(dt_store *s, const char *job_id, const char *name, int64_t step,
                         json_t *value, double ts, char *err, size_t errlen) {
+    return store_metric_append_detail(s, job_id, name, step, value, NULL, ts, err, errlen);
+}
+
+int store_metric_append_detail(dt_store *s, const char *job_id, const char *name, int64_t step,
+                               json_t *value, json_t *detail, double ts, char *err,
+                               size_t errlen) {
     assert(s && job_id && name && value);
     if (!name[0]) {
         store_errorf(err, errlen, "a metric needs a name");
+        return DT_STORE_INVALID;
+    }
+    if (detail && !json_is_object(detail)) {
+        store_errorf(err, errlen, "a metric's detail must be a JSON object");
         return DT_STORE_INVALID;
     }
     store_lock(s);
@@ -162,6 +173,7 @@ int store_metric_append(dt_store *s, const char *job_id, const char *name, int64
         sqlite3_bind_int64(st, 3, step);
         store_bind_json(st, 4, value);
         sqlite3_bind_double(st, 5, ts > 0 ? ts : store_now());
+        store_bind_json(st, 6, detail && json_object_size(detail) ? detail : NULL);
         int r = sqlite3_step(st);
         store_stmt_done(st);
         rc = store_step_job_write(s, r, "storing a metric", job_id, err, errlen);
@@ -170,10 +182,32 @@ int store_metric_append(dt_store *s, const char *job_id, const char *name, int64
     return rc;
 }
 
+/* The point of the current row (columns name, step, value, ts, detail): {"step","value","time"}
+ * and the detail's members. NULL when a JSON column is corrupt. */
+static json_t *metric_point(sqlite3_stmt *st) {
+    json_t *value = store_column_json(st, 2), *detail = store_column_json(st, 4);
+    if (!value || !detail || !(json_is_object(detail) || json_is_null(detail))) {
+        json_decref(value);
+        json_decref(detail);
+        return NULL;
+    }
+    json_t *p = json_pack("{s:I, s:o, s:f}", "step", (json_int_t)sqlite3_column_int64(st, 1),
+                          "value", value, "time", sqlite3_column_double(st, 3));
+    const char *key;
+    json_t *v;
+    json_object_foreach(detail, key, v) {
+        if (strcmp(key, "step") && strcmp(key, "value") && strcmp(key, "time"))
+            json_object_set(p, key, v);
+    }
+    json_decref(detail);
+    return p;
+}
+
 static const char SQL_METRIC_ALL[] =
-    "SELECT name, step, value, ts FROM metrics WHERE job_id = ?1 ORDER BY name, step";
+    "SELECT name, step, value, ts, detail FROM metrics WHERE job_id = ?1 ORDER BY name, step";
 static const char SQL_METRIC_ONE[] =
-    "SELECT name, step, value, ts FROM metrics WHERE job_id = ?1 AND name = ?2 ORDER BY step";
+    "SELECT name, step, value, ts, detail FROM metrics WHERE job_id = ?1 AND name = ?2"
+    " ORDER BY step";
 
 int store_metric_list(dt_store *s, const char *job_id, const char *name, json_t **out,
                       char *err, size_t errlen) {
@@ -193,8 +227,8 @@ int store_metric_list(dt_store *s, const char *job_id, const char *name, json_t 
     int step;
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
         const char *metric = (const char *)sqlite3_column_text(st, 0);
-        json_t *value = store_column_json(st, 2);
-        if (!metric || !value) {
+        json_t *point = metric ? metric_point(st) : NULL;
+        if (!point) {
             store_errorf(err, errlen, "a metric of job %s holds invalid JSON", job_id);
             rc = DT_STORE_ERROR;
             goto out;
@@ -204,9 +238,7 @@ int store_metric_list(dt_store *s, const char *job_id, const char *name, json_t 
             points = json_array();
             json_object_set_new(series, metric, points);
         }
-        json_array_append_new(points, json_pack("{s:I, s:o, s:f}", "step",
-                                                (json_int_t)sqlite3_column_int64(st, 1), "value",
-                                                value, "time", sqlite3_column_double(st, 3)));
+        json_array_append_new(points, point);
     }
     if (step != SQLITE_DONE) {
         rc = store_fail(s, step, "listing metrics", err, errlen);
@@ -219,5 +251,47 @@ out:
     store_rollback(s);
     json_decref(series);
     store_unlock(s);
+    return rc;
+}
+
+/* (job_id, name, step) is the primary key: one index probe per name. */
+static const char SQL_METRIC_LAST[] =
+    "SELECT name, step, value, ts, detail FROM metrics WHERE job_id = ?1 AND name = ?2"
+    " ORDER BY step DESC LIMIT 1";
+
+int store_metric_latest(dt_store *s, const char *job_id, const char *const *names, int n,
+                        json_t **out, char *err, size_t errlen) {
+    assert(s && job_id && out && (names || n == 0));
+    *out = NULL;
+    store_lock(s);
+    json_t *latest = json_object();
+    int rc = store_begin_read(s, err, errlen);
+    if (rc == DT_STORE_OK) rc = store_job_exists(s, job_id, err, errlen);
+    for (int i = 0; rc == DT_STORE_OK && i < n; i++) {
+        sqlite3_stmt *st = store_stmt(s, SQL_METRIC_LAST, err, errlen);
+        if (!st) {
+            rc = DT_STORE_ERROR;
+            break;
+        }
+        store_bind_text(st, 1, job_id);
+        store_bind_text(st, 2, names[i]);
+        int step = sqlite3_step(st);
+        if (step == SQLITE_ROW) {
+            json_t *point = metric_point(st);
+            if (point) {
+                json_object_set_new(latest, names[i], point);
+            } else {
+                store_errorf(err, errlen, "a metric of job %s holds invalid JSON", job_id);
+                rc = DT_STORE_ERROR;
+            }
+        } else if (step != SQLITE_DONE) {
+            rc = store_fail(s, step, "reading the latest metric", err, errlen);
+        }
+        store_stmt_done(st);
+    }
+    store_rollback(s);
+    store_unlock(s);
+    if (rc == DT_STORE_OK) *out = latest;
+    else json_decref(latest);
     return rc;
 }

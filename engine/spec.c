@@ -212,7 +212,7 @@ static int spec_arch_sizes(const char *arch, int sizes[4])
     return -1;
 }
 
-/* ---- custom fields: method, peft, device ------------------------------------------------------ */
+/* ---- custom fields: method, peft, device, eval.extractor ------------------------------------ */
 
 static const char *const spec_method_names[] = {
     [DT_METHOD_PRETRAIN] = "pretrain", [DT_METHOD_FULL] = "full",
@@ -315,6 +315,40 @@ static json_t *spec_emit_device(const dt_spec *s)
     return json_stringn(s->device, strnlen(s->device, sizeof s->device));
 }
 
+/* eval.extractor: "inception", or "classifier:" and a model id (the API) or a file path (the
+ * command line); which one, and whether it exists, is checked where it is resolved. */
+#define SPEC_CLASSIFIER_PREFIX "classifier:"
+
+static int spec_parse_extractor(dt_spec *s, json_t *v, const char *path, dt_spec_error *e)
+{
+    if (!json_is_string(v))
+        return spec_fail(e, "invalid_type", path, "%s must be a string (got %s)", path,
+                         spec_json_kind(v));
+    if (spec_check_string(v, sizeof s->eval.extractor, path, e))
+        return -1;
+    const char *x = json_string_value(v);
+    size_t plen = strlen(SPEC_CLASSIFIER_PREFIX);
+    int ok = !strcmp(x, "inception") ||
+             (!strncmp(x, SPEC_CLASSIFIER_PREFIX, plen) && x[plen] != '\0');
+    if (!ok)
+        return spec_fail(e, "invalid_value", path,
+                         "%s must be \"inception\" or \"classifier:<model id>\" (got \"%.80s\")",
+                         path, x);
+    spec_copy_str(s->eval.extractor, sizeof s->eval.extractor, x);
+    return 0;
+}
+
+static json_t *spec_emit_extractor(const dt_spec *s)
+{
+    return json_stringn(s->eval.extractor, strnlen(s->eval.extractor, sizeof s->eval.extractor));
+}
+
+const char *spec_eval_classifier(const dt_spec *s)
+{
+    size_t plen = strlen(SPEC_CLASSIFIER_PREFIX);
+    return strncmp(s->eval.extractor, SPEC_CLASSIFIER_PREFIX, plen) ? NULL : s->eval.extractor + plen;
+}
+
 /* ---- cross-field checks --------------------------------------------------------------------- */
 
 static int spec_seen(const spec_section *sec, unsigned seen, const char *key);
@@ -367,6 +401,10 @@ static const spec_field spec_eval_fields[] = {
     SPEC_F_INT("sample_every", eval.sample_every, 0, INT_MAX, 0),
     SPEC_F_INT("fid_every", eval.fid_every, 0, INT_MAX, 0),
     SPEC_F_INT("fid_samples", eval.fid_samples, 2, INT_MAX, 0),
+    SPEC_F_CUSTOM("extractor", spec_parse_extractor, spec_emit_extractor),
+    SPEC_F_STR("sampler", eval.sampler, 0, spec_sampler_names),
+    SPEC_F_INT("steps", eval.steps, 1, 1000, 0),
+    SPEC_F_NUM("cfg", eval.cfg, 1, INFINITY, 0),
 };
 
 static const spec_field spec_ckpt_fields[] = {
@@ -700,6 +738,10 @@ void spec_defaults(dt_spec *s)
     s->eval.sample_every = 500;
     s->eval.fid_every = 1000;
     s->eval.fid_samples = 5000;
+    spec_copy_str(s->eval.extractor, sizeof s->eval.extractor, "inception");
+    spec_copy_str(s->eval.sampler, sizeof s->eval.sampler, "ddim");
+    s->eval.steps = 50;
+    s->eval.cfg = 1.5;
 
     s->checkpoint.every = 1000;
     s->checkpoint.keep = 3;

@@ -57,6 +57,11 @@ typedef struct {
         int sample_every;         /* default 500, 0 = never (step 0 and the end are always sampled) */
         int fid_every;            /* default 1000, 0 = never */
         int fid_samples;          /* default 5000, >= 2 */
+        char extractor[DT_SPEC_STR]; /* "inception" (default: FID) | "classifier:<model id or
+                                      * path>" (fd_classifier and classifier_accuracy) */
+        char sampler[8];          /* "ddim" (default) | "ddpm": how evaluation samples are drawn */
+        int steps;                /* default 50, 1..1000 */
+        double cfg;               /* guidance scale of evaluation samples, default 1.5, >= 1 */
     } eval;
 
     struct {
@@ -85,5 +90,8 @@ int spec_from_json(dt_spec *s, json_t *root, dt_spec_error *e);
 json_t *spec_to_json(const dt_spec *s);
 /* "pretrain" | "full" | "diff_tuning" */
 const char *spec_method_name(dt_method m);
+/* The classifier an eval.extractor names ("classifier:<ref>" -> "<ref>"), or NULL for
+ * "inception". Points into s. */
+const char *spec_eval_classifier(const dt_spec *s);
 
 #endif

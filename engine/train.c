@@ -13,6 +13,8 @@
 #include "difftune.h"
 #include "diffusion.h"
 #include "dit.h"
+#include "eval.h"
+#include "extractor.h"
 #include "fsutil.h"
 #include "image.h"
 #include "rng.h"
@@ -27,6 +29,10 @@
  * itself never waits for the device; the host looks at losses when it logs, saves, samples, or
  * when the ring is full. */
 #define TRAIN_LOSS_RING 64
+#define TRAIN_EVAL_PROGRESS_S 1.0 /* seconds between progress events of an evaluation */
+#define TRAIN_NO_INCEPTION \
+    "no Inception weights: start the server (or difftune train) with --inception-weights FILE " \
+    "(README: Evaluation)"
 
 typedef struct {
     const dt_spec *spec;
@@ -62,6 +68,15 @@ typedef struct {
     float *h_stage;             /* (2 * num_floats) checkpoint staging */
     float *h_grid;              /* (grid, C, H, W) */
     int32_t *h_grid_labels;     /* (grid) */
+    /* evaluation (eval.fid_every > 0) */
+    dt_extractor *fx;           /* NULL: the metric is unavailable, for eval_unavailable */
+    dt_evaluator evaluator;     /* sampler and buffers, allocated at setup */
+    dt_eval_reference ref;      /* reference statistics, from the first evaluation on */
+    int ref_ready;
+    const char *eval_metric;    /* "fid" | "fd_classifier" */
+    char eval_unavailable[1024];
+    int eval_step;              /* the step being evaluated (for progress events) */
+    double eval_last_progress;  /* time of the last evaluation progress event */
     /* running statistics since the last progress event */
     double sum_obj, sum_down, sum_bank;
     long n_obj, n_down, n_bank;
@@ -136,6 +151,53 @@ oom:
     return -1;
 }
 
+/* Opens the feature extractor of eval.extractor and allocates the evaluator. A classifier that
+ * cannot be used rejects the job (-1, the user named it); Inception weights that are missing or
+ * unusable only make the metric unavailable (tr->eval_unavailable says why). */
+static int train_eval_setup(trainer *tr, char *err, size_t errlen) {
+    const dt_spec *s = tr->spec;
+    const dt_train_opts *o = tr->o;
+    const dit_config *c = &tr->m.cfg;
+    const char *classifier = spec_eval_classifier(s);
+    char why[768];
+    tr->eval_metric = classifier ? "fd_classifier" : "fid";
+    if (classifier) {
+        const char *path = o->classifier_path ? o->classifier_path : classifier;
+        if (extractor_open(&tr->fx, "classifier", path, s->eval.extractor, why, sizeof why) ||
+            extractor_check_shape(tr->fx, c->in_channels, c->image_size, c->image_size, why,
+                                  sizeof why)) {
+            snprintf(err, errlen, "eval.extractor %s: %s", s->eval.extractor, why);
+            return -1;
+        }
+    } else if (!o->inception_weights || !o->inception_weights[0]) {
+        snprintf(tr->eval_unavailable, sizeof tr->eval_unavailable, "%s", TRAIN_NO_INCEPTION);
+    } else if (extractor_open(&tr->fx, "inception", o->inception_weights, "inception", why,
+                              sizeof why)) {
+        snprintf(tr->eval_unavailable, sizeof tr->eval_unavailable,
+                 "the Inception weights %s cannot be used: %s", o->inception_weights, why);
+    } else if (extractor_check_shape(tr->fx, c->in_channels, c->image_size, c->image_size, why,
+                                     sizeof why)) {
+        snprintf(tr->eval_unavailable, sizeof tr->eval_unavailable, "%s", why);
+        extractor_free(tr->fx);
+        tr->fx = NULL;
+    }
+    if (!tr->fx) {
+        events_log(tr->ev, "warn", "%s unavailable: %s; training goes on without it",
+                   tr->eval_metric, tr->eval_unavailable);
+        return 0;
+    }
+    int chunk = s->hp.batch_size < s->eval.fid_samples ? s->hp.batch_size : s->eval.fid_samples;
+    dt_eval_opts eo = {.samples = s->eval.fid_samples, .steps = s->eval.steps,
+                       .ddim = !strcmp(s->eval.sampler, "ddim"), .cfg = (float)s->eval.cfg,
+                       .num_classes = tr->ds.num_classes, .chunk = chunk, .seed = EVAL_SEED};
+    if (eval_init(&tr->evaluator, &tr->m, &tr->sched, tr->fx, &eo, why, sizeof why)) {
+        snprintf(err, errlen, "eval: %s", why);
+        return -1;
+    }
+    tr->evaluator.stop = o->stop;
+    return 0;
+}
+
 /* Everything that can be checked before work starts: base model, dataset, class counts. */
 static int train_setup(trainer *tr, char *err, size_t errlen) {
     const dt_spec *s = tr->spec;
@@ -192,6 +254,10 @@ static int train_setup(trainer *tr, char *err, size_t errlen) {
         goto done;
     }
     if (train_alloc(tr, err, errlen)) goto done;
+    if (s->eval.fid_every > 0 && train_eval_setup(tr, err, errlen)) {
+        rc = TRAIN_INVALID;
+        goto done;
+    }
 
     /* Starting weights: the base model's (EMA) weights, or the from-scratch initialisation. */
     float *host = tr->h_stage;
@@ -216,11 +282,14 @@ static void train_teardown(trainer *tr) {
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             if (bufs[i]) be->free(be, bufs[i]);
         sampler_free(&tr->grid);
+        if (tr->evaluator.m) eval_free(&tr->evaluator);
         if (tr->acts.block) dit_acts_free(&tr->acts, &tr->m);
         diffusion_tables_free(&tr->tab, be);
         if (tr->m.params) dit_model_free(&tr->m);
         be->destroy(be);
     }
+    extractor_free(tr->fx);
+    eval_reference_free(&tr->ref);
     diffusion_schedule_free(&tr->sched);
     difftune_tdist_free(&tr->td);
     data_order_free(&tr->order);
@@ -288,6 +357,90 @@ static int train_grid(trainer *tr, int step, char *err, size_t errlen) {
     snprintf(name, sizeof name, "step_%07d.png", step);
     events_emit(tr->ev, "sample", json_pack("{s:i, s:s, s:s, s:i}", "step", step, "name", name,
                                             "path", path, "images", G));
+    return 0;
+}
+
+/* Evaluation progress: a "progress" event in phase evaluating at most every
+ * TRAIN_EVAL_PROGRESS_S seconds, and always at the start and the end of a stage. */
+static void train_eval_progress(void *ctx, const char *stage, long done, long total) {
+    trainer *tr = ctx;
+    double now = dt_now();
+    if (done != 0 && done != total && now - tr->eval_last_progress < TRAIN_EVAL_PROGRESS_S) return;
+    tr->eval_last_progress = now;
+    events_emit(tr->ev, "progress",
+                json_pack("{s:s, s:i, s:i, s:s, s:I, s:I}", "phase", "evaluating", "step",
+                          tr->eval_step, "total_steps", tr->spec->hp.steps, "stage", stage,
+                          "done", (json_int_t)done, "total", (json_int_t)total));
+}
+
+/* One metric event {"name": metric, "step", "value": null, "available": false, "reason"}. */
+static void train_eval_unavailable(trainer *tr, int step, const char *reason) {
+    events_emit(tr->ev, "metric", json_pack("{s:s, s:i, s:n, s:b, s:s}", "name", tr->eval_metric,
+                                            "step", step, "value", "available", 0, "reason", reason));
+}
+
+/* The evaluation at step: the Fréchet distance of the EMA weights' samples to the dataset (the
+ * reference statistics are computed or loaded the first time), as metric events. Returns 0
+ * (also when the metric is unavailable, the evaluation failed without harming training, or a
+ * stop request interrupted it) or -1 when the backend failed (err says why). */
+static int train_evaluate(trainer *tr, int step, char *err, size_t errlen) {
+    if (!tr->fx) {
+        train_eval_unavailable(tr, step, tr->eval_unavailable);
+        return 0;
+    }
+    char why[1024];
+    tr->eval_step = step;
+    tr->evaluator.progress = train_eval_progress;
+    tr->evaluator.progress_ctx = tr;
+    double ref_seconds = -1;
+    if (!tr->ref_ready) {
+        int r = eval_reference(&tr->evaluator, &tr->ds, tr->o->eval_cache_dir, &tr->ref, why, sizeof why);
+        if (r == 1) {
+            events_log(tr->ev, "info", "evaluation at step %d interrupted by the stop request", step);
+            return 0;
+        }
+        if (r) {
+            events_log(tr->ev, "warn", "%s at step %d failed: %s", tr->eval_metric, step, why);
+            train_eval_unavailable(tr, step, why);
+            return 0;
+        }
+        tr->ref_ready = 1;
+        ref_seconds = tr->ref.seconds;
+        events_log(tr->ev, "info", "reference statistics (%s) of %ld dataset images %.12s: %s in %.1f s",
+                   extractor_label(tr->fx), tr->ref.images, tr->ref.dataset_sha256,
+                   tr->ref.reused ? "read from the cache" : "computed", tr->ref.seconds);
+    }
+    dt_eval_result res;
+    int r = eval_run(&tr->evaluator, tr->ema, &tr->ref, &res, why, sizeof why);
+    if (r == EVAL_BACKEND_FAILED) {
+        snprintf(err, errlen, "%s", why);
+        return -1;
+    }
+    if (r == 1) {
+        events_log(tr->ev, "info", "evaluation at step %d interrupted by the stop request", step);
+        return 0;
+    }
+    if (r) {
+        events_log(tr->ev, "warn", "%s at step %d failed: %s", tr->eval_metric, step, why);
+        train_eval_unavailable(tr, step, why);
+        return 0;
+    }
+    json_t *seconds = json_pack("{s:f, s:f, s:f, s:f}", "sampling", res.seconds_sampling,
+                                "features", res.seconds_features, "distance", res.seconds_distance,
+                                "total", res.seconds_total);
+    if (ref_seconds >= 0) json_object_set_new(seconds, "reference", json_real(ref_seconds));
+    events_emit(tr->ev, "metric",
+                json_pack("{s:s, s:i, s:f, s:b, s:i, s:s, s:i, s:f, s:s, s:{s:s, s:I}, s:o}",
+                          "name", res.metric, "step", step, "value", res.value, "available", 1,
+                          "samples", res.samples, "sampler", res.sampler, "steps", res.steps,
+                          "cfg", res.cfg, "extractor", res.extractor, "reference",
+                          "dataset_sha256", res.reference_sha256, "images",
+                          (json_int_t)res.reference_images, "seconds", seconds));
+    if (!isnan(res.accuracy))
+        events_emit(tr->ev, "metric",
+                    json_pack("{s:s, s:i, s:f, s:i, s:s}", "name", "classifier_accuracy", "step",
+                              step, "value", res.accuracy, "samples", res.samples, "extractor",
+                              res.extractor));
     return 0;
 }
 
@@ -501,8 +654,10 @@ int train_run(const dt_spec *spec, const dt_train_opts *o, char *err, size_t err
         int save = step % spec->checkpoint.every == 0 || step == spec->hp.steps || stop_now;
         int grid = (spec->eval.sample_every > 0 && step % spec->eval.sample_every == 0) ||
                    step == spec->hp.steps;
-        /* Nothing is reported or saved before its losses have been checked. */
-        if ((report || save || grid || tr.ring_n == TRAIN_LOSS_RING) &&
+        int fid = spec->eval.fid_every > 0 &&
+                  (step % spec->eval.fid_every == 0 || step == spec->hp.steps);
+        /* Nothing is reported, saved or evaluated before its losses have been checked. */
+        if ((report || save || grid || fid || tr.ring_n == TRAIN_LOSS_RING) &&
             train_check(&tr, step, saved, err, errlen))
             goto fail;
         double el = dt_now() - t_train;
@@ -512,6 +667,7 @@ int train_run(const dt_spec *spec, const dt_train_opts *o, char *err, size_t err
             saved = step;
         }
         if (grid && train_grid(&tr, step, err, errlen)) goto fail;
+        if (fid && !stop_now && train_evaluate(&tr, step, err, errlen)) goto fail;
         if (stop_now) break;
     }
     if (done > saved) { /* signalled between a save and the next step */

@@ -1,6 +1,7 @@
 /* train.h — one training job from spec to checkpoints: load and validate everything, build or
  * reuse the knowledge bank, train (pretrain / full / diff_tuning), write sample grids and
- * checkpoints, resume from the newest complete checkpoint in the output directory.
+ * checkpoints, evaluate the EMA weights (eval.fid_every: FID or fd_classifier as "metric"
+ * events, engine/eval.h), resume from the newest complete checkpoint in the output directory.
  *
  * Output directory: checkpoints/ (see checkpoint.h), samples/step_SSSSSSS.png. Events (see
  * events.h) describe every phase; `difftune train` prints them on stdout.
@@ -20,6 +21,13 @@ typedef struct {
     int log_every;         /* steps between progress events (>= 1); first and last always */
     int stop_after;        /* > 0: stop as if signalled once this step is done (tests, debugging) */
     int grid_size;         /* images in each sample grid (default 16 when 0) */
+    /* Evaluation (spec eval.fid_every > 0). Without inception_weights, or with a file that does
+     * not load, FID is reported unavailable with the reason and training goes on; a classifier
+     * named by eval.extractor that does not load rejects the job. */
+    const char *inception_weights; /* FID Inception safetensors, or NULL */
+    const char *eval_cache_dir;    /* reference-statistics cache (NULL = computed every run) */
+    const char *classifier_path;   /* the file of eval.extractor "classifier:<ref>" when <ref> is
+                                    * an id resolved by the caller; NULL = <ref> is the path */
     dt_events *events;
     volatile int *stop;    /* set asynchronously (SIGTERM): stop at the next step boundary */
 } dt_train_opts;

@@ -52,7 +52,8 @@ static void run_job_usage(FILE *f) {
         "Runs one attempt of a stored job as a worker of `difftune serve`, which spawns\n"
         "it; people normally never run it themselves. Reads the job from DIR/" DT_LAYOUT_DB ",\n"
         "trains into DIR/" DT_LAYOUT_JOBS "/JOB_ID/ (resuming from its newest complete\n"
-        "checkpoint) with knowledge banks under DIR/" DT_LAYOUT_BANKS "/, and prints one JSON\n"
+        "checkpoint) with knowledge banks under DIR/" DT_LAYOUT_BANKS "/ and reference statistics\n"
+        "under DIR/" DT_LAYOUT_EVAL_CACHE "/, and prints one JSON\n"
         "event per line on stdout (status, progress, sample, checkpoint, metric, log, error).\n"
         "It never writes the store.\n"
         "SIGTERM or SIGINT stops at the next step boundary after writing a checkpoint.\n"
@@ -61,6 +62,9 @@ static void run_job_usage(FILE *f) {
         "  --data-dir DIR     the server's data directory (required)\n"
         "  --device DEV       cpu | auto | cuda:N (default: the device the job was claimed for)\n"
         "  --log-every N      steps between progress events, 1..1000000000 (default 10)\n"
+        "  --inception-weights FILE\n"
+        "                     FID Inception weights (default $DIFFTUNE_INCEPTION_WEIGHTS, which\n"
+        "                     `difftune serve --inception-weights` sets for its workers)\n"
         "  -h, --help         show this help\n\n"
         "exit status: 0 done, 1 failed while training, 2 bad usage or rejected input,\n"
         "             3 stopped on request (a checkpoint was written; the job can resume)\n");
@@ -70,12 +74,15 @@ typedef struct {
     const char *job_id;
     const char *data_dir;
     const char *device; /* NULL = the job's claimed device */
+    const char *inception_weights; /* NULL = FID unavailable */
     long log_every;
 } run_job_args;
 
 /* Parses argv strictly; returns -1 after printing the problem (or 1 after --help). */
 static int run_job_parse_args(int argc, char **argv, run_job_args *a) {
-    *a = (run_job_args){.log_every = 10};
+    const char *env_weights = getenv("DIFFTUNE_INCEPTION_WEIGHTS");
+    *a = (run_job_args){.log_every = 10,
+                        .inception_weights = env_weights && env_weights[0] ? env_weights : NULL};
     for (int i = 1; i < argc; i++) {
         const char *opt = argv[i];
         if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
@@ -92,7 +99,8 @@ static int run_job_parse_args(int argc, char **argv, run_job_args *a) {
             continue;
         }
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(opt, "--data-dir") || !strcmp(opt, "--device") || !strcmp(opt, "--log-every")) {
+        if (!strcmp(opt, "--data-dir") || !strcmp(opt, "--device") || !strcmp(opt, "--log-every") ||
+            !strcmp(opt, "--inception-weights")) {
             if (!v || !v[0]) {
                 fprintf(stderr, "difftune run-job: %s needs a value (see --help)\n", opt);
                 return -1;
@@ -103,6 +111,8 @@ static int run_job_parse_args(int argc, char **argv, run_job_args *a) {
             a->data_dir = v;
         } else if (!strcmp(opt, "--device")) {
             a->device = v;
+        } else if (!strcmp(opt, "--inception-weights")) {
+            a->inception_weights = v;
         } else if (!strcmp(opt, "--log-every")) {
             if (cli_parse_int(v, 1, 1000000000, &a->log_every)) {
                 fprintf(stderr, "difftune run-job: --log-every must be an integer in "
@@ -175,14 +185,36 @@ static int run_job_resolve(dt_store *st, json_t *spec, const char *field, const 
     return 0;
 }
 
-/* Reads the job from the store: its spec with ids resolved to paths (*spec_out, new reference)
- * and the device it was claimed for (device, devlen bytes; "" when none). The store is closed
- * again before returning. Returns 0 or the run-job exit status. */
+#define RUN_JOB_CLASSIFIER "classifier:"
+
+/* The file of the classifier model eval.extractor names ("classifier:mdl_..."), into path
+ * (pathlen bytes; "" when the extractor is not a classifier id). The spec keeps the id: results
+ * name the extractor by it. Returns 0 or the run-job exit status. */
+static int run_job_classifier(dt_store *st, json_t *spec, char *path, size_t pathlen,
+                              dt_events *ev) {
+    const char *x = json_string_value(json_object_get(json_object_get(spec, "eval"), "extractor"));
+    path[0] = '\0';
+    size_t plen = strlen(RUN_JOB_CLASSIFIER);
+    if (!x || strncmp(x, RUN_JOB_CLASSIFIER, plen) || strncmp(x + plen, "mdl_", 4)) return 0;
+    char err[512], msg[1024];
+    int rc = store_model_path(st, x + plen, path, pathlen, err, sizeof err);
+    if (rc == DT_STORE_OK) return 0;
+    path[0] = '\0';
+    snprintf(msg, sizeof msg, "eval.extractor %s: %s", x, err);
+    return rc == DT_STORE_NOT_FOUND ? run_job_reject(ev, RUN_JOB_INVALID, "invalid_input", msg)
+                                    : run_job_reject(ev, RUN_JOB_FAILED, "store_error", msg);
+}
+
+/* Reads the job from the store: its spec with ids resolved to paths (*spec_out, new reference),
+ * the device it was claimed for (device, devlen bytes; "" when none) and the file of an
+ * eval.extractor classifier id (classifier, clen bytes; "" when none). The store is closed again
+ * before returning. Returns 0 or the run-job exit status. */
 static int run_job_load(const run_job_args *a, dt_events *ev, json_t **spec_out, char *device,
-                        size_t devlen) {
+                        size_t devlen, char *classifier, size_t clen) {
     char db[4200], err[512], msg[4800];
     *spec_out = NULL;
     device[0] = '\0';
+    classifier[0] = '\0';
     snprintf(db, sizeof db, "%s/%s", a->data_dir, DT_LAYOUT_DB);
     if (access(db, F_OK) != 0) {
         snprintf(msg, sizeof msg, "no store at %s: --data-dir must be the server's data "
@@ -222,6 +254,7 @@ static int run_job_load(const run_job_args *a, dt_events *ev, json_t **spec_out,
     }
     status = run_job_resolve(st, spec, "dataset", "ds_", ev);
     if (!status) status = run_job_resolve(st, spec, "base_model", "mdl_", ev);
+    if (!status) status = run_job_classifier(st, spec, classifier, clen, ev);
     if (status) {
         json_decref(spec);
         goto out;
@@ -237,13 +270,16 @@ out:
 
 /* Trains the parsed spec; returns the exit status. */
 static int run_job_train(const run_job_args *a, const dt_spec *spec, const char *device,
-                         dt_events *ev) {
-    char out_dir[4200], bank_dir[4200], err[1024] = "";
+                         const char *classifier, dt_events *ev) {
+    char out_dir[4200], bank_dir[4200], eval_cache[4200], err[1024] = "";
     snprintf(out_dir, sizeof out_dir, "%s/%s/%s", a->data_dir, DT_LAYOUT_JOBS, a->job_id);
     snprintf(bank_dir, sizeof bank_dir, "%s/%s", a->data_dir, DT_LAYOUT_BANKS);
+    snprintf(eval_cache, sizeof eval_cache, "%s/%s", a->data_dir, DT_LAYOUT_EVAL_CACHE);
     dt_train_opts o = {.out_dir = out_dir, .bank_dir = bank_dir,
                        .device = device[0] ? device : NULL, .log_every = (int)a->log_every,
-                       .events = ev, .stop = &run_job_stop_flag};
+                       .events = ev, .stop = &run_job_stop_flag,
+                       .inception_weights = a->inception_weights, .eval_cache_dir = eval_cache,
+                       .classifier_path = classifier[0] ? classifier : NULL};
     int rc = train_run(spec, &o, err, sizeof err);
     switch (rc) {
     case TRAIN_OK: return RUN_JOB_OK;
@@ -266,8 +302,9 @@ int cmd_run_job(int argc, char **argv) {
 
     dt_events ev = {.out = stdout};
     json_t *spec_json = NULL;
-    char device[64];
-    int status = run_job_load(&a, &ev, &spec_json, device, sizeof device);
+    char device[64], classifier[4096];
+    int status = run_job_load(&a, &ev, &spec_json, device, sizeof device, classifier,
+                              sizeof classifier);
     if (status) return status;
     if (a.device) snprintf(device, sizeof device, "%s", a.device);
 
@@ -288,5 +325,5 @@ int cmd_run_job(int argc, char **argv) {
     }
     fprintf(stderr, "difftune run-job: %s: %s on %s, pid %ld\n", a.job_id,
             spec_method_name(spec.method), device[0] ? device : spec.device, (long)getpid());
-    return run_job_train(&a, &spec, device, &ev);
+    return run_job_train(&a, &spec, device, classifier, &ev);
 }

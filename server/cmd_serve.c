@@ -15,6 +15,7 @@
 #include "cli.h"
 #include "clock.h"
 #include "fsutil.h"
+#include "inception.h"
 #include "layout.h"
 #include "store.h"
 #include "supervisor.h"
@@ -22,7 +23,7 @@
 #define SERVE_MAX_DEVICES 16
 
 typedef struct {
-    const char *host, *data_dir, *devices_arg;
+    const char *host, *data_dir, *devices_arg, *inception_weights;
     long port, slots, threads, max_upload_mb, grace_s, log_every, heartbeat_s;
     int durable;
 } serve_opts;
@@ -59,7 +60,12 @@ static void serve_usage(FILE *f) {
         "  --log-every N          training steps between progress events (default 10)\n"
         "  --sse-heartbeat S      seconds of silence before an event stream gets a comment line\n"
         "                         (default 15; keeps proxies from closing idle streams)\n"
-        "  --durable              fsync every store commit (default: WAL with synchronous=NORMAL)\n");
+        "  --durable              fsync every store commit (default: WAL with synchronous=NORMAL)\n"
+        "  --inception-weights FILE\n"
+        "                         FID Inception weights for jobs' eval.fid_every (pytorch-fid's state\n"
+        "                         dict as safetensors; README: Evaluation); checked at start (default\n"
+        "                         $DIFFTUNE_INCEPTION_WEIGHTS; without them jobs report FID\n"
+        "                         unavailable)\n");
 }
 
 static int serve_bad(const char *fmt, const char *what) {
@@ -70,8 +76,9 @@ static int serve_bad(const char *fmt, const char *what) {
 }
 
 static int serve_parse(int argc, char **argv, serve_opts *o) {
-    const char *env = getenv("DIFFTUNE_DATA_DIR");
+    const char *env = getenv("DIFFTUNE_DATA_DIR"), *weights = getenv("DIFFTUNE_INCEPTION_WEIGHTS");
     *o = (serve_opts){.host = "127.0.0.1", .data_dir = env && env[0] ? env : "difftune-data",
+                      .inception_weights = weights && weights[0] ? weights : NULL,
                       .devices_arg = "auto", .port = 8080, .slots = 1, .max_upload_mb = 4096,
                       .grace_s = 10, .log_every = 10, .heartbeat_s = 15};
     for (int i = 1; i < argc; i++) {
@@ -83,6 +90,7 @@ static int serve_parse(int argc, char **argv, serve_opts *o) {
         if (!strcmp(a, "--host")) o->host = v;
         else if (!strcmp(a, "--data-dir")) o->data_dir = v;
         else if (!strcmp(a, "--devices")) o->devices_arg = v;
+        else if (!strcmp(a, "--inception-weights")) o->inception_weights = v;
         else if (!strcmp(a, "--port")) { if (cli_parse_int(v, 0, 65535, &o->port)) return serve_bad("%s must be 0..65535", a); }
         else if (!strcmp(a, "--slots-per-device")) { if (cli_parse_int(v, 0, 64, &o->slots)) return serve_bad("%s must be 0..64", a); }
         else if (!strcmp(a, "--threads")) { if (cli_parse_int(v, 1, 256, &o->threads)) return serve_bad("%s must be 1..256", a); }
@@ -140,6 +148,33 @@ static int serve_devices(const char *arg, char names[SERVE_MAX_DEVICES][32], int
         fprintf(stderr, "difftune serve: --devices is empty\n");
         return -1;
     }
+    return 0;
+}
+
+/* The FID Inception weights: loaded once here so a bad file stops the server at start rather
+ * than every job at its first evaluation; workers find the absolute path in
+ * DIFFTUNE_INCEPTION_WEIGHTS (their environment is copied from ours). Without weights the
+ * variable is removed, and jobs report FID unavailable. Returns 0 or -1 after printing why. */
+static int serve_inception(const char *weights) {
+    if (!weights) {
+        unsetenv("DIFFTUNE_INCEPTION_WEIGHTS");
+        fprintf(stderr, "difftune serve: no --inception-weights: jobs report FID as unavailable "
+                "(README: Evaluation)\n");
+        return 0;
+    }
+    char path[PATH_MAX], err[1024];
+    dt_inception *net = NULL;
+    if (!realpath(weights, path)) {
+        fprintf(stderr, "difftune serve: --inception-weights %s: %s\n", weights, strerror(errno));
+        return -1;
+    }
+    if (inception_load(&net, path, err, sizeof err)) {
+        fprintf(stderr, "difftune serve: --inception-weights %s: %s\n", weights, err);
+        return -1;
+    }
+    inception_free(net);
+    setenv("DIFFTUNE_INCEPTION_WEIGHTS", path, 1);
+    fprintf(stderr, "difftune serve: FID with the Inception weights %s\n", path);
     return 0;
 }
 
@@ -234,6 +269,7 @@ int cmd_serve(int argc, char **argv) {
     char devices[SERVE_MAX_DEVICES][32];
     int n_devices;
     if (serve_devices(o.devices_arg, devices, &n_devices)) return 2;
+    if (serve_inception(o.inception_weights)) return 2;
     const char *device_names[SERVE_MAX_DEVICES];
     for (int i = 0; i < n_devices; i++) device_names[i] = devices[i];
 

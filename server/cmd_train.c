@@ -31,6 +31,12 @@ static void train_usage(FILE *f) {
         "  --out DIR          output directory (required; created)\n"
         "  --bank-dir DIR     knowledge-bank cache (default $DIFFTUNE_BANK_DIR, else\n"
         "                     $HOME/.cache/difftune/banks)\n"
+        "  --inception-weights FILE\n"
+        "                     FID Inception weights (pytorch-fid's state dict as safetensors; see\n"
+        "                     README: Evaluation) for eval.fid_every (default\n"
+        "                     $DIFFTUNE_INCEPTION_WEIGHTS; without them FID is reported unavailable)\n"
+        "  --eval-cache DIR   reference-statistics cache (default $DIFFTUNE_EVAL_CACHE, else\n"
+        "                     $HOME/.cache/difftune/eval)\n"
         "  --device DEV       cpu | auto | cuda:N (default: the spec's \"device\")\n"
         "  --precision P      auto | bf16 | fp32: matrix-product inputs on a GPU (default: the\n"
         "                     spec's hyperparameters.precision; the CPU always runs fp32)\n"
@@ -45,10 +51,11 @@ static void train_usage(FILE *f) {
 
 int cmd_train(int argc, char **argv) {
     const char *spec_path = NULL, *out = NULL, *bank_dir = getenv("DIFFTUNE_BANK_DIR"), *device = NULL,
-               *precision = NULL;
+               *precision = NULL, *inception = getenv("DIFFTUNE_INCEPTION_WEIGHTS"),
+               *eval_cache = getenv("DIFFTUNE_EVAL_CACHE");
     long log_every = 10, stop_after = 0, grid = 16;
     int quiet = 0, text_mode = 0;
-    char home_bank[4096];
+    char home_bank[4096], home_eval[4096];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -59,6 +66,8 @@ int cmd_train(int argc, char **argv) {
         if (!strcmp(a, "--spec")) spec_path = v;
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--bank-dir")) bank_dir = v;
+        else if (!strcmp(a, "--inception-weights")) inception = v;
+        else if (!strcmp(a, "--eval-cache")) eval_cache = v;
         else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--precision")) {
             if (dt_precision_parse(v, NULL, &(dt_precision){0})) { fprintf(stderr, "difftune train: --precision must be auto, bf16 or fp32\n"); return 2; }
@@ -103,6 +112,11 @@ int cmd_train(int argc, char **argv) {
         snprintf(home_bank, sizeof home_bank, "%s/.cache/difftune/banks", home ? home : ".");
         bank_dir = home_bank;
     }
+    if (!eval_cache || !eval_cache[0]) {
+        const char *home = getenv("HOME");
+        snprintf(home_eval, sizeof home_eval, "%s/.cache/difftune/eval", home ? home : ".");
+        eval_cache = home_eval;
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = train_on_signal;
@@ -112,7 +126,9 @@ int cmd_train(int argc, char **argv) {
     dt_events ev = {.out = stdout, .quiet = quiet, .text = text_mode};
     dt_train_opts o = {.out_dir = out, .bank_dir = bank_dir, .device = device, .precision = precision,
                        .log_every = (int)log_every, .stop_after = (int)stop_after,
-                       .grid_size = (int)grid, .events = &ev, .stop = &train_stop_flag};
+                       .grid_size = (int)grid, .events = &ev, .stop = &train_stop_flag,
+                       .inception_weights = inception && inception[0] ? inception : NULL,
+                       .eval_cache_dir = eval_cache};
     char err[1024] = "";
     int rc = train_run(&spec, &o, err, sizeof err);
     switch (rc) {

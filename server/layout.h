@@ -7,6 +7,7 @@
  *   DIR/jobs/<job_id>/samples/         step_NNNNNNN.png
  *   DIR/jobs/<job_id>/log/worker.log   the workers' stderr, every attempt appended
  *   DIR/banks/<key>/                   knowledge banks shared by jobs with the same base and settings
+ *   DIR/eval-cache/<key>.safetensors   reference statistics of a dataset for an extractor (eval.h)
  *   DIR/tmp/                           uploads in flight (removed when done)
  */
 #ifndef DT_LAYOUT_H
@@ -18,6 +19,7 @@
 #define DT_LAYOUT_MODEL_FILE "model.safetensors"
 #define DT_LAYOUT_JOBS "jobs"
 #define DT_LAYOUT_BANKS "banks"
+#define DT_LAYOUT_EVAL_CACHE "eval-cache"
 #define DT_LAYOUT_TMP "tmp"
 #define DT_LAYOUT_WORKER_LOG "log/worker.log"
 

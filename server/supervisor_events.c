@@ -31,10 +31,12 @@ static int sup_append(sup_worker *w, const char *type, json_t *data, double ts) 
     return 1;
 }
 
+/* detail: what the point records besides its value (may be NULL). */
 static void sup_metric(sup_worker *w, const char *name, json_int_t step, json_t *value,
-                       double ts) {
+                       json_t *detail, double ts) {
     char err[512];
-    if (store_metric_append(w->sup->store, w->job_id, name, step, value, ts, err, sizeof err))
+    if (store_metric_append_detail(w->sup->store, w->job_id, name, step, value, detail, ts, err,
+                                   sizeof err))
         sup_log("job %s: storing metric %s failed: %s", w->job_id, name, err);
 }
 
@@ -50,14 +52,15 @@ static int sup_on_progress(sup_worker *w, json_t *p, double ts) {
     if (phase && !strcmp(phase, "training") && json_is_integer(step)) {
         for (size_t i = 0; i < sizeof series / sizeof series[0]; i++) {
             json_t *v = json_object_get(p, series[i]);
-            if (json_is_number(v)) sup_metric(w, series[i], json_integer_value(step), v, ts);
+            if (json_is_number(v)) sup_metric(w, series[i], json_integer_value(step), v, NULL, ts);
         }
     }
     return sup_append(w, "progress", p, ts);
 }
 
 /* metric: one point of series "name" at "step" (0 when the event has none, e.g. the knowledge
- * bank's); its value is the "value" field, else the rest of the event. */
+ * bank's); its value is the "value" field, with the rest of the event as the point's detail (an
+ * FID's sample count, sampler, reference set), else the value is the rest of the event. */
 static int sup_on_metric(sup_worker *w, json_t *m, double ts) {
     const char *name = json_string_value(json_object_get(m, "name"));
     json_t *step = json_object_get(m, "step");
@@ -65,13 +68,14 @@ static int sup_on_metric(sup_worker *w, json_t *m, double ts) {
         sup_log("job %s: ignoring a metric event without a name or with a bad step", w->job_id);
         return 0;
     }
-    json_t *value = json_object_get(m, "value"), *rest = NULL;
-    if (!value) {
-        value = rest = json_copy(m);
+    json_t *value = json_object_get(m, "value"), *rest = json_copy(m);
+    if (rest) {
         json_object_del(rest, "name");
         json_object_del(rest, "step");
+        json_object_del(rest, "value");
     }
-    if (value) sup_metric(w, name, step ? json_integer_value(step) : 0, value, ts);
+    if (value) sup_metric(w, name, step ? json_integer_value(step) : 0, value, rest, ts);
+    else if (rest) sup_metric(w, name, step ? json_integer_value(step) : 0, rest, NULL, ts);
     json_decref(rest);
     return sup_append(w, "metric", m, ts);
 }

@@ -120,6 +120,30 @@ http GET /models; expect_status 200 "list models"
 check "two models" [ "$(jb '.data | length')" = 2 ]
 http GET "/models/$MDL"; expect_status 200 "get model"
 http GET /models/mdl_nothere; expect_error 404 not_found - "unknown model"
+check "a DiT upload is kind dit" [ "$(curl -sS "$URL/models/$MDL" | jq -r .kind)" = dit ]
+
+# ---- classifier models (difftune classifier train; __metadata__.difftune_kind "classifier") ----
+"$BIN" classifier train --dataset "$TMP/solid" --image-size 8 --epochs 1 --batch 8 \
+  --out "$TMP/clf.safetensors" --quiet >/dev/null 2>&1 || bad "train a classifier"
+http POST "/models?name=shapes" --data-binary "@$TMP/clf.safetensors" -H 'Content-Type: application/octet-stream'
+expect_status 201 "classifier upload"
+CLF=$(jb .id)
+check "classifier kind and config" [ "$(jb '[.kind, .config.image_size, .config.channels, .config.num_classes, .config.features] | join(",")')" = "classifier,8,3,3,256" ]
+check "classifier class names" [ "$(jb '.config.class_names | join(",")')" = "circle,square,triangle" ]
+http GET "/models?limit=100"; expect_status 200 "list models with a classifier"
+check "the list shows each model's kind" [ "$(jb "[.data[] | select(.id == \"$CLF\" or .id == \"$MDL\") | .kind] | sort | join(\",\")")" = "classifier,dit" ]
+"$PY" - "$TMP/clf.safetensors" "$TMP/clf_bad.safetensors" <<'PY'
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+head = json.loads(raw[8:8 + n])
+head["conv2.weight"]["shape"] = [32, 64, 3, 3]  # the same bytes under a wrong shape
+text = json.dumps(head).encode()
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+PY
+http POST /models --data-binary "@$TMP/clf_bad.safetensors" -H 'Content-Type: application/octet-stream'
+expect_error 422 invalid_model file "classifier with a mis-shaped tensor"
+check "the message names the tensor and its shapes" grep -q "tensor 'conv2.weight' has the wrong shape (32, 64, 3, 3)" "$TMP/body"
 
 # ---- jobs: creation and its errors ------------------------------------------------------------
 job_body() { # job_body EXTRA_JSON
@@ -144,6 +168,8 @@ post_job -d '{"method": "pretrain", "dataset": "/etc"}'; expect_error 400 invali
 post_job -d '{"method": "pretrain", "dataset": "ds_000000000000000000000000"}'; expect_error 404 not_found dataset "unknown dataset"
 post_job -d '{"method": "full", "dataset": "'"$DS"'", "base_model": "mdl_000000000000000000000000"}'
 expect_error 404 not_found base_model "unknown base model"
+post_job -d '{"method": "full", "dataset": "'"$DS"'", "base_model": "'"$CLF"'"}'
+expect_error 400 invalid_value base_model "a classifier as base model"
 post_job -d "$(job_body ', "device": "cuda:3"')"; expect_error 400 invalid_value device "a device this server lacks"
 http POST /jobs -d "$(job_body '')" -H 'Content-Type: text/plain'; expect_error 415 unsupported_media_type Content-Type "jobs as text/plain"
 head -c $((1100 * 1024)) /dev/zero | tr '\0' ' ' >"$TMP/huge.json"

@@ -48,6 +48,13 @@ http GET "/jobs/$BASEJOB"
 check "finished job: attempt 1, step 60, finished_at" [ "$(jb '[.attempt, .progress.step, (.finished_at > .started_at)] | join(",")')" = "1,60,true" ]
 http GET "/jobs/$BASEJOB/metrics"; expect_status 200 "metrics"
 check "loss series recorded by step" [ "$(jb '.series.loss | length')" -ge 5 ]
+# FID is due at the last step (eval.fid_every defaults to 1000); this server has no Inception
+# weights, so the job reports it unavailable, with the reason, and still succeeds
+check "the fid series holds the unavailable point with its reason" \
+  [ "$(jb '.series.fid | map("\(.step) \(.value) \(.available) \(.reason | test("--inception-weights"))") | join(",")')" = "60 null false true" ]
+http GET "/jobs/$BASEJOB"
+check "the job object carries the latest evaluation" \
+  [ "$(jb '[.evaluation.fid.step, .evaluation.fid.available, (.evaluation | has("fd_classifier"))] | map(tostring) | join(",")')" = "60,false,false" ]
 http GET "/jobs/$BASEJOB/samples"; expect_status 200 "samples"
 SAMPLE_URL=$(jb '.data[0].url')
 curl -sS -o "$TMP/grid.png" "$URL$SAMPLE_URL"
@@ -75,6 +82,15 @@ http GET "/jobs/$BASEJOB/checkpoints/$NAME" -H "If-None-Match: \"$SHA\""; expect
 http POST /models -H 'Content-Type: application/json' -d "{\"job\": \"$BASEJOB\", \"checkpoint\": \"$NAME\", \"name\": \"solid base\"}"
 expect_status 201 "promote a checkpoint"; MDL=$(jb .id)
 check "promoted model remembers its source" [ "$(jb '[.source_job, .source_checkpoint] | join(",")')" = "$BASEJOB,$NAME" ]
+EVAL_JOB="\"method\": \"full\", \"base_model\": \"$MDL\", \"dataset\": \"$OUTLINE\""
+http POST /jobs -H 'Content-Type: application/json' -d "{$EVAL_JOB, \"eval\": {\"extractor\": \"classifier:/etc/passwd\"}}"
+expect_error 400 invalid_value eval.extractor "a classifier must be a model id, never a server path"
+http POST /jobs -H 'Content-Type: application/json' -d "{$EVAL_JOB, \"eval\": {\"extractor\": \"classifier:mdl_000000000000000000000000\"}}"
+expect_error 404 not_found eval.extractor "a classifier id that does not exist"
+http POST /jobs -H 'Content-Type: application/json' -d "{$EVAL_JOB, \"eval\": {\"extractor\": \"classifier:$MDL\"}}"
+expect_error 400 invalid_value eval.extractor "a DiT is not a classifier"
+http POST /jobs -H 'Content-Type: application/json' -d "{$EVAL_JOB, \"eval\": {\"extractor\": \"clip\"}}"
+expect_error 400 invalid_value eval.extractor "an unknown extractor"
 submit "{\"method\": \"diff_tuning\", \"base_model\": \"$MDL\", \"dataset\": \"$OUTLINE\",
   \"hyperparameters\": {\"steps\": 30, \"batch_size\": 8, \"learning_rate\": 1e-3},
   \"diff_tuning\": {\"bank_size\": 16, \"bank_steps\": 5}, \"eval\": {\"sample_every\": 0}, \"checkpoint\": {\"every\": 30}}"
@@ -82,6 +98,21 @@ DT=$JOB
 wait_status "$DT" succeeded 120; check "diff_tuning job succeeded" [ $? -eq 0 ]
 check "the bank was built and the bank loss reported" \
   [ "$(curl -sS "$URL/jobs/$DT/metrics" | jq '.series.loss_bank | length')" -ge 1 ]
+
+# ---- a classifier model as the evaluation's extractor: the worker resolves the id to its file ---
+"$BIN" classifier train --dataset "$TMP/outline" --image-size 8 --epochs 2 --out "$TMP/clf.safetensors" >/dev/null 2>&1
+http POST "/models?name=outline-classifier" --data-binary "@$TMP/clf.safetensors" -H 'Content-Type: application/octet-stream'
+expect_status 201 "upload a classifier"; CLF=$(jb .id)
+submit "{\"method\": \"full\", \"base_model\": \"$MDL\", \"dataset\": \"$OUTLINE\",
+  \"hyperparameters\": {\"steps\": 4, \"batch_size\": 4}, \"checkpoint\": {\"every\": 4},
+  \"eval\": {\"sample_every\": 0, \"fid_every\": 2, \"fid_samples\": 4, \"steps\": 2, \"extractor\": \"classifier:$CLF\"}}"
+EV=$JOB
+wait_status "$EV" succeeded 120; check "a job evaluated by a classifier succeeded" [ $? -eq 0 ]
+http GET "/jobs/$EV"
+check "its evaluation: fd_classifier and the accuracy at the last step, named for the classifier" \
+  [ "$(jb '[.evaluation.fd_classifier.step, (.evaluation.fd_classifier.value | type), .evaluation.fd_classifier.extractor, .evaluation.classifier_accuracy.step, (.evaluation.classifier_accuracy.value <= 1), (.evaluation | has("fid"))] | map(tostring) | join(",")')" = "4,number,classifier:$CLF,4,true,false" ]
+check "two fd_classifier points in the series" \
+  [ "$(curl -sS "$URL/jobs/$EV/metrics?name=fd_classifier" | jq -r '[.series.fd_classifier[] | "\(.step):\(.samples)"] | join(",")')" = "2:4,4:4" ]
 
 # ---- SSE: disconnect mid-job and resume with Last-Event-ID: nothing lost, nothing repeated -------
 pretrain 1500 500; LONG=$JOB

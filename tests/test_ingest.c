@@ -1,12 +1,13 @@
 /* test_ingest.c — uploads: safe archive extraction (tar, tar.gz, zip), locating and validating
  * image-folder and IDX datasets, refusal of unsafe or broken archives with the destination
- * removed, limits, and validation of safetensors DiT checkpoints.
+ * removed, limits, and validation of safetensors DiT checkpoints and difftune classifiers.
  *
  * Archives are built here with libarchive's write side from PNGs written by the engine, so each
  * case controls exactly which members (and which hostile ones) an archive holds.
  */
 #include "check.h"
 #include "checkpoint.h"
+#include "classifier.h"
 #include "fsutil.h"
 #include "image.h"
 #include "ingest.h"
@@ -523,6 +524,7 @@ static void test_model(dt_backend *be) {
           json_int_is(mo.config, "num_classes", 4) &&
           json_is_true(json_object_get(mo.config, "learn_sigma")), "config read back wrong");
     CHECK(json_object_get(mo.config, "arch") == NULL, "a custom size got a preset arch");
+    CHECK(!strcmp(mo.kind, "dit"), "kind %s", mo.kind);
     size_t len = 0;
     uint8_t *bytes = check_read_file(path, &len);
     char want_sha[65];
@@ -598,6 +600,99 @@ static void test_model_inferred(dt_backend *be) {
     dit_model_free(&m);
 }
 
+/* Rewrites the tensors of the classifier file src to dst: one tensor renamed (rename ->
+ * rename_to) or with its first two dimensions swapped (transpose), the metadata as kv (NULL =
+ * src's own). */
+static void rewrite_classifier(const char *src, const char *dst, const char *rename,
+                               const char *rename_to, const char *transpose, const char *const *kv) {
+    st_file f = {0};
+    if (safetensors_open(&f, src, err, sizeof err) != 0) { fprintf(stderr, "%s\n", err); exit(2); }
+    st_write_tensor t[16];
+    const char *meta[2 * 16 + 1];
+    int nm = 0;
+    for (int i = 0; i < f.n && i < 16; i++) {
+        const st_tensor *x = &f.tensors[i];
+        t[i] = (st_write_tensor){x->name, x->dtype, x->ndim, {0}, f.data + x->offset};
+        for (int d = 0; d < x->ndim; d++) t[i].shape[d] = x->shape[d];
+        if (rename && !strcmp(x->name, rename)) t[i].name = rename_to;
+        if (transpose && !strcmp(x->name, transpose)) {
+            t[i].shape[0] = x->shape[1];
+            t[i].shape[1] = x->shape[0];
+        }
+    }
+    for (int i = 0; i < f.n_meta && i < 16; i++) {
+        meta[nm++] = f.meta_keys[i];
+        meta[nm++] = f.meta_values[i];
+    }
+    meta[nm] = NULL;
+    if (safetensors_write(dst, t, f.n, kv ? kv : meta, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        exit(2);
+    }
+    safetensors_close(&f);
+}
+
+/* A difftune classifier is recognised by its metadata, validated by classifier_load and
+ * described from its metadata; a broken one is refused naming the tensor. */
+static void test_model_classifier(void) {
+    /* A tiny grey 8x8 dataset of two classes, trained for one epoch: any file will do. */
+    dt_dataset ds = {.n = 6, .C = 1, .H = 8, .W = 8, .num_classes = 2};
+    uint8_t images[6 * 64];
+    int32_t labels[6] = {0, 0, 0, 1, 1, 1};
+    char n0[] = "dots", n1[] = "stripes", *names[2] = {n0, n1};
+    for (int i = 0; i < 6 * 64; i++) images[i] = (uint8_t)(i * 37 + (i / 64) * 11);
+    ds.images = images;
+    ds.labels = labels;
+    ds.class_names = names;
+    dt_classifier_opts o;
+    classifier_opts_defaults(&o);
+    o.epochs = 1;
+    o.held_out = 0.34;
+    char *path = check_path(tmp, "classifier.safetensors");
+    CHECK(classifier_train(&ds, &o, path, NULL, NULL, err, sizeof err) == 0, "train: %s", err);
+
+    dt_ingest_model mo;
+    int rc = ingest_model(path, &mo, err, sizeof err);
+    CHECK(rc == DT_INGEST_OK, "classifier: %d %s", rc, err);
+    if (rc == DT_INGEST_OK) {
+        CHECK(!strcmp(mo.kind, "classifier"), "kind %s", mo.kind);
+        CHECK(json_int_is(mo.config, "image_size", 8) && json_int_is(mo.config, "channels", 1) &&
+              json_int_is(mo.config, "num_classes", 2) &&
+              json_int_is(mo.config, "features", CLASSIFIER_FEATURES) &&
+              json_is_number(json_object_get(mo.config, "held_out_accuracy")) &&
+              json_is_number(json_object_get(mo.config, "train_accuracy")),
+              "classifier config read back wrong");
+        json_t *cn = json_object_get(mo.config, "class_names");
+        CHECK(json_array_size(cn) == 2 &&
+              !strcmp(json_string_value(json_array_get(cn, 1)) ? json_string_value(json_array_get(cn, 1)) : "", "stripes"),
+              "class names");
+        CHECK(mo.sha256[0] && mo.bytes > 0, "hash and size");
+        json_decref(mo.config);
+    }
+    char *alt = check_path(tmp, "classifier_alt.safetensors");
+    rewrite_classifier(path, alt, NULL, NULL, NULL, NULL);
+    rc = ingest_model(alt, &mo, err, sizeof err);
+    CHECK(rc == DT_INGEST_OK, "rewritten classifier: %d %s", rc, err);
+    if (rc == DT_INGEST_OK) json_decref(mo.config);
+    rewrite_classifier(path, alt, NULL, NULL, "fc1.weight", NULL);
+    expect_model_refused(alt, "tensor 'fc1.weight' has the wrong shape (128, 256)",
+                         "classifier with a transposed tensor");
+    rewrite_classifier(path, alt, "conv2.weight", "conv2.w", NULL, NULL);
+    expect_model_refused(alt, "unexpected tensor 'conv2.w'", "classifier with a renamed tensor");
+    const char *dit_like[] = {"format", CHECKPOINT_FORMAT, NULL};
+    rewrite_classifier(path, alt, NULL, NULL, NULL, dit_like);
+    expect_model_refused(alt, "not a DiT checkpoint",
+                         "classifier tensors without the classifier metadata");
+    const char *vae[] = {"difftune_kind", "vae", NULL};
+    rewrite_classifier(path, alt, NULL, NULL, NULL, vae);
+    expect_model_refused(alt, "difftune_kind is \"vae\"", "an unknown difftune_kind");
+    const char *classes9[] = {"difftune_kind", "classifier", "image_size", "8", "channels", "1",
+                              "num_classes", "9", NULL};
+    rewrite_classifier(path, alt, NULL, NULL, NULL, classes9);
+    expect_model_refused(alt, "'fc2.weight' has the wrong shape (2, 256)",
+                         "metadata class count disagreeing with the tensors");
+}
+
 int main(void) {
     snprintf(tmp, sizeof tmp, "%s", check_tmpdir("ingest"));
     png_a = make_png(12, 10, &png_a_len);
@@ -620,6 +715,7 @@ int main(void) {
     test_model(be);
     test_model_inferred(be);
     be->destroy(be);
+    test_model_classifier();
 
     free(png_a);
     free(png_b);

@@ -54,6 +54,7 @@ static void check_spec_equal(const dt_spec *a, const dt_spec *b, const char *wha
     EQ_I(diff_tuning.bank_size); EQ_S(diff_tuning.bank_sampler); EQ_I(diff_tuning.bank_steps);
     EQ_D(diff_tuning.bank_cfg);
     EQ_I(eval.sample_every); EQ_I(eval.fid_every); EQ_I(eval.fid_samples);
+    EQ_S(eval.extractor); EQ_S(eval.sampler); EQ_I(eval.steps); EQ_D(eval.cfg);
     EQ_I(checkpoint.every); EQ_I(checkpoint.keep);
     EQ_S(device); EQ_I(priority);
     /* spec_defaults zeroes padding and string tails, so equal specs are equal bytes too; this
@@ -88,6 +89,9 @@ static void test_defaults(void)
           s.diff_tuning.bank_cfg == 1.5, "diff_tuning defaults");
     CHECK(s.eval.sample_every == 500 && s.eval.fid_every == 1000 && s.eval.fid_samples == 5000,
           "eval defaults");
+    CHECK(!strcmp(s.eval.extractor, "inception") && !strcmp(s.eval.sampler, "ddim") &&
+          s.eval.steps == 50 && s.eval.cfg == 1.5, "eval sampling defaults");
+    CHECK(spec_eval_classifier(&s) == NULL, "inception names no classifier");
     CHECK(s.checkpoint.every == 1000 && s.checkpoint.keep == 3, "checkpoint defaults");
     CHECK(!strcmp(s.device, "auto") && s.priority == 0, "device/priority defaults");
 
@@ -141,7 +145,8 @@ static void test_example(void)
         "\"precision\":\"fp32\"},"
         "\"diff_tuning\":{\"power\":0.5,\"replay_ratio\":0,\"replay_weight\":2,\"bank_size\":1,"
         "\"bank_sampler\":\"ddim\",\"bank_steps\":1000,\"bank_cfg\":1},\"eval\":{\"sample_every\":0,"
-        "\"fid_every\":0,\"fid_samples\":2},\"checkpoint\":{\"every\":1,\"keep\":1},"
+        "\"fid_every\":0,\"fid_samples\":2,\"extractor\":\"classifier:mdl_0123\",\"sampler\":\"ddpm\","
+        "\"steps\":1000,\"cfg\":4.5},\"checkpoint\":{\"every\":1,\"keep\":1},"
         "\"device\":\"cuda:3\",\"priority\":-100}";
     rc = parse_str(&s, all, &e);
     CHECK(rc == 0, "all fields: %s %s: %s", e.code, e.param, e.message);
@@ -159,6 +164,10 @@ static void test_example(void)
           !strcmp(s.diff_tuning.bank_sampler, "ddim") && s.diff_tuning.bank_steps == 1000 &&
           s.diff_tuning.bank_cfg == 1, "diff_tuning");
     CHECK(s.eval.sample_every == 0 && s.eval.fid_every == 0 && s.eval.fid_samples == 2, "eval");
+    CHECK(!strcmp(s.eval.extractor, "classifier:mdl_0123") && !strcmp(s.eval.sampler, "ddpm") &&
+          s.eval.steps == 1000 && s.eval.cfg == 4.5, "eval sampling");
+    CHECK(spec_eval_classifier(&s) && !strcmp(spec_eval_classifier(&s), "mdl_0123"),
+          "the classifier named by eval.extractor");
     CHECK(s.checkpoint.every == 1 && s.checkpoint.keep == 1, "checkpoint");
     CHECK(!strcmp(s.device, "cuda:3") && s.priority == -100, "device, priority");
 
@@ -212,6 +221,9 @@ static void test_accepted(void)
         "\"diff_tuning\":{\"replay_ratio\":0.9999999999999999}}",
         "{\"base_model\":\"m\",\"dataset\":\"d\",\"diff_tuning\":{\"power\":4,\"replay_ratio\":0.0}}",
         "{\"base_model\":\"m\",\"dataset\":\"d\",\"eval\":{\"fid_samples\":2}}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"eval\":{\"extractor\":\"inception\",\"steps\":1,"
+        "\"cfg\":1}}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"eval\":{\"extractor\":\"classifier:/x/c.safetensors\"}}",
         "{\"dataset\":\"d\",\"method\":\"pretrain\",\"base_model\":null}",
         "{\"dataset\":\"d\",\"method\":\"pretrain\",\"base_model\":\"\"}",
         "{\"dataset\":\"d\",\"method\":\"pretrain\",\"model\":{\"arch\":\"custom\",\"depth\":1,"
@@ -498,6 +510,19 @@ static const bad_case bad_cases[] = {
     {BASE_EXAMPLE, "{\"eval\":{\"fid_samples\":1.5}}", NULL, "invalid_type", "eval.fid_samples"},
     {BASE_EXAMPLE, "{\"eval\":{\"fid_samples\":1}}", NULL, "invalid_value", "eval.fid_samples"},
     {BASE_EXAMPLE, "{\"eval\":{\"fid_samples\":0}}", NULL, "invalid_value", "eval.fid_samples"},
+    {BASE_EXAMPLE, "{\"eval\":{\"extractor\":1}}", NULL, "invalid_type", "eval.extractor"},
+    {BASE_EXAMPLE, "{\"eval\":{\"extractor\":\"clip\"}}", NULL, "invalid_value", "eval.extractor"},
+    {BASE_EXAMPLE, "{\"eval\":{\"extractor\":\"classifier:\"}}", NULL, "invalid_value",
+     "eval.extractor"},
+    {BASE_EXAMPLE, "{\"eval\":{\"extractor\":\"Inception\"}}", NULL, "invalid_value",
+     "eval.extractor"},
+    {BASE_EXAMPLE, "{\"eval\":{\"sampler\":\"euler\"}}", NULL, "invalid_value", "eval.sampler"},
+    {BASE_EXAMPLE, "{\"eval\":{\"sampler\":null}}", NULL, "invalid_type", "eval.sampler"},
+    {BASE_EXAMPLE, "{\"eval\":{\"steps\":0}}", NULL, "invalid_value", "eval.steps"},
+    {BASE_EXAMPLE, "{\"eval\":{\"steps\":1001}}", NULL, "invalid_value", "eval.steps"},
+    {BASE_EXAMPLE, "{\"eval\":{\"steps\":50.0}}", NULL, "invalid_type", "eval.steps"},
+    {BASE_EXAMPLE, "{\"eval\":{\"cfg\":0.99}}", NULL, "invalid_value", "eval.cfg"},
+    {BASE_EXAMPLE, "{\"eval\":{\"cfg\":\"1.5\"}}", NULL, "invalid_type", "eval.cfg"},
     /* checkpoint */
     {BASE_EXAMPLE, "{\"checkpoint\":{\"every\":1000.0}}", NULL, "invalid_type", "checkpoint.every"},
     {BASE_EXAMPLE, "{\"checkpoint\":{\"every\":0}}", NULL, "invalid_value", "checkpoint.every"},
@@ -711,7 +736,8 @@ static void test_canonical(void)
                                      "seed", "precision", NULL};
     static const char *const dt[] = {"power", "replay_ratio", "replay_weight", "bank_size",
                                      "bank_sampler", "bank_steps", "bank_cfg", NULL};
-    static const char *const ev[] = {"sample_every", "fid_every", "fid_samples", NULL};
+    static const char *const ev[] = {"sample_every", "fid_every", "fid_samples", "extractor",
+                                     "sampler", "steps", "cfg", NULL};
     static const char *const ck[] = {"every", "keep", NULL};
     check_keys(j, top, "top");
     check_keys(json_object_get(j, "model"), model, "model");

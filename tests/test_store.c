@@ -746,6 +746,66 @@ static void test_metrics(dt_store *s) {
     json_decref(fid);
 }
 
+/* Points with detail (what an evaluation records besides its value) and the newest point of
+ * each series (the job object's "evaluation"). */
+static void test_metric_detail_latest(dt_store *s) {
+    char id[DT_STORE_ID_MAX];
+    make_job(s, 0, "auto", id);
+    static const char *const names[] = {"fid", "fd_classifier", "classifier_accuracy"};
+    json_t *m = NULL;
+    OK(store_metric_latest(s, id, names, 3, &m, err, E));
+    CHECK(json_is_object(m) && json_object_size(m) == 0, "no evaluation yet: {}");
+    json_decref(m);
+
+    for (int step = 100; step <= 300; step += 100) { /* stored out of order: 100, 300, 200 */
+        int at = step == 200 ? 300 : step == 300 ? 200 : step;
+        json_t *v = json_real(50.0 - at / 10.0);
+        json_t *d = json_pack("{s:i, s:s, s:{s:s, s:i}, s:i, s:f}", "samples", 64, "sampler", "ddim",
+                              "reference", "dataset_sha256", "ab12", "images", 10,
+                              "step", 999, "time", 1.0); /* step and time are the point's own */
+        OK(store_metric_append_detail(s, id, "fid", at, v, d, 0, err, E));
+        json_decref(v);
+        json_decref(d);
+    }
+    json_t *nul = json_null(), *why = json_pack("{s:b, s:s}", "available", 0, "reason", "no weights");
+    OK(store_metric_append_detail(s, id, "fd_classifier", 5, nul, why, 0, err, E));
+    json_t *arr = json_array();
+    EXPECT(store_metric_append_detail(s, id, "fid", 7, nul, arr, 0, err, E), DT_STORE_INVALID);
+    json_decref(arr);
+
+    OK(store_metric_latest(s, id, names, 3, &m, err, E));
+    json_t *fid = json_object_get(m, "fid"), *fdc = json_object_get(m, "fd_classifier");
+    CHECK(json_object_size(m) == 2 && fid && fdc && !json_object_get(m, "classifier_accuracy"),
+          "the series with points, and only those");
+    CHECK(json_integer_value(json_object_get(fid, "step")) == 300 &&
+          json_real_value(json_object_get(fid, "value")) == 20.0, "the newest step wins");
+    CHECK(json_integer_value(json_object_get(fid, "samples")) == 64 &&
+          !strcmp(json_string_value(json_object_get(fid, "sampler")), "ddim") &&
+          json_integer_value(json_object_get(json_object_get(fid, "reference"), "images")) == 10 &&
+          json_real_value(json_object_get(fid, "time")) > 1.0, "detail kept, own step and time");
+    CHECK(json_is_null(json_object_get(fdc, "value")) &&
+          json_is_false(json_object_get(fdc, "available")) &&
+          !strcmp(json_string_value(json_object_get(fdc, "reason")), "no weights"),
+          "an unavailable point: null value with its reason");
+    json_decref(m);
+
+    /* a resumed run rewriting a step replaces the detail too */
+    json_t *v = json_real(1.5);
+    OK(store_metric_append_detail(s, id, "fid", 300, v, NULL, 0, err, E));
+    json_decref(v);
+    OK(store_metric_list(s, id, "fid", &m, err, E));
+    json_t *pts = json_object_get(json_object_get(m, "series"), "fid");
+    json_t *last = json_array_get(pts, json_array_size(pts) - 1);
+    CHECK(json_array_size(pts) == 3 && json_integer_value(json_object_get(json_array_get(pts, 0), "step")) == 100 &&
+          json_object_get(json_array_get(pts, 0), "samples") && !json_object_get(last, "samples") &&
+          json_real_value(json_object_get(last, "value")) == 1.5, "list: detail per point, by step");
+    json_decref(m);
+    EXPECT(store_metric_latest(s, "job_ffffffffffffffffffffffff", names, 3, &m, err, E),
+           DT_STORE_NOT_FOUND);
+    json_decref(nul);
+    json_decref(why);
+}
+
 static void test_artifacts(dt_store *s) {
     char id[DT_STORE_ID_MAX];
     make_job(s, 0, "auto", id);
@@ -894,7 +954,20 @@ static void test_catalog(dt_store *s) {
     json_decref(j);
     OK(store_model_get(s, mdl, &j, err, E));
     CHECK(j && json_is_null(json_object_get(j, "source_job")), "no source job: null");
+    CHECK(j && jeq(j, "kind", "dit"), "a model's kind defaults to dit");
     json_decref(j);
+    {   /* a classifier: its kind is stored and shown; other kinds are refused */
+        dt_model_new cm = {.name = "clf", .path = "/data/models/c/model.safetensors",
+                           .kind = "classifier", .config = config, .bytes = 9};
+        char cid[DT_STORE_ID_MAX];
+        OK(store_model_create(s, &cm, cid, err, E));
+        OK(store_model_get(s, cid, &j, err, E));
+        CHECK(j && jeq(j, "kind", "classifier"), "classifier kind");
+        json_decref(j);
+        OK(store_model_delete(s, cid, NULL, 0, err, E));
+        cm.kind = "vae";
+        EXPECT(store_model_create(s, &cm, cid, err, E), DT_STORE_INVALID);
+    }
     m.source_job = "job_ffffffffffffffffffffffff";
     EXPECT(store_model_create(s, &m, id, err, E), DT_STORE_NOT_FOUND);
     m.source_job = NULL;
@@ -1102,6 +1175,7 @@ int main(void) {
     test_counts(dir);
     test_events(s);
     test_metrics(s);
+    test_metric_detail_latest(s);
     test_artifacts(s);
     test_catalog(s);
     store_close(s);
