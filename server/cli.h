@@ -12,6 +12,9 @@ int cmd_run_job(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_dataset(int argc, char **argv);
+int cmd_classifier(int argc, char **argv);
+int cmd_fid(int argc, char **argv);
+int cmd_forgetting(int argc, char **argv);
 
 /* Strict integer / number parsing of a whole string ("12abc" fails). Return 0 or -1. */
 int cli_parse_int(const char *s, long lo, long hi, long *out);

@@ -14,12 +14,15 @@ static const struct {
     {"train", cmd_train, "train a DiT from a job spec (pretrain, full fine-tuning or Diff-Tuning)"},
     {"sample", cmd_sample, "draw a grid of samples from a checkpoint"},
     {"dataset", cmd_dataset, "make synthetic datasets and inspect image sets"},
+    {"classifier", cmd_classifier, "train and evaluate the small CNN behind fd_classifier"},
+    {"fid", cmd_fid, "Fréchet distance of a checkpoint's samples to a dataset (FID)"},
+    {"forgetting-curve", cmd_forgetting, "what a fine-tuned checkpoint kept of its base model, by timestep"},
 };
 
 static void usage(FILE *f) {
     fprintf(f, "usage: difftune <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+        fprintf(f, "  %-16s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\n'difftune <command> --help' describes each command.\n"
                "exit status: 0 success, 1 failure, 2 bad usage or rejected input, 3 stopped on request\n");
 }
