@@ -121,6 +121,52 @@ static int jobs_check_classifier(api_req *r, const dt_spec *spec) {
     return 0;
 }
 
+/* forgetting_curve: forgetting.checkpoint names the fine-tuned model to measure, a job of this
+ * server (any status: its newest checkpoint is taken when the analysis runs) or an uploaded DiT.
+ * Whether it has the base model's architecture is checked by the worker (invalid_input). */
+static int jobs_check_forgetting(api_req *r, const dt_spec *spec) {
+    static const char *const param = "forgetting.checkpoint";
+    const char *ref = spec->forgetting.checkpoint;
+    if (spec->method != DT_METHOD_FORGETTING_CURVE) return 0;
+    int is_job = api_id_valid(ref, "job_");
+    if (!is_job && !api_id_valid(ref, "mdl_")) {
+        api_reply_error(r, 400, "invalid_value", param,
+                        "%s must be the id of a job (job_...), whose newest checkpoint is measured, "
+                        "or of an uploaded DiT model (mdl_...), not '%.80s'", param, ref);
+        return -1;
+    }
+    char err[512];
+    json_t *obj = NULL;
+    dt_store *st = r->api->opts.store;
+    int rc = is_job ? store_job_get(st, ref, &obj, err, sizeof err)
+                    : store_model_get(st, ref, &obj, err, sizeof err);
+    if (rc == DT_STORE_NOT_FOUND) {
+        api_reply_error(r, 404, "not_found", param, "%s: no %s with id %s", param,
+                        is_job ? "job" : "model", ref);
+        return -1;
+    }
+    if (rc) {
+        api_reply_store_error(r, rc, param, err);
+        json_decref(obj);
+        return -1;
+    }
+    const char *method = json_string_value(json_object_get(obj, "method"));
+    const char *kind = json_string_value(json_object_get(obj, "kind"));
+    int bad = 0;
+    if (is_job && method && !strcmp(method, spec_method_name(DT_METHOD_FORGETTING_CURVE))) {
+        api_reply_error(r, 400, "invalid_value", param,
+                        "%s: job %s is a forgetting_curve analysis, which writes no checkpoints; "
+                        "name the job that trained the model", param, ref);
+        bad = -1;
+    } else if (!is_job && kind && strcmp(kind, "dit") != 0) {
+        api_reply_error(r, 400, "invalid_value", param,
+                        "%s: model %s is a %s, not a DiT checkpoint", param, ref, kind);
+        bad = -1;
+    }
+    json_decref(obj);
+    return bad;
+}
+
 /* The device a job asks for must be "auto" or one this server runs. */
 static int jobs_check_device(api_req *r, const char *device) {
     if (!strcmp(device, "auto")) return 0;
@@ -163,6 +209,7 @@ void api_jobs_create(api_req *r) {
     if (jobs_check_ref(r, "dataset", spec.dataset, "ds_")) return;
     if (spec.base_model[0] && jobs_check_ref(r, "base_model", spec.base_model, "mdl_")) return;
     if (jobs_check_classifier(r, &spec)) return;
+    if (jobs_check_forgetting(r, &spec)) return;
     if (jobs_check_device(r, spec.device)) return;
 
     json_t *full = spec_to_json(&spec);

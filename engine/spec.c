@@ -1,14 +1,14 @@
 /* spec.c — job specifications: defaults, strict parsing with validation, canonical JSON.
  *
  * Validation is table-driven. Each object of the request (the top level, model, hyperparameters,
- * diff_tuning, eval, checkpoint) is a section: a table of fields, each with its JSON kind, the
+ * diff_tuning, forgetting, eval, checkpoint) is a section: a table of fields, each with its JSON kind, the
  * dt_spec member it fills and its allowed range. spec_to_json walks the same tables, so the
  * printed spec keeps one stable key order and no field can be parsed but not printed.
  *
  * Strict on purpose, because a job that fails after an hour of knowledge-bank sampling is worse
  * than a 400: integers must be JSON integers (2.0 is rejected), numbers may be integers or reals,
  * booleans must be true/false, null is accepted only where it means "unset" (base_model, peft,
- * model.num_classes), unknown keys are errors at every level and duplicate keys are invalid JSON.
+ * model.num_classes, forgetting.checkpoint), unknown keys are errors at every level and duplicate keys are invalid JSON.
  * Checks run in this order: unknown keys of an object, then its fields one by one in table order
  * (type, then range), then that object's cross-field checks; the first failure is reported.
  *
@@ -19,6 +19,11 @@
  * (still validated); the four sizes are rejected when given, are filled from arch (all 0 for
  * "custom", meaning "whatever the base model is") so the engine can compare them with the model
  * it loads, and are left out of spec_to_json.
+ *
+ * Method-specific sections (diff_tuning, forgetting) are accepted and stored with every method
+ * and read only by theirs. "forgetting_curve" trains nothing: it measures forgetting.checkpoint
+ * (a job or model id, or a path on the command line) against base_model on the held-out dataset;
+ * its network is the base model's, so like fine-tuning it takes no architecture sizes.
  */
 #include "spec.h"
 
@@ -216,7 +221,7 @@ static int spec_arch_sizes(const char *arch, int sizes[4])
 
 static const char *const spec_method_names[] = {
     [DT_METHOD_PRETRAIN] = "pretrain", [DT_METHOD_FULL] = "full",
-    [DT_METHOD_DIFF_TUNING] = "diff_tuning",
+    [DT_METHOD_DIFF_TUNING] = "diff_tuning", [DT_METHOD_FORGETTING_CURVE] = "forgetting_curve",
 };
 
 const char *spec_method_name(dt_method m)
@@ -238,8 +243,8 @@ static int spec_parse_method(dt_spec *s, json_t *v, const char *path, dt_spec_er
         }
     }
     return spec_fail(e, "invalid_value", path,
-                     "%s must be \"pretrain\", \"full\" or \"diff_tuning\" (got \"%s\")", path,
-                     json_string_value(v));
+                     "%s must be \"pretrain\", \"full\", \"diff_tuning\" or \"forgetting_curve\" "
+                     "(got \"%s\")", path, json_string_value(v));
 }
 
 static json_t *spec_emit_method(const dt_spec *s)
@@ -354,6 +359,7 @@ const char *spec_eval_classifier(const dt_spec *s)
 static int spec_seen(const spec_section *sec, unsigned seen, const char *key);
 
 static int spec_check_model(dt_spec *s, unsigned seen, dt_spec_error *e);
+static int spec_check_forgetting(dt_spec *s, unsigned seen, dt_spec_error *e);
 static int spec_check_job(dt_spec *s, unsigned seen, dt_spec_error *e);
 
 /* ---- the tables ------------------------------------------------------------------------------ */
@@ -397,6 +403,15 @@ static const spec_field spec_dt_fields[] = {
     SPEC_F_NUM("bank_cfg", diff_tuning.bank_cfg, 1, INFINITY, 0),
 };
 
+/* forgetting.switch_points: 0 or 2..DT_SPEC_SWITCH_POINTS_MAX (1 is refused by the check) */
+static const spec_field spec_forgetting_fields[] = {
+    SPEC_F_STR("checkpoint", forgetting.checkpoint, SPEC_NULLABLE, NULL),
+    SPEC_F_INT("buckets", forgetting.buckets, 1, DT_SPEC_FORGETTING_BUCKETS_MAX, 0),
+    SPEC_F_INT("loss_images", forgetting.loss_images, 1, INT_MAX, 0),
+    SPEC_F_INT("switch_points", forgetting.switch_points, 0, DT_SPEC_SWITCH_POINTS_MAX, 0),
+    SPEC_F_INT("samples", forgetting.samples, 2, INT_MAX, 0),
+};
+
 static const spec_field spec_eval_fields[] = {
     SPEC_F_INT("sample_every", eval.sample_every, 0, INT_MAX, 0),
     SPEC_F_INT("fid_every", eval.fid_every, 0, INT_MAX, 0),
@@ -420,6 +435,8 @@ static const spec_section spec_hp_section = {
     "hyperparameters", spec_hp_fields, SPEC_COUNT(spec_hp_fields), NULL};
 static const spec_section spec_dt_section = {
     "diff_tuning", spec_dt_fields, SPEC_COUNT(spec_dt_fields), NULL};
+static const spec_section spec_forgetting_section = {
+    "forgetting", spec_forgetting_fields, SPEC_COUNT(spec_forgetting_fields), spec_check_forgetting};
 static const spec_section spec_eval_section = {
     "eval", spec_eval_fields, SPEC_COUNT(spec_eval_fields), NULL};
 static const spec_section spec_ckpt_section = {
@@ -434,6 +451,7 @@ static const spec_field spec_job_fields[] = {
     SPEC_F_OBJECT("model", spec_model_section),
     SPEC_F_OBJECT("hyperparameters", spec_hp_section),
     SPEC_F_OBJECT("diff_tuning", spec_dt_section),
+    SPEC_F_OBJECT("forgetting", spec_forgetting_section),
     SPEC_F_OBJECT("eval", spec_eval_section),
     SPEC_F_OBJECT("checkpoint", spec_ckpt_section),
     SPEC_F_CUSTOM("device", spec_parse_device, spec_emit_device),
@@ -665,16 +683,31 @@ static int spec_check_model(dt_spec *s, unsigned seen, dt_spec_error *e)
     return 0;
 }
 
+/* forgetting.switch_points: the hybrid curve needs both ends (k = 0 and k = T), or none. */
+static int spec_check_forgetting(dt_spec *s, unsigned seen, dt_spec_error *e)
+{
+    (void)seen;
+    if (s->forgetting.switch_points == 1)
+        return spec_fail(e, "invalid_value", "forgetting.switch_points",
+                         "forgetting.switch_points must be 0 (no hybrid curve) or between 2 and %d "
+                         "(switch timesteps 0, T/(P-1), ..., T) (got 1)", DT_SPEC_SWITCH_POINTS_MAX);
+    return 0;
+}
+
 /* Checks across sections, after the whole request parsed. */
 static int spec_check_job(dt_spec *s, unsigned seen, dt_spec_error *e)
 {
     const char *method = spec_method_name(s->method);
+    int analysis = s->method == DT_METHOD_FORGETTING_CURVE;
     (void)seen;
 
     /* An empty string is treated like an absent one: neither names anything to load. */
     if (!s->dataset[0])
         return spec_fail(e, "missing_field", "dataset",
-                         "dataset is required: the id (ds_...) or path of the training images");
+                         analysis ? "dataset is required: the id (ds_...) or path of the held-out "
+                                    "target images the models are measured on"
+                                  : "dataset is required: the id (ds_...) or path of the training "
+                                    "images");
     if (s->method == DT_METHOD_PRETRAIN && s->base_model[0])
         return spec_fail(e, "invalid_value", "base_model",
                          "pretrain trains from scratch; omit base_model (or use method \"full\" "
@@ -682,7 +715,13 @@ static int spec_check_job(dt_spec *s, unsigned seen, dt_spec_error *e)
     if (s->method != DT_METHOD_PRETRAIN && !s->base_model[0])
         return spec_fail(e, "missing_field", "base_model",
                          "base_model is required for method \"%s\": the id (mdl_...) or path of "
-                         "the model to fine-tune", method);
+                         "%s", method, analysis ? "the base model the checkpoint was fine-tuned from"
+                                                : "the model to fine-tune");
+    if (analysis && !s->forgetting.checkpoint[0])
+        return spec_fail(e, "missing_field", "forgetting.checkpoint",
+                         "forgetting.checkpoint is required for method \"forgetting_curve\": the "
+                         "fine-tuned model to measure, a job id (job_...: its newest checkpoint) or "
+                         "a model id (mdl_...)");
     if (s->hp.batch_size % s->hp.grad_accum != 0)
         return spec_fail(e, "invalid_value", "hyperparameters.grad_accum",
                          "hyperparameters.grad_accum (%d) must divide hyperparameters.batch_size "
@@ -734,6 +773,11 @@ void spec_defaults(dt_spec *s)
     spec_copy_str(s->diff_tuning.bank_sampler, sizeof s->diff_tuning.bank_sampler, "ddpm");
     s->diff_tuning.bank_steps = 250;
     s->diff_tuning.bank_cfg = 1.5;
+
+    s->forgetting.buckets = 10;
+    s->forgetting.loss_images = 256;
+    s->forgetting.switch_points = 11;
+    s->forgetting.samples = 1000;
 
     s->eval.sample_every = 500;
     s->eval.fid_every = 1000;

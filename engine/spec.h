@@ -11,13 +11,22 @@
 #include <stdint.h>
 #include <jansson.h>
 
-typedef enum { DT_METHOD_PRETRAIN = 0, DT_METHOD_FULL, DT_METHOD_DIFF_TUNING } dt_method;
+/* forgetting_curve is an analysis, not training: it measures a fine-tuned checkpoint against its
+ * base model on held-out data (engine/forgetting.h) and writes no checkpoint. */
+typedef enum {
+    DT_METHOD_PRETRAIN = 0,
+    DT_METHOD_FULL,
+    DT_METHOD_DIFF_TUNING,
+    DT_METHOD_FORGETTING_CURVE
+} dt_method;
 
 #define DT_SPEC_STR 1024
+#define DT_SPEC_FORGETTING_BUCKETS_MAX 100 /* FORGETTING_MAX_BUCKETS (engine/forgetting.h) */
+#define DT_SPEC_SWITCH_POINTS_MAX 1001
 
 typedef struct {
     char base_model[DT_SPEC_STR]; /* path or id; empty only for pretrain */
-    char dataset[DT_SPEC_STR];    /* path or id */
+    char dataset[DT_SPEC_STR];    /* path or id (forgetting_curve: the held-out target data) */
     dt_method method;
     char peft[16];                /* "" (none); others are rejected until implemented */
 
@@ -52,6 +61,18 @@ typedef struct {
         int bank_steps;           /* default 250, 1..1000 */
         double bank_cfg;          /* default 1.5, >= 1 */
     } diff_tuning;
+
+    /* forgetting_curve (accepted, and stored, with every method; read only by that one). The hybrid
+     * part samples as eval.sampler, eval.steps and eval.cfg say and measures with eval.extractor. */
+    struct {
+        char checkpoint[DT_SPEC_STR]; /* what is analysed: a job id (its newest checkpoint) or a
+                                       * model id (the API), or a file path; "" = unset
+                                       * (required for forgetting_curve) */
+        int buckets;              /* loss curve timestep buckets, default 10, 1..100 */
+        int loss_images;          /* held-out images per bucket, default 256, >= 1 */
+        int switch_points;        /* hybrid switch timesteps, default 11; 0 (none) or 2..1001 */
+        int samples;              /* hybrid images per switch point, default 1000, >= 2 */
+    } forgetting;
 
     struct {
         int sample_every;         /* default 500, 0 = never (step 0 and the end are always sampled) */
@@ -88,7 +109,7 @@ int spec_parse(dt_spec *s, const char *json_text, size_t len, dt_spec_error *e);
 int spec_from_json(dt_spec *s, json_t *root, dt_spec_error *e);
 /* The complete spec (defaults filled in) as a new JSON object; caller owns the reference. */
 json_t *spec_to_json(const dt_spec *s);
-/* "pretrain" | "full" | "diff_tuning" */
+/* "pretrain" | "full" | "diff_tuning" | "forgetting_curve" */
 const char *spec_method_name(dt_method m);
 /* The classifier an eval.extractor names ("classifier:<ref>" -> "<ref>"), or NULL for
  * "inception". Points into s. */

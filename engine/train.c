@@ -204,6 +204,11 @@ static int train_setup(trainer *tr, char *err, size_t errlen) {
     st_file base = {0};
     dit_config cfg;
     int rc = TRAIN_INVALID;
+    if (s->method == DT_METHOD_FORGETTING_CURVE) {
+        snprintf(err, errlen, "method \"forgetting_curve\" is an analysis, not training: run "
+                 "`difftune forgetting-curve`, or submit it as an API job");
+        goto done;
+    }
     if (train_config(tr, &cfg, &base, err, errlen)) goto done;
     if (dataset_load(&tr->ds, s->dataset, cfg.image_size, cfg.in_channels, err, errlen)) goto done;
     if (s->method == DT_METHOD_PRETRAIN) {

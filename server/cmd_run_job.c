@@ -3,9 +3,11 @@
  *
  * It reads the job's spec from the store, resolves the dataset and base model ids to their
  * files, closes the store again (the server alone writes it) and trains into DIR/jobs/<id>/,
- * resuming from the newest complete checkpoint there. Events go to stdout as JSON lines for the
- * supervisor; messages for people go to stderr (the server appends them to the job's log).
- * Exit status as `difftune train`: 0 done, 1 failed, 2 rejected input, 3 stopped on request.
+ * resuming from the newest complete checkpoint there; a forgetting_curve job instead measures
+ * the checkpoint it names against its base model (run_job_forgetting.c). Events go to stdout as
+ * JSON lines for the supervisor; messages for people go to stderr (the server appends them to
+ * the job's log). Exit status as `difftune train`: 0 done, 1 failed, 2 rejected input, 3 stopped
+ * on request.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -19,15 +21,11 @@
 #include "cli.h"
 #include "events.h"
 #include "layout.h"
+#include "run_job.h"
 #include "spec.h"
 #include "store.h"
 #include "supervisor.h"
 #include "train.h"
-
-#define RUN_JOB_OK 0
-#define RUN_JOB_FAILED 1
-#define RUN_JOB_INVALID 2
-#define RUN_JOB_STOPPED 3
 
 static volatile int run_job_stop_flag;
 
@@ -53,7 +51,8 @@ static void run_job_usage(FILE *f) {
         "it; people normally never run it themselves. Reads the job from DIR/" DT_LAYOUT_DB ",\n"
         "trains into DIR/" DT_LAYOUT_JOBS "/JOB_ID/ (resuming from its newest complete\n"
         "checkpoint) with knowledge banks under DIR/" DT_LAYOUT_BANKS "/ and reference statistics\n"
-        "under DIR/" DT_LAYOUT_EVAL_CACHE "/, and prints one JSON\n"
+        "under DIR/" DT_LAYOUT_EVAL_CACHE "/ (a forgetting_curve job measures the checkpoint it\n"
+        "names instead, and writes no files), and prints one JSON\n"
         "event per line on stdout (status, progress, sample, checkpoint, metric, log, error).\n"
         "It never writes the store.\n"
         "SIGTERM or SIGINT stops at the next step boundary after writing a checkpoint.\n"
@@ -69,14 +68,6 @@ static void run_job_usage(FILE *f) {
         "exit status: 0 done, 1 failed while training, 2 bad usage or rejected input,\n"
         "             3 stopped on request (a checkpoint was written; the job can resume)\n");
 }
-
-typedef struct {
-    const char *job_id;
-    const char *data_dir;
-    const char *device; /* NULL = the job's claimed device */
-    const char *inception_weights; /* NULL = FID unavailable */
-    long log_every;
-} run_job_args;
 
 /* Parses argv strictly; returns -1 after printing the problem (or 1 after --help). */
 static int run_job_parse_args(int argc, char **argv, run_job_args *a) {
@@ -157,9 +148,8 @@ static int run_job_bind_to_parent(void) {
     return 0;
 }
 
-/* Reports a problem found before training: a message on stderr for the log and an "error"
- * event on stdout for the supervisor (which records code as the job's error). Returns status. */
-static int run_job_reject(dt_events *ev, int status, const char *code, const char *message) {
+/* (run_job.h) */
+int run_job_reject(dt_events *ev, int status, const char *code, const char *message) {
     fprintf(stderr, "difftune run-job: %s\n", message);
     events_error(ev, code, message);
     return status;
@@ -205,16 +195,14 @@ static int run_job_classifier(dt_store *st, json_t *spec, char *path, size_t pat
                                     : run_job_reject(ev, RUN_JOB_FAILED, "store_error", msg);
 }
 
-/* Reads the job from the store: its spec with ids resolved to paths (*spec_out, new reference),
- * the device it was claimed for (device, devlen bytes; "" when none) and the file of an
- * eval.extractor classifier id (classifier, clen bytes; "" when none). The store is closed again
- * before returning. Returns 0 or the run-job exit status. */
-static int run_job_load(const run_job_args *a, dt_events *ev, json_t **spec_out, char *device,
-                        size_t devlen, char *classifier, size_t clen) {
+/* Reads the job from the store: its spec with ids resolved to paths (*spec_out, new reference)
+ * and the rest of in (run_job.h). The store is closed again before returning. Returns 0 or the
+ * run-job exit status. */
+static int run_job_load(const run_job_args *a, dt_events *ev, json_t **spec_out,
+                        run_job_inputs *in) {
     char db[4200], err[512], msg[4800];
     *spec_out = NULL;
-    device[0] = '\0';
-    classifier[0] = '\0';
+    memset(in, 0, sizeof *in);
     snprintf(db, sizeof db, "%s/%s", a->data_dir, DT_LAYOUT_DB);
     if (access(db, F_OK) != 0) {
         snprintf(msg, sizeof msg, "no store at %s: --data-dir must be the server's data "
@@ -254,13 +242,16 @@ static int run_job_load(const run_job_args *a, dt_events *ev, json_t **spec_out,
     }
     status = run_job_resolve(st, spec, "dataset", "ds_", ev);
     if (!status) status = run_job_resolve(st, spec, "base_model", "mdl_", ev);
-    if (!status) status = run_job_classifier(st, spec, classifier, clen, ev);
+    if (!status) status = run_job_classifier(st, spec, in->classifier, sizeof in->classifier, ev);
+    if (!status)
+        status = run_job_forgetting_checkpoint(st, a->data_dir, spec, in->checkpoint,
+                                               sizeof in->checkpoint, ev);
     if (status) {
         json_decref(spec);
         goto out;
     }
     const char *claimed = json_string_value(json_object_get(job, "device"));
-    if (claimed) snprintf(device, devlen, "%s", claimed);
+    if (claimed) snprintf(in->device, sizeof in->device, "%s", claimed);
     *spec_out = spec;
 out:
     json_decref(job);
@@ -269,8 +260,9 @@ out:
 }
 
 /* Trains the parsed spec; returns the exit status. */
-static int run_job_train(const run_job_args *a, const dt_spec *spec, const char *device,
-                         const char *classifier, dt_events *ev) {
+static int run_job_train(const run_job_args *a, const dt_spec *spec, const run_job_inputs *in,
+                         dt_events *ev) {
+    const char *device = in->device, *classifier = in->classifier;
     char out_dir[4200], bank_dir[4200], eval_cache[4200], err[1024] = "";
     snprintf(out_dir, sizeof out_dir, "%s/%s/%s", a->data_dir, DT_LAYOUT_JOBS, a->job_id);
     snprintf(bank_dir, sizeof bank_dir, "%s/%s", a->data_dir, DT_LAYOUT_BANKS);
@@ -302,11 +294,10 @@ int cmd_run_job(int argc, char **argv) {
 
     dt_events ev = {.out = stdout};
     json_t *spec_json = NULL;
-    char device[64], classifier[4096];
-    int status = run_job_load(&a, &ev, &spec_json, device, sizeof device, classifier,
-                              sizeof classifier);
+    run_job_inputs in;
+    int status = run_job_load(&a, &ev, &spec_json, &in);
     if (status) return status;
-    if (a.device) snprintf(device, sizeof device, "%s", a.device);
+    if (a.device) snprintf(in.device, sizeof in.device, "%s", a.device);
 
     dt_spec spec;
     dt_spec_error se;
@@ -320,10 +311,12 @@ int cmd_run_job(int argc, char **argv) {
         return run_job_reject(&ev, RUN_JOB_INVALID, "invalid_input", msg);
     }
     if (run_job_stop_flag) {
-        fprintf(stderr, "difftune run-job: %s: stopped before training began\n", a.job_id);
+        fprintf(stderr, "difftune run-job: %s: stopped before the work began\n", a.job_id);
         return RUN_JOB_STOPPED;
     }
     fprintf(stderr, "difftune run-job: %s: %s on %s, pid %ld\n", a.job_id,
-            spec_method_name(spec.method), device[0] ? device : spec.device, (long)getpid());
-    return run_job_train(&a, &spec, device, classifier, &ev);
+            spec_method_name(spec.method), in.device[0] ? in.device : spec.device, (long)getpid());
+    if (spec.method == DT_METHOD_FORGETTING_CURVE)
+        return run_job_forgetting(&a, &spec, &in, &ev, &run_job_stop_flag);
+    return run_job_train(&a, &spec, &in, &ev);
 }

@@ -18,6 +18,7 @@
 #define DT_LAYOUT_MODELS "models"
 #define DT_LAYOUT_MODEL_FILE "model.safetensors"
 #define DT_LAYOUT_JOBS "jobs"
+#define DT_LAYOUT_CHECKPOINTS "checkpoints" /* in DIR/jobs/<job_id>/ */
 #define DT_LAYOUT_BANKS "banks"
 #define DT_LAYOUT_EVAL_CACHE "eval-cache"
 #define DT_LAYOUT_TMP "tmp"

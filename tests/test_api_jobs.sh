@@ -114,6 +114,39 @@ check "its evaluation: fd_classifier and the accuracy at the last step, named fo
 check "two fd_classifier points in the series" \
   [ "$(curl -sS "$URL/jobs/$EV/metrics?name=fd_classifier" | jq -r '[.series.fd_classifier[] | "\(.step):\(.samples)"] | join(",")')" = "2:4,4:4" ]
 
+# ---- the forgetting curve as a job: the diff_tuning job's newest checkpoint against its base -----
+FORGET="\"method\": \"forgetting_curve\", \"base_model\": \"$MDL\", \"dataset\": \"$OUTLINE\""
+http POST /jobs -H 'Content-Type: application/json' -d "{$FORGET}"
+expect_error 400 missing_field forgetting.checkpoint "forgetting_curve needs forgetting.checkpoint"
+http POST /jobs -H 'Content-Type: application/json' -d "{$FORGET, \"forgetting\": {\"checkpoint\": \"job_000000000000000000000000\"}}"
+expect_error 404 not_found forgetting.checkpoint "a checkpoint job id that does not exist"
+http POST /jobs -H 'Content-Type: application/json' -d "{$FORGET, \"forgetting\": {\"checkpoint\": \"mdl_000000000000000000000000\"}}"
+expect_error 404 not_found forgetting.checkpoint "a checkpoint model id that does not exist"
+http POST /jobs -H 'Content-Type: application/json' -d "{$FORGET, \"forgetting\": {\"checkpoint\": \"$TMP/data/jobs/$DT/checkpoints\"}}"
+expect_error 400 invalid_value forgetting.checkpoint "a checkpoint must be an id, never a server path"
+http POST /jobs -H 'Content-Type: application/json' -d "{$FORGET, \"forgetting\": {\"checkpoint\": \"$CLF\"}}"
+expect_error 400 invalid_value forgetting.checkpoint "a classifier is not a DiT checkpoint"
+http POST /jobs -H 'Content-Type: application/json' -d "{$FORGET, \"forgetting\": {\"checkpoint\": \"$DT\", \"switch_points\": 1}}"
+expect_error 400 invalid_value forgetting.switch_points "one switch point"
+submit "{$FORGET, \"forgetting\": {\"checkpoint\": \"$DT\", \"buckets\": 3, \"loss_images\": 4,
+  \"switch_points\": 2, \"samples\": 2}, \"eval\": {\"steps\": 2}}"
+FC=$JOB
+check "the job's method" [ "$(jb .method)" = forgetting_curve ]
+wait_status "$FC" succeeded 120; check "the forgetting-curve job succeeded" [ $? -eq 0 ]
+http GET "/jobs/$FC/metrics?name=forgetting_loss"; expect_status 200 "forgetting_loss"
+check "one loss-curve point: both models over the 3 requested buckets" \
+  [ "$(jb '.series.forgetting_loss | map("\(.step) \(.value.timesteps) \(.value.base | map(select(type == "number" and . > 0)) | length) \(.value.finetuned | map(select(type == "number" and . > 0)) | length)") | join(",")')" = "0 [0,333,666] 3 3" ]
+http GET "/jobs/$FC/metrics?name=forgetting_hybrid"
+check "without Inception weights the hybrid curve is unavailable, with the reason" \
+  [ "$(jb '.series.forgetting_hybrid | map("\(.value) \(.available) \(.reason | length > 0)") | join(",")')" = "null false true" ]
+check "the log names the checkpoint step measured" \
+  [ "$(curl -sS "$URL/jobs/$FC/events?limit=1000" | jq '[.data[] | select(.type == "log" and (.data.message | test("job '"$DT"' at its newest checkpoint, step 30")))] | length')" = 1 ]
+submit "{$FORGET, \"forgetting\": {\"checkpoint\": \"$MDL\", \"buckets\": 2, \"loss_images\": 2, \"switch_points\": 0}}"
+FM=$JOB
+wait_status "$FM" succeeded 120; check "a model id as the checkpoint: succeeded" [ $? -eq 0 ]
+check "the base model against itself: the same loss in every bucket" \
+  [ "$(curl -sS "$URL/jobs/$FM/metrics" | jq -c '[(.series.forgetting_loss[0].value | .base == .finetuned), (.series | has("forgetting_hybrid"))]')" = "[true,false]" ]
+
 # ---- SSE: disconnect mid-job and resume with Last-Event-ID: nothing lost, nothing repeated -------
 pretrain 1500 500; LONG=$JOB
 wait_status "$LONG" running 30

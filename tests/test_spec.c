@@ -53,6 +53,8 @@ static void check_spec_equal(const dt_spec *a, const dt_spec *b, const char *wha
     EQ_D(diff_tuning.power); EQ_D(diff_tuning.replay_ratio); EQ_D(diff_tuning.replay_weight);
     EQ_I(diff_tuning.bank_size); EQ_S(diff_tuning.bank_sampler); EQ_I(diff_tuning.bank_steps);
     EQ_D(diff_tuning.bank_cfg);
+    EQ_S(forgetting.checkpoint); EQ_I(forgetting.buckets); EQ_I(forgetting.loss_images);
+    EQ_I(forgetting.switch_points); EQ_I(forgetting.samples);
     EQ_I(eval.sample_every); EQ_I(eval.fid_every); EQ_I(eval.fid_samples);
     EQ_S(eval.extractor); EQ_S(eval.sampler); EQ_I(eval.steps); EQ_D(eval.cfg);
     EQ_I(checkpoint.every); EQ_I(checkpoint.keep);
@@ -87,6 +89,9 @@ static void test_defaults(void)
           s.diff_tuning.replay_weight == 0.1 && s.diff_tuning.bank_size == 5000 &&
           !strcmp(s.diff_tuning.bank_sampler, "ddpm") && s.diff_tuning.bank_steps == 250 &&
           s.diff_tuning.bank_cfg == 1.5, "diff_tuning defaults");
+    CHECK(s.forgetting.checkpoint[0] == 0 && s.forgetting.buckets == 10 &&
+          s.forgetting.loss_images == 256 && s.forgetting.switch_points == 11 &&
+          s.forgetting.samples == 1000, "forgetting defaults");
     CHECK(s.eval.sample_every == 500 && s.eval.fid_every == 1000 && s.eval.fid_samples == 5000,
           "eval defaults");
     CHECK(!strcmp(s.eval.extractor, "inception") && !strcmp(s.eval.sampler, "ddim") &&
@@ -108,7 +113,9 @@ static void test_defaults(void)
 
     CHECK(!strcmp(spec_method_name(DT_METHOD_PRETRAIN), "pretrain") &&
           !strcmp(spec_method_name(DT_METHOD_FULL), "full") &&
-          !strcmp(spec_method_name(DT_METHOD_DIFF_TUNING), "diff_tuning"), "method names");
+          !strcmp(spec_method_name(DT_METHOD_DIFF_TUNING), "diff_tuning") &&
+          !strcmp(spec_method_name(DT_METHOD_FORGETTING_CURVE), "forgetting_curve"),
+          "method names");
 }
 
 static void test_example(void)
@@ -144,7 +151,9 @@ static void test_example(void)
         "\"class_dropout\":1,\"grad_clip\":1.5,\"grad_accum\":3,\"seed\":9007199254740992,"
         "\"precision\":\"fp32\"},"
         "\"diff_tuning\":{\"power\":0.5,\"replay_ratio\":0,\"replay_weight\":2,\"bank_size\":1,"
-        "\"bank_sampler\":\"ddim\",\"bank_steps\":1000,\"bank_cfg\":1},\"eval\":{\"sample_every\":0,"
+        "\"bank_sampler\":\"ddim\",\"bank_steps\":1000,\"bank_cfg\":1},"
+        "\"forgetting\":{\"checkpoint\":\"job_0123\",\"buckets\":100,\"loss_images\":1,"
+        "\"switch_points\":1001,\"samples\":2},\"eval\":{\"sample_every\":0,"
         "\"fid_every\":0,\"fid_samples\":2,\"extractor\":\"classifier:mdl_0123\",\"sampler\":\"ddpm\","
         "\"steps\":1000,\"cfg\":4.5},\"checkpoint\":{\"every\":1,\"keep\":1},"
         "\"device\":\"cuda:3\",\"priority\":-100}";
@@ -163,6 +172,9 @@ static void test_example(void)
           s.diff_tuning.replay_weight == 2 && s.diff_tuning.bank_size == 1 &&
           !strcmp(s.diff_tuning.bank_sampler, "ddim") && s.diff_tuning.bank_steps == 1000 &&
           s.diff_tuning.bank_cfg == 1, "diff_tuning");
+    CHECK(!strcmp(s.forgetting.checkpoint, "job_0123") && s.forgetting.buckets == 100 &&
+          s.forgetting.loss_images == 1 && s.forgetting.switch_points == 1001 &&
+          s.forgetting.samples == 2, "forgetting");
     CHECK(s.eval.sample_every == 0 && s.eval.fid_every == 0 && s.eval.fid_samples == 2, "eval");
     CHECK(!strcmp(s.eval.extractor, "classifier:mdl_0123") && !strcmp(s.eval.sampler, "ddpm") &&
           s.eval.steps == 1000 && s.eval.cfg == 4.5, "eval sampling");
@@ -197,6 +209,16 @@ static void test_example(void)
     CHECK(rc == 0, "custom diff_tuning: %s %s", e.param, e.message);
     CHECK(s.model.depth == 0 && s.model.hidden_size == 0 && s.model.num_heads == 0 &&
           s.model.patch_size == 0 && s.model.image_size == 30, "custom diff_tuning sizes are 0");
+
+    /* forgetting_curve: a base model, held-out data and the checkpoint to measure */
+    rc = parse_str(&s, "{\"method\":\"forgetting_curve\",\"base_model\":\"mdl_1\",\"dataset\":"
+                       "\"ds_1\",\"forgetting\":{\"checkpoint\":\"job_1\",\"switch_points\":0}}",
+                   &e);
+    CHECK(rc == 0, "forgetting_curve: %s %s: %s", e.code, e.param, e.message);
+    CHECK(s.method == DT_METHOD_FORGETTING_CURVE && !strcmp(s.forgetting.checkpoint, "job_1") &&
+          s.forgetting.switch_points == 0 && s.forgetting.buckets == 10 &&
+          s.forgetting.loss_images == 256 && s.forgetting.samples == 1000,
+          "forgetting_curve fields, the rest defaults");
 }
 
 /* Valid requests at the edges of the ranges; each must parse. */
@@ -232,6 +254,16 @@ static void test_accepted(void)
         "\"hidden_size\":4096,\"num_heads\":64,\"patch_size\":8,\"image_size\":1024,\"channels\":16}}",
         /* the diff_tuning object is accepted (and ignored by the engine) with other methods */
         "{\"base_model\":\"m\",\"dataset\":\"d\",\"method\":\"full\",\"diff_tuning\":{\"power\":2}}",
+        /* ... and so is the forgetting object, without a checkpoint too */
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"forgetting\":{\"buckets\":3}}",
+        "{\"dataset\":\"d\",\"method\":\"pretrain\",\"forgetting\":{\"checkpoint\":\"job_1\"}}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"forgetting\":{\"checkpoint\":null}}",
+        /* forgetting_curve at the edges */
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"method\":\"forgetting_curve\",\"forgetting\":"
+        "{\"checkpoint\":\"mdl_1\",\"buckets\":1,\"loss_images\":1,\"switch_points\":2,"
+        "\"samples\":2}}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"method\":\"forgetting_curve\",\"forgetting\":"
+        "{\"checkpoint\":\"/x/step_0000010.safetensors\",\"buckets\":100,\"switch_points\":1001}}",
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         dt_spec s;
@@ -288,6 +320,8 @@ static const bad_case bad_cases[] = {
     {BASE_EXAMPLE, "{\"diff_tuning\":\"x\"}", NULL, "invalid_type", "diff_tuning"},
     {BASE_EXAMPLE, "{\"eval\":[1]}", NULL, "invalid_type", "eval"},
     {BASE_EXAMPLE, "{\"checkpoint\":true}", NULL, "invalid_type", "checkpoint"},
+    {BASE_EXAMPLE, "{\"forgetting\":\"job_1\"}", NULL, "invalid_type", "forgetting"},
+    {BASE_EXAMPLE, "{\"forgetting\":null}", NULL, "invalid_type", "forgetting"},
     /* device */
     {BASE_EXAMPLE, "{\"device\":5}", NULL, "invalid_type", "device"},
     {BASE_EXAMPLE, "{\"device\":null}", NULL, "invalid_type", "device"},
@@ -523,6 +557,43 @@ static const bad_case bad_cases[] = {
     {BASE_EXAMPLE, "{\"eval\":{\"steps\":50.0}}", NULL, "invalid_type", "eval.steps"},
     {BASE_EXAMPLE, "{\"eval\":{\"cfg\":0.99}}", NULL, "invalid_value", "eval.cfg"},
     {BASE_EXAMPLE, "{\"eval\":{\"cfg\":\"1.5\"}}", NULL, "invalid_type", "eval.cfg"},
+    /* forgetting_curve and the forgetting object */
+    {BASE_EXAMPLE, "{\"method\":\"forgetting_curve\"}", NULL, "missing_field",
+     "forgetting.checkpoint"},
+    {BASE_EXAMPLE, "{\"method\":\"forgetting_curve\",\"forgetting\":{\"checkpoint\":\"\"}}", NULL,
+     "missing_field", "forgetting.checkpoint"},
+    {BASE_EXAMPLE, "{\"method\":\"forgetting_curve\",\"forgetting\":{\"checkpoint\":null}}", NULL,
+     "missing_field", "forgetting.checkpoint"},
+    {BASE_EXAMPLE, "{\"method\":\"forgetting_curve\",\"forgetting\":{\"checkpoint\":\"job_1\"}}",
+     "base_model", "missing_field", "base_model"},
+    {BASE_EXAMPLE, "{\"method\":\"forgetting_curve\",\"forgetting\":{\"checkpoint\":\"job_1\"}}",
+     "dataset", "missing_field", "dataset"},
+    {BASE_EXAMPLE, "{\"method\":\"forgetting_curve\",\"model\":{\"depth\":2},\"forgetting\":"
+     "{\"checkpoint\":\"job_1\"}}", NULL, "invalid_value", "model.depth"},
+    {BASE_EXAMPLE, "{\"forgetting\":{\"checkpoint\":5}}", NULL, "invalid_type",
+     "forgetting.checkpoint"},
+    {BASE_EXAMPLE, "{\"forgetting\":{\"checkpoint\":[\"job_1\"]}}", NULL, "invalid_type",
+     "forgetting.checkpoint"},
+    {BASE_EXAMPLE, "{\"forgetting\":{\"buckets\":0}}", NULL, "invalid_value", "forgetting.buckets"},
+    {BASE_EXAMPLE, "{\"forgetting\":{\"buckets\":101}}", NULL, "invalid_value",
+     "forgetting.buckets"},
+    {BASE_EXAMPLE, "{\"forgetting\":{\"buckets\":10.0}}", NULL, "invalid_type",
+     "forgetting.buckets"},
+    {BASE_EXAMPLE, "{\"forgetting\":{\"loss_images\":0}}", NULL, "invalid_value",
+     "forgetting.loss_images"},
+    {BASE_EXAMPLE, "{\"forgetting\":{\"loss_images\":\"256\"}}", NULL, "invalid_type",
+     "forgetting.loss_images"},
+    {BASE_EXAMPLE, "{\"forgetting\":{\"switch_points\":1}}", NULL, "invalid_value",
+     "forgetting.switch_points"},
+    {BASE_EXAMPLE, "{\"forgetting\":{\"switch_points\":-1}}", NULL, "invalid_value",
+     "forgetting.switch_points"},
+    {BASE_EXAMPLE, "{\"forgetting\":{\"switch_points\":1002}}", NULL, "invalid_value",
+     "forgetting.switch_points"},
+    {BASE_EXAMPLE, "{\"method\":\"forgetting_curve\",\"forgetting\":{\"checkpoint\":\"job_1\","
+     "\"switch_points\":1}}", NULL, "invalid_value", "forgetting.switch_points"},
+    {BASE_EXAMPLE, "{\"forgetting\":{\"samples\":1}}", NULL, "invalid_value", "forgetting.samples"},
+    {BASE_EXAMPLE, "{\"forgetting\":{\"samples\":true}}", NULL, "invalid_type",
+     "forgetting.samples"},
     /* checkpoint */
     {BASE_EXAMPLE, "{\"checkpoint\":{\"every\":1000.0}}", NULL, "invalid_type", "checkpoint.every"},
     {BASE_EXAMPLE, "{\"checkpoint\":{\"every\":0}}", NULL, "invalid_value", "checkpoint.every"},
@@ -536,6 +607,7 @@ static const bad_case bad_cases[] = {
     {BASE_EXAMPLE, "{\"model\":{\"arc\":\"DiT-S/2\"}}", NULL, "unknown_field", "model.arc"},
     {BASE_EXAMPLE, "{\"diff_tuning\":{\"ratio\":0.2}}", NULL, "unknown_field", "diff_tuning.ratio"},
     {BASE_EXAMPLE, "{\"eval\":{\"fid\":true}}", NULL, "unknown_field", "eval.fid"},
+    {BASE_EXAMPLE, "{\"forgetting\":{\"job\":\"job_1\"}}", NULL, "unknown_field", "forgetting.job"},
     {BASE_EXAMPLE, "{\"checkpoint\":{\"keep_last\":3}}", NULL, "unknown_field",
      "checkpoint.keep_last"},
     {BASE_PRETRAIN, "{\"model\":{\"mlp_ratio\":4}}", NULL, "unknown_field", "model.mlp_ratio"},
@@ -653,6 +725,26 @@ static void test_long_strings(void)
             free(str);
         }
     }
+    /* forgetting.checkpoint has the same bound */
+    for (int len = DT_SPEC_STR - 1; len <= DT_SPEC_STR; len++) {
+        char *str = malloc((size_t)len + 1);
+        memset(str, 'j', (size_t)len);
+        str[len] = 0;
+        json_t *root = base_doc(BASE_EXAMPLE);
+        json_object_set_new(root, "forgetting", json_pack("{s:s}", "checkpoint", str));
+        dt_spec s;
+        dt_spec_error e;
+        int rc = spec_from_json(&s, root, &e);
+        char label[64];
+        snprintf(label, sizeof label, "forgetting.checkpoint of %d bytes", len);
+        if (len < DT_SPEC_STR)
+            CHECK(rc == 0 && strlen(s.forgetting.checkpoint) == (size_t)len, "%s: %s", label,
+                  e.message);
+        else
+            check_error(label, rc, &e, "invalid_value", "forgetting.checkpoint");
+        json_decref(root);
+        free(str);
+    }
     /* a NUL inside a string cannot be stored; jansson only builds one programmatically */
     json_t *root = base_doc(BASE_EXAMPLE);
     json_object_set_new(root, "dataset", json_stringn("ds\0x", 4));
@@ -726,8 +818,8 @@ static void test_canonical(void)
     if (!j)
         return;
     static const char *const top[] = {"base_model", "dataset", "method", "peft", "model",
-                                      "hyperparameters", "diff_tuning", "eval", "checkpoint",
-                                      "device", "priority", NULL};
+                                      "hyperparameters", "diff_tuning", "forgetting", "eval",
+                                      "checkpoint", "device", "priority", NULL};
     static const char *const model[] = {"arch", "depth", "hidden_size", "num_heads", "patch_size",
                                         "image_size", "channels", "learn_sigma", "num_classes",
                                         NULL};
@@ -738,11 +830,16 @@ static void test_canonical(void)
                                      "bank_sampler", "bank_steps", "bank_cfg", NULL};
     static const char *const ev[] = {"sample_every", "fid_every", "fid_samples", "extractor",
                                      "sampler", "steps", "cfg", NULL};
+    static const char *const fg[] = {"checkpoint", "buckets", "loss_images", "switch_points",
+                                     "samples", NULL};
     static const char *const ck[] = {"every", "keep", NULL};
     check_keys(j, top, "top");
     check_keys(json_object_get(j, "model"), model, "model");
     check_keys(json_object_get(j, "hyperparameters"), hp, "hyperparameters");
     check_keys(json_object_get(j, "diff_tuning"), dt, "diff_tuning");
+    check_keys(json_object_get(j, "forgetting"), fg, "forgetting");
+    CHECK(json_is_null(json_object_get(json_object_get(j, "forgetting"), "checkpoint")),
+          "unset forgetting.checkpoint printed as null");
     check_keys(json_object_get(j, "eval"), ev, "eval");
     check_keys(json_object_get(j, "checkpoint"), ck, "checkpoint");
     CHECK(json_is_null(json_object_get(j, "base_model")), "empty base_model printed as null");
@@ -808,6 +905,10 @@ static void test_round_trip(void)
         "\"ema_decay\":0.99999999999999989,\"grad_clip\":1e300,\"seed\":9007199254740992,"
         "\"batch_size\":96,\"grad_accum\":12},\"diff_tuning\":{\"replay_ratio\":0.1234567890123,"
         "\"power\":1.5,\"bank_sampler\":\"ddim\"},\"device\":\"cuda:7\",\"priority\":-3}",
+        "{\"method\":\"forgetting_curve\",\"base_model\":\"mdl_1\",\"dataset\":\"ds_1\","
+        "\"forgetting\":{\"checkpoint\":\"job_1\",\"buckets\":4,\"loss_images\":8,"
+        "\"switch_points\":0,\"samples\":6},\"eval\":{\"extractor\":\"classifier:mdl_2\","
+        "\"steps\":4}}",
     };
     for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
         dt_spec s;
