@@ -5,7 +5,9 @@
 #
 # 1. nvidia-smi and the machine; 2. configure and build a Release tree with the CUDA backend
 # (build-gpu, -DDIFFTUNE_GPU_TESTS=ON when tests/gpu exists, all cores, only the targets needed);
-# 3. tests/gpu's test_backend_vs_cpu --dev cuda:0 --precision both; 4. bench_gpu_train (DiT-XL/2,
+# 3. tests/gpu's test_backend_vs_cpu --dev cuda:0 --precision both, then test_inception_gpu (the
+# cuDNN FID Inception against the CPU) and bench_inception --device cuda:0 (60 s each at most;
+# skipped, exit 77, in a build without cuDNN); 4. bench_gpu_train (DiT-XL/2,
 # 32x32x4 latents, 1000 classes) bf16 at batch 32, bf16 at the largest batch that fits, fp32 at
 # batch 32; 5. the PyTorch reference train step (eager); 6. bench_gpu_sample DDIM-50 and DDPM-250
 # with CFG 4; 7. the PyTorch reference sampling (eager); 8. last, the PyTorch train step under
@@ -17,10 +19,10 @@
 # (copied to $OUT/results too), with a combined bench/results/gpu_summary.json and a table at the
 # end. Exit status 0 when no step failed or timed out. Settings (environment): BUDGET (s, default
 # 510), BUILD (build-gpu), DEVICE (cuda:0), ARCH (DiT-XL/2), IMAGE (32), BATCH (32), TRAIN_STEPS
-# (20), MAX_BATCH_CAP (4096), RESULTS (bench/results), PYTHON (python3), NO_BUILD=1 (reuse the
-# build). A dry run on a CPU (toy sizes, results kept out of the tree):
+# (20), MAX_BATCH_CAP (4096), INCEPTION_BATCH (64), RESULTS (bench/results), PYTHON (python3),
+# NO_BUILD=1 (reuse the build). A dry run on a CPU (toy sizes, results kept out of the tree):
 #   NO_BUILD=1 BUILD=build DEVICE=cpu ARCH=DiT-S/8 IMAGE=16 BATCH=2 TRAIN_STEPS=2 MAX_BATCH_CAP=8 \
-#     bench/gpu_bench.sh
+#     INCEPTION_BATCH=2 bench/gpu_bench.sh
 set -u
 cd "$(dirname "$0")/.." || exit 1
 
@@ -33,6 +35,7 @@ IMAGE=${IMAGE:-32}
 BATCH=${BATCH:-32}
 MAX_BATCH_CAP=${MAX_BATCH_CAP:-4096}
 TRAIN_STEPS=${TRAIN_STEPS:-20}
+INCEPTION_BATCH=${INCEPTION_BATCH:-64}
 PYTHON=${PYTHON:-python3}
 RESULTS=${RESULTS:-bench/results}
 LOGDIR=${OUT:-$BUILD/bench-logs}
@@ -67,13 +70,14 @@ run_step() {
   rc=${PIPESTATUS[0]}
   case $rc in
     0) status=ok ;;
+    77) status=skipped ;; # a check that cannot run here (tests/gpu: no device, no cuDNN)
     124|137) status=timeout ;;
     *) status=failed ;;
   esac
   [ "$json" != "-" ] && [ -s "$json" ] && RUN_FILES+=("$json")
   echo "== $name: $status (rc $rc, $(( $(date +%s) - t0 ))s)"
   printf '%s\t%s\t%s\t%s\n' "$name" "$status" "$(( $(date +%s) - t0 ))" "$rc" >> "$STEPS_TSV"
-  return $(( rc != 0 ))
+  return $(( rc != 0 && rc != 77 ))
 }
 
 skip_step() {
@@ -113,9 +117,11 @@ main() {
       -DDIFFTUNE_SANITIZE=OFF -DDIFFTUNE_GPU_TESTS=$gpu_tests "${deps_flags[@]}"
     grep -q "CUDA backend ON" "$LOGDIR/configure.log" ||
       echo "WARNING: the configure log does not say 'CUDA backend ON': the benchmarks will not find cuda:0"
-    run_step build 300 - cmake --build "$BUILD" -j"$(nproc)" --target bench_gpu_train bench_gpu_sample
+    run_step build 300 - cmake --build "$BUILD" -j"$(nproc)" --target bench_gpu_train bench_gpu_sample \
+      bench_inception
     if [ $gpu_tests = ON ]; then
-      run_step build_gpu_tests 180 - cmake --build "$BUILD" -j"$(nproc)" --target test_backend_vs_cpu
+      run_step build_gpu_tests 180 - cmake --build "$BUILD" -j"$(nproc)" --target test_backend_vs_cpu \
+        test_inception_gpu
     fi
   fi
 
@@ -124,6 +130,21 @@ main() {
     run_step test_backend_vs_cpu 150 - "$BUILD/tests/gpu/test_backend_vs_cpu" --dev "$DEVICE" --precision both
   else
     skip_step test_backend_vs_cpu "no $BUILD/tests/gpu/test_backend_vs_cpu"
+  fi
+
+  # ---- the FID Inception on the GPU (cuDNN): against the CPU, then its speed ----
+  if [ -x "$BUILD/tests/gpu/test_inception_gpu" ]; then
+    run_step test_inception_gpu 60 - env OMP_NUM_THREADS="$(nproc)" \
+      "$BUILD/tests/gpu/test_inception_gpu" --dev "$DEVICE"
+  else
+    skip_step test_inception_gpu "no $BUILD/tests/gpu/test_inception_gpu"
+  fi
+  if [ -x "$BUILD/bench/bench_inception" ]; then
+    local inception_json=$RESULTS/gpu_inception_bs${INCEPTION_BATCH}.json
+    run_step inception_features 60 "$inception_json" "$BUILD/bench/bench_inception" \
+      --device "$DEVICE" --batch "$INCEPTION_BATCH" --reps 5 --json "$inception_json"
+  else
+    skip_step inception_features "no $BUILD/bench/bench_inception"
   fi
 
   # ---- training: difftune ----
@@ -223,6 +244,7 @@ for r in records:
         print(f"  {r.get('impl', '?'):<7} {r.get('benchmark', '?'):<8} error: {str(r['error'])[:80]}")
         continue
     what = (f"{r.get('step_ms_median', 0):.1f} ms/step" if r.get("benchmark") == "train"
+            else f"features {r.get('device', '?')}" if r.get("benchmark") == "inception"
             else f"{r.get('sampler', '?')}-{r.get('sampling_steps', '?')}")
     impl = r.get("impl", "?") + ("+c" if r.get("compile") else "")
     print(fmt.format(impl, r.get("benchmark", "?"), r.get("precision", "?"), r.get("batch", "?"), what,

@@ -94,6 +94,11 @@ int extractor_features(dt_extractor *x, const float *images, int n, int C, int H
     return inception_features(x->inception, images, n, C, H, W, features, err, errlen);
 }
 
+int extractor_use_device(dt_extractor *x, const char *device, char *err, size_t errlen) {
+    if (x->is_classifier) return 0; /* the classifier has a CPU forward pass only */
+    return inception_use_device(x->inception, device, err, errlen);
+}
+
 void extractor_free(dt_extractor *x) {
     if (!x) return;
     inception_free(x->inception);

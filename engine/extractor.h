@@ -44,6 +44,13 @@ int extractor_check_shape(const dt_extractor *x, int C, int H, int W, char *err,
 int extractor_features(dt_extractor *x, const float *images, int n, int C, int H, int W,
                        float *features, int32_t *predictions, char *err, size_t errlen);
 
+/* Runs the features on `device`, a backend name ("cpu" or "cuda:N"): the Inception moves to that
+ * GPU when the build has the GPU Inception (inception_use_device, which checks it against the
+ * CPU first); a classifier always stays on the CPU and this returns 0 for it. Returns 0, or -1
+ * with a message, the extractor then staying on the CPU and fully usable (callers warn and go
+ * on). */
+int extractor_use_device(dt_extractor *x, const char *device, char *err, size_t errlen);
+
 /* Releases x; NULL is allowed. */
 void extractor_free(dt_extractor *x);
 

@@ -287,6 +287,8 @@ static int forgetting_hybrid_part(forgetting_ctx *f, char *err, size_t errlen) {
         forgetting_hybrid_unavailable(o, why);
         return 0;
     }
+    if (extractor_use_device(x, f->be->name, why, sizeof why))
+        events_log(o->events, "warn", "features on the CPU: %s", why);
     dt_eval_opts eo = {.samples = o->samples, .steps = o->steps, .ddim = o->ddim, .cfg = (float)o->cfg,
                        .num_classes = f->ds.num_classes, .chunk = o->samples < 32 ? o->samples : 32,
                        .seed = EVAL_SEED};

@@ -1,5 +1,6 @@
 /* inception.c — the FID Inception-v3 layer table, weight loading (BatchNorm folded into the
- * convolutions) and the forward pass over a batch of images, one image per OpenMP thread.
+ * convolutions) and the forward pass over a batch of images, one image per OpenMP thread; or,
+ * after inception_use_device, the same network handed to the GPU (kernels/cuda/cuda_inception.h).
  *
  * The table is built by functions mirroring torchvision's InceptionA..E constructors (which
  * pytorch-fid's FIDInception* blocks inherit), in their declaration order, which is also the
@@ -18,6 +19,14 @@
 #include "rng.h"
 #include "safetensors.h"
 
+/* The GPU network needs the CUDA backend and cuDNN; CMake defines both when it finds them. */
+#if defined(DIFFTUNE_HAVE_CUDA) && defined(DIFFTUNE_HAVE_CUDNN)
+#include "cuda_inception.h"
+#define INCEPTION_GPU 1
+#else
+#define INCEPTION_GPU 0
+#endif
+
 #define INCEPTION_CONVS 94
 #define INCEPTION_BN_EPS 0.001
 #define INCEPTION_COL_FLOATS ((size_t)1 << 20) /* im2col band budget: 4 MiB per thread */
@@ -33,6 +42,10 @@ struct dt_inception {
     size_t col_floats;   /* im2col band */
     float *scratch;      /* (scratch_threads, ws_floats) */
     int scratch_threads;
+    char device[16];     /* where inception_features runs: "cpu" or "cuda:N" */
+#if INCEPTION_GPU
+    cuda_inception *gpu; /* the network on device[] when it is not "cpu", else NULL */
+#endif
 };
 
 /* ---- the layer table ------------------------------------------------------------------------ */
@@ -263,6 +276,7 @@ int inception_load(dt_inception **out, const char *path, char *err, size_t errle
     *out = NULL;
     dt_inception *net = calloc(1, sizeof *net);
     if (!net) { dt_errorf(err, errlen, "out of memory loading %s", path); return -1; }
+    snprintf(net->device, sizeof net->device, "cpu");
     inception_build(net);
     size_t total = 0;
     int max_cout = 0;
@@ -298,8 +312,11 @@ int inception_load(dt_inception **out, const char *path, char *err, size_t errle
     return 0;
 }
 
+static void inception_release_gpu(dt_inception *net);
+
 void inception_free(dt_inception *net) {
     if (!net) return;
+    inception_release_gpu(net);
     free(net->params);
     free(net->scratch);
     free(net);
@@ -463,14 +480,9 @@ static int inception_scratch(dt_inception *net, int threads) {
     return net->scratch ? 0 : -1;
 }
 
-int inception_features(dt_inception *net, const float *images, int n, int C, int H, int W,
-                       float *features, char *err, size_t errlen) {
-    if (n < 0 || (C != 1 && C != 3) || H < 1 || W < 1) {
-        dt_errorf(err, errlen, "inception features: images of shape (%d, %d, %d, %d); need n >= 0, "
-                  "1 or 3 channels and H, W >= 1", n, C, H, W);
-        return -1;
-    }
-    if (n == 0) return 0;
+/* inception_features on the CPU, for a valid shape and n >= 1. */
+static int inception_features_cpu(dt_inception *net, const float *images, int n, int C, int H,
+                                  int W, float *features, char *err, size_t errlen) {
     const int threads = omp_get_max_threads() > 1 ? omp_get_max_threads() : 1;
     const int workers = threads < n ? threads : n; /* static,1: image i on thread i % threads */
     if (inception_scratch(net, workers)) {
@@ -490,6 +502,183 @@ int inception_features(dt_inception *net, const float *images, int n, int C, int
                               features + (size_t)i * INCEPTION_FEATURES);
     }
     return 0;
+}
+
+#if INCEPTION_GPU
+static int inception_features_gpu(dt_inception *net, const float *images, int n, int C, int H,
+                                  int W, float *features, char *err, size_t errlen);
+#endif
+
+int inception_features(dt_inception *net, const float *images, int n, int C, int H, int W,
+                       float *features, char *err, size_t errlen) {
+    if (n < 0 || (C != 1 && C != 3) || H < 1 || W < 1) {
+        dt_errorf(err, errlen, "inception features: images of shape (%d, %d, %d, %d); need n >= 0, "
+                  "1 or 3 channels and H, W >= 1", n, C, H, W);
+        return -1;
+    }
+    if (n == 0) return 0;
+#if INCEPTION_GPU
+    if (net->gpu) return inception_features_gpu(net, images, n, C, H, W, features, err, errlen);
+#endif
+    return inception_features_cpu(net, images, n, C, H, W, features, err, errlen);
+}
+
+/* ---- the GPU network ------------------------------------------------------------------------ */
+
+#define INCEPTION_GPU_TEST_SIDE 64 /* the test image of inception_use_device: 3 x 64 x 64 */
+
+const char *inception_device(const dt_inception *net) { return net->device; }
+
+#if INCEPTION_GPU
+
+static void inception_release_gpu(dt_inception *net) {
+    cuda_inception_free(net->gpu);
+    net->gpu = NULL;
+    snprintf(net->device, sizeof net->device, "cpu");
+}
+
+static int inception_features_gpu(dt_inception *net, const float *images, int n, int C, int H,
+                                  int W, float *features, char *err, size_t errlen) {
+    if (cuda_inception_features(net->gpu, images, n, C, H, W, features) == 0) return 0;
+    /* A failed network stays failed (its errors are sticky): later calls go back to the CPU. */
+    dt_errorf(err, errlen, "inception features: %s; the FID Inception runs on the CPU from now on",
+              cuda_inception_error(net->gpu));
+    inception_release_gpu(net);
+    return -1;
+}
+
+static cuda_inception_block inception_gpu_block(inception_block_kind kind) {
+    switch (kind) {
+    case BLOCK_A: return CUDA_INCEPTION_A;
+    case BLOCK_B: return CUDA_INCEPTION_B;
+    case BLOCK_C: return CUDA_INCEPTION_C;
+    case BLOCK_D: return CUDA_INCEPTION_D;
+    case BLOCK_E1: return CUDA_INCEPTION_E1;
+    case BLOCK_E2: break;
+    }
+    return CUDA_INCEPTION_E2;
+}
+
+/* Hands net's description to g: the stem and the mixed blocks in network order, the folded
+ * convolutions in state-dict order. Returns 0 or -1 (cuda_inception_error says why). */
+static int inception_describe_gpu(const dt_inception *net, cuda_inception *g) {
+    int rc = cuda_inception_add_block(g, CUDA_INCEPTION_STEM), width = 0;
+    for (int i = 0; i < INCEPTION_BLOCKS && rc == 0; i++)
+        rc = cuda_inception_add_block(g, inception_gpu_block(inception_blocks[i].kind));
+    for (int i = 0; i < INCEPTION_CONVS && rc == 0; i++) {
+        const inception_conv *c = &net->convs[i];
+        const cuda_inception_conv_desc d = {c->cin, c->cout, c->kh, c->kw, c->stride, c->ph,
+                                            c->pw, c->weight, c->bias};
+        rc = cuda_inception_add_conv(g, &d);
+    }
+    if (rc == 0) rc = cuda_inception_finish(g, &width);
+    if (rc == 0 && width != INCEPTION_FEATURES) {
+        fprintf(stderr, "%s:%d: the GPU Inception makes %d features, not %d\n", __FILE__,
+                __LINE__, width, INCEPTION_FEATURES);
+        abort();
+    }
+    return rc;
+}
+
+/* Features of one fixed test image on the CPU and on g: 0 when they agree to
+ * INCEPTION_GPU_TOL of the CPU's scale, else -1 with the error measured. */
+static int inception_check_gpu(dt_inception *net, cuda_inception *g, const char *device, char *err,
+                               size_t errlen) {
+    const int S = INCEPTION_GPU_TEST_SIDE;
+    const size_t len = (size_t)3 * S * S;
+    float *img = malloc(sizeof(float) * (len + 2 * INCEPTION_FEATURES));
+    if (!img) {
+        dt_errorf(err, errlen, "%s: out of memory for the GPU Inception's test image", device);
+        return -1;
+    }
+    float *cpu = img + len, *gpu = cpu + INCEPTION_FEATURES;
+    for (size_t i = 0; i < len; i++) img[i] = 2.0f * dt_rng_uniform(2015, 12, i) - 1.0f;
+    int rc = inception_features_cpu(net, img, 1, 3, S, S, cpu, err, errlen);
+    /* The CPU scratch is needed again only if the net comes back to the CPU. */
+    free(net->scratch);
+    net->scratch = NULL;
+    net->scratch_threads = 0;
+    if (rc == 0 && cuda_inception_features(g, img, 1, 3, S, S, gpu)) {
+        dt_errorf(err, errlen, "%s", cuda_inception_error(g));
+        rc = -1;
+    }
+    if (rc == 0) {
+        double worst = 0, scale = 0;
+        for (int i = 0; i < INCEPTION_FEATURES; i++) {
+            const double d = fabs((double)gpu[i] - cpu[i]);
+            worst = d > worst || d != d ? d : worst; /* a NaN sticks */
+            scale = fmax(scale, fabs((double)cpu[i]));
+        }
+        if (!(worst <= INCEPTION_GPU_TOL * scale)) {
+            dt_errorf(err, errlen, "%s: the GPU Inception's features of a test image differ from "
+                      "the CPU's by %.3g of their scale %.3g (at most %g is accepted)", device,
+                      worst / fmax(scale, 1e-30), scale, INCEPTION_GPU_TOL);
+            rc = -1;
+        }
+    }
+    free(img);
+    return rc;
+}
+
+/* Builds, checks and installs the network on CUDA device index (named device). */
+static int inception_attach_gpu(dt_inception *net, int index, const char *device, char *err,
+                                size_t errlen) {
+    if (net->gpu && !strcmp(net->device, device)) return 0;
+    char why[512];
+    cuda_inception *g = cuda_inception_create(index, why, sizeof why);
+    if (!g) {
+        dt_errorf(err, errlen, "%s", why);
+        return -1;
+    }
+    if (inception_describe_gpu(net, g)) {
+        dt_errorf(err, errlen, "%s", cuda_inception_error(g));
+        cuda_inception_free(g);
+        return -1;
+    }
+    if (inception_check_gpu(net, g, device, err, errlen)) {
+        cuda_inception_free(g);
+        return -1;
+    }
+    inception_release_gpu(net);
+    net->gpu = g;
+    snprintf(net->device, sizeof net->device, "cuda:%d", index);
+    return 0;
+}
+
+#else /* no GPU network in this build */
+
+static void inception_release_gpu(dt_inception *net) {
+    snprintf(net->device, sizeof net->device, "cpu");
+}
+
+static int inception_attach_gpu(dt_inception *net, int index, const char *device, char *err,
+                                size_t errlen) {
+#ifdef DIFFTUNE_HAVE_CUDA
+    dt_errorf(err, errlen, "%s: this build has no GPU FID Inception (CMake found no cuDNN 8 or "
+              "newer next to the CUDA toolkit)", device);
+#else
+    dt_errorf(err, errlen, "%s: this build has no GPU FID Inception (it was built without the "
+              "CUDA backend)", device);
+#endif
+    return -1;
+}
+
+#endif
+
+int inception_use_device(dt_inception *net, const char *device, char *err, size_t errlen) {
+    int index = -1;
+    char tail;
+    if (!device || !strcmp(device, "cpu")) {
+        inception_release_gpu(net);
+        return 0;
+    }
+    if (strncmp(device, "cuda:", 5) || sscanf(device + 5, "%d%c", &index, &tail) != 1 ||
+        index < 0) {
+        dt_errorf(err, errlen, "unknown device \"%s\" for the FID Inception: use cpu or cuda:N",
+                  device);
+        return -1;
+    }
+    return inception_attach_gpu(net, index, device, err, errlen);
 }
 
 /* ---- random weights for tests and benchmarks ------------------------------------------------ */

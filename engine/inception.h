@@ -36,9 +36,30 @@ int inception_load(dt_inception **out, const char *safetensors_path, char *err, 
  * (align_corners=False), 2x - 1, the network, the global average pool. Images run in parallel,
  * one per OpenMP thread (threads beyond n stay idle), on per-thread scratch (~17 MiB each)
  * allocated once per net and grown only when more threads appear; not reentrant on one net.
- * Returns 0, or -1 with a message (bad shape, out of memory). */
+ * After inception_use_device("cuda:N") the same pass runs on that GPU instead, in chunks.
+ * Returns 0, or -1 with a message (bad shape, out of memory, a failed GPU). */
 int inception_features(dt_inception *net, const float *images, int n, int C, int H, int W,
                        float *features, char *err, size_t errlen);
+
+/* Chooses where inception_features runs. "cpu" (the default after inception_load) is the pass
+ * above. "cuda:N" builds the same network on CUDA device N with cuDNN (kernels/cuda/
+ * cuda_inception.h: fp32 with FMA math only, no TF32) from the weights already folded here,
+ * uploaded once; before returning it computes one test image on both and keeps the GPU only if
+ * the features agree to INCEPTION_GPU_TOL of their scale. GPU features match the CPU's to
+ * rounding (~1e-6 expected) and repeat bit for bit for the same n, but are not bit-identical to
+ * them nor across batch sizes (cuDNN's algorithm depends on the chunk). Returns 0, or -1 with a
+ * message (unknown device, a build without the CUDA backend or cuDNN, no such device, out of
+ * device memory, the test image disagreeing), the net then staying on the CPU. Not thread-safe
+ * with inception_features on the same net. */
+int inception_use_device(dt_inception *net, const char *device, char *err, size_t errlen);
+
+/* Normalised max error (max |gpu - cpu| / max |cpu|) inception_use_device accepts on its test
+ * image. */
+#define INCEPTION_GPU_TOL 1e-4
+
+/* "cpu", or "cuda:N" after a successful inception_use_device. If a GPU call of
+ * inception_features fails, that call returns -1 and the net goes back to "cpu". */
+const char *inception_device(const dt_inception *net);
 
 /* Multiply-add FLOPs (2 per multiply-add) of the convolutions for one image at 299x299, counted
  * from the layer table; pools, resize and bias/ReLU are left out. */

@@ -186,6 +186,10 @@ static int train_eval_setup(trainer *tr, char *err, size_t errlen) {
                    tr->eval_metric, tr->eval_unavailable);
         return 0;
     }
+    /* The Inception follows the job onto its GPU where the build has cuDNN; if it cannot, the CPU
+     * computes the features (the same to rounding), only slower. */
+    if (extractor_use_device(tr->fx, tr->be->name, why, sizeof why))
+        events_log(tr->ev, "warn", "%s features run on the CPU: %s", tr->eval_metric, why);
     int chunk = s->hp.batch_size < s->eval.fid_samples ? s->hp.batch_size : s->eval.fid_samples;
     dt_eval_opts eo = {.samples = s->eval.fid_samples, .steps = s->eval.steps,
                        .ddim = !strcmp(s->eval.sampler, "ddim"), .cfg = (float)s->eval.cfg,

@@ -103,6 +103,10 @@ static int fid_run(const fid_args *a) {
         safetensors_close(&f);
         return 2;
     }
+    /* The Inception follows the sampler onto its GPU where the build has cuDNN; otherwise the
+     * CPU computes the features (the same to rounding), only slower. */
+    if (extractor_use_device(x, be->name, err, sizeof err))
+        fprintf(stderr, "difftune fid: warning: features run on the CPU: %s\n", err);
     int rc = 1;
     dit_model m = {0};
     dt_schedule sched = {0};

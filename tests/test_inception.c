@@ -2,7 +2,8 @@
  *
  * Operators against hand-computed values and a naive convolution loop; on random weights
  * (inception_write_random_weights): output shape, finiteness and spread, bit-exact determinism
- * across calls, batching and thread counts, the resize path (other sizes, grey images), load errors naming the tensor; and the
+ * across calls, batching and thread counts, the resize path (other sizes, grey images), load
+ * errors naming the tensor, inception_use_device's refusals and CPU fallback; and the
  * features of two 32x32 images against the independent float64 numpy network
  * tests/ref_inception.py (written from pytorch-fid and torchvision), to 1e-3 of the feature
  * scale. Environment: DIFFTUNE_SOURCE (repo root), DIFFTUNE_PYTHON (an interpreter with numpy;
@@ -325,6 +326,36 @@ done:
     free(x); free(ours); free(ref);
 }
 
+/* inception_use_device: bad names are refused, "cpu" is the pass above, and a GPU that cannot be
+ * had (no cuDNN, no device: this machine, most likely) leaves the net on the CPU, unchanged. On a
+ * GPU machine "cuda:0" may succeed (tests/gpu/test_inception_gpu.c checks the values there). */
+static void test_device(dt_inception *net) {
+    char err[512];
+    float *x = random_images(2, 3, 32, 32, 500);
+    float *f = malloc(sizeof(float) * 2 * F), *g = malloc(sizeof(float) * 2 * F);
+    CHECK(!strcmp(inception_device(net), "cpu"), "a loaded net runs on %s", inception_device(net));
+    CHECK(inception_features(net, x, 2, 3, 32, 32, f, err, sizeof err) == 0, "%s", err);
+    const char *bad[] = {"gpu", "cuda:", "cuda:x", "cuda:0x", "cuda:-1", "CPU"};
+    for (int i = 0; i < 6; i++) {
+        err[0] = '\0';
+        CHECK(inception_use_device(net, bad[i], err, sizeof err) == -1 &&
+              strstr(err, "unknown device"), "device \"%s\": %s", bad[i], err);
+    }
+    CHECK(inception_use_device(net, "cpu", err, sizeof err) == 0, "cpu: %s", err);
+    err[0] = '\0';
+    int rc = inception_use_device(net, "cuda:0", err, sizeof err);
+    printf("inception_use_device(cuda:0): %s\n", rc == 0 ? "on the GPU" : err);
+    CHECK(rc == 0 ? !strcmp(inception_device(net), "cuda:0")
+                  : !strcmp(inception_device(net), "cpu") && err[0],
+          "cuda:0 gave %d, device %s, message \"%s\"", rc, inception_device(net), err);
+    CHECK(inception_use_device(net, "cpu", err, sizeof err) == 0 &&
+          !strcmp(inception_device(net), "cpu"), "back to cpu: %s", err);
+    CHECK(inception_features(net, x, 2, 3, 32, 32, g, err, sizeof err) == 0, "%s", err);
+    CHECK(memcmp(f, g, sizeof(float) * 2 * F) == 0,
+          "the CPU features changed after cuda:0 was tried");
+    free(x); free(f); free(g);
+}
+
 int main(void) {
     const char *dir = check_tmpdir("test_inception");
     char err[512];
@@ -341,6 +372,7 @@ int main(void) {
     if (ok) {
         printf("conv FLOPs per image: %.3f GFLOP\n", inception_forward_flops(net) * 1e-9);
         test_features(net);
+        test_device(net);
         test_resize_path(net);
         test_load_errors(dir, weights);
         test_reference(net, dir, weights);
