@@ -17,6 +17,10 @@ int cmd_fid(int argc, char **argv);
 int cmd_forgetting(int argc, char **argv);
 
 /* Strict integer / number parsing of a whole string ("12abc" fails). Return 0 or -1. */
+/* Matches "--name value" and "--name=value" at argv[*i]; advances *i past what it consumed.
+ * Returns 1 on a match with *val set, 0 when argv[*i] is another option, -1 when the value is
+ * missing (a message starting with `cmd`, e.g. "difftune dataset", is printed). */
+int cli_match_opt(int argc, char **argv, int *i, const char *name, const char **val, const char *cmd);
 int cli_parse_int(const char *s, long lo, long hi, long *out);
 int cli_parse_u64(const char *s, uint64_t *out);
 int cli_parse_double(const char *s, double *out);

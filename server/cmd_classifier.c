@@ -75,23 +75,6 @@ static const char cmd_classifier_eval_usage[] =
     "\n"
     "exit status: 0 done, 1 failed while evaluating, 2 bad usage or rejected input\n";
 
-/* Matches "--name value" and "--name=value" at argv[*i]; advances *i past what it consumed.
- * Returns 1 on a match with *val set, 0 when argv[*i] is another option, -1 when the value is
- * missing (message printed). */
-static int cmd_classifier_opt(int argc, char **argv, int *i, const char *name, const char **val) {
-    size_t n = strlen(name);
-    const char *a = argv[*i];
-    if (strncmp(a, name, n) != 0) return 0;
-    if (a[n] == '=') { *val = a + n + 1; return 1; }
-    if (a[n] != '\0') return 0;
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "difftune classifier: %s needs a value\n", name);
-        return -1;
-    }
-    *val = argv[++*i];
-    return 1;
-}
-
 static int cmd_classifier_bad(const char *sub, const char *fmt, const char *what) {
     fprintf(stderr, "difftune classifier %s: ", sub);
     fprintf(stderr, fmt, what);
@@ -134,49 +117,49 @@ static int cmd_classifier_train(int argc, char **argv) {
         }
         if (!strcmp(argv[i], "--quiet")) {
             quiet = 1;
-        } else if ((m = cmd_classifier_opt(argc, argv, &i, "--dataset", &v)) != 0) {
+        } else if ((m = cli_match_opt(argc, argv, &i, "--dataset", &v, "difftune classifier")) != 0) {
             if (m < 0) return 2;
             dataset = v;
-        } else if ((m = cmd_classifier_opt(argc, argv, &i, "--out", &v)) != 0) {
+        } else if ((m = cli_match_opt(argc, argv, &i, "--out", &v, "difftune classifier")) != 0) {
             if (m < 0) return 2;
             if (!*v) return cmd_classifier_bad("train", "--out needs a file name%s", "");
             out = v;
-        } else if ((m = cmd_classifier_opt(argc, argv, &i, "--image-size", &v)) != 0) {
+        } else if ((m = cli_match_opt(argc, argv, &i, "--image-size", &v, "difftune classifier")) != 0) {
             if (m < 0) return 2;
             if (cli_parse_int(v, 8, 1024, &size) != 0 || size % 8)
                 return cmd_classifier_bad("train", "--image-size must be a multiple of 8 in "
                                           "8..1024, not '%s'", v);
-        } else if ((m = cmd_classifier_opt(argc, argv, &i, "--channels", &v)) != 0) {
+        } else if ((m = cli_match_opt(argc, argv, &i, "--channels", &v, "difftune classifier")) != 0) {
             if (m < 0) return 2;
             if (cli_parse_int(v, 1, 3, &channels) != 0 || channels == 2)
                 return cmd_classifier_bad("train", "--channels must be 1 or 3, not '%s'", v);
-        } else if ((m = cmd_classifier_opt(argc, argv, &i, "--epochs", &v)) != 0) {
+        } else if ((m = cli_match_opt(argc, argv, &i, "--epochs", &v, "difftune classifier")) != 0) {
             if (m < 0) return 2;
             if (cli_parse_int(v, 1, 100000, &epochs) != 0)
                 return cmd_classifier_bad("train", "--epochs must be an integer in 1..100000, "
                                           "not '%s'", v);
-        } else if ((m = cmd_classifier_opt(argc, argv, &i, "--batch", &v)) != 0) {
+        } else if ((m = cli_match_opt(argc, argv, &i, "--batch", &v, "difftune classifier")) != 0) {
             if (m < 0) return 2;
             if (cli_parse_int(v, 1, 4096, &batch) != 0)
                 return cmd_classifier_bad("train", "--batch must be an integer in 1..4096, not "
                                           "'%s'", v);
-        } else if ((m = cmd_classifier_opt(argc, argv, &i, "--lr", &v)) != 0) {
+        } else if ((m = cli_match_opt(argc, argv, &i, "--lr", &v, "difftune classifier")) != 0) {
             if (m < 0) return 2;
             if (cli_parse_double(v, &o.learning_rate) != 0 || !(o.learning_rate > 0) ||
                 o.learning_rate > 1)
                 return cmd_classifier_bad("train", "--lr must be a number > 0 and <= 1, not '%s'",
                                           v);
-        } else if ((m = cmd_classifier_opt(argc, argv, &i, "--held-out", &v)) != 0) {
+        } else if ((m = cli_match_opt(argc, argv, &i, "--held-out", &v, "difftune classifier")) != 0) {
             if (m < 0) return 2;
             if (cli_parse_double(v, &o.held_out) != 0 || !(o.held_out >= 0 && o.held_out < 1))
                 return cmd_classifier_bad("train", "--held-out must be a number in [0, 1), not "
                                           "'%s'", v);
-        } else if ((m = cmd_classifier_opt(argc, argv, &i, "--seed", &v)) != 0) {
+        } else if ((m = cli_match_opt(argc, argv, &i, "--seed", &v, "difftune classifier")) != 0) {
             if (m < 0) return 2;
             if (cli_parse_u64(v, &o.seed) != 0)
                 return cmd_classifier_bad("train", "--seed must be a non-negative integer, not "
                                           "'%s'", v);
-        } else if ((m = cmd_classifier_opt(argc, argv, &i, "--format", &v)) != 0) {
+        } else if ((m = cli_match_opt(argc, argv, &i, "--format", &v, "difftune classifier")) != 0) {
             if (m < 0) return 2;
             if (strcmp(v, "json") && strcmp(v, "text"))
                 return cmd_classifier_bad("train", "--format must be json or text, not '%s'", v);
@@ -238,10 +221,10 @@ static int cmd_classifier_eval(int argc, char **argv) {
             fputs(cmd_classifier_eval_usage, stdout);
             return 0;
         }
-        if ((m = cmd_classifier_opt(argc, argv, &i, "--classifier", &v)) != 0) {
+        if ((m = cli_match_opt(argc, argv, &i, "--classifier", &v, "difftune classifier")) != 0) {
             if (m < 0) return 2;
             path = v;
-        } else if ((m = cmd_classifier_opt(argc, argv, &i, "--dataset", &v)) != 0) {
+        } else if ((m = cli_match_opt(argc, argv, &i, "--dataset", &v, "difftune classifier")) != 0) {
             if (m < 0) return 2;
             dataset = v;
         } else if (argv[i][0] == '-') {

@@ -59,23 +59,6 @@ static const char cmd_dataset_info_usage[] =
     "  --channels C     1 (grey) or 3 (RGB) (default 3)\n"
     "  -h, --help       show this help\n";
 
-/* Matches "--name value" and "--name=value" at argv[*i]; advances *i past what it consumed.
- * Returns 1 on a match with *val set, 0 when argv[*i] is another option, -1 when the value is
- * missing (message printed). */
-static int cmd_dataset_opt(int argc, char **argv, int *i, const char *name, const char **val) {
-    size_t n = strlen(name);
-    const char *a = argv[*i];
-    if (strncmp(a, name, n) != 0) return 0;
-    if (a[n] == '=') { *val = a + n + 1; return 1; }
-    if (a[n] != '\0') return 0;
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "difftune dataset: %s needs a value\n", name);
-        return -1;
-    }
-    *val = argv[++*i];
-    return 1;
-}
-
 static int cmd_dataset_print_json(json_t *j) {
     char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(j);
@@ -106,27 +89,27 @@ static int cmd_dataset_synth(int argc, char **argv) {
             fputs(cmd_dataset_synth_usage, stdout);
             return 0;
         }
-        if ((m = cmd_dataset_opt(argc, argv, &i, "--style", &v)) != 0) {
+        if ((m = cli_match_opt(argc, argv, &i, "--style", &v, "difftune dataset")) != 0) {
             if (m < 0) return 2;
             style = v;
-        } else if ((m = cmd_dataset_opt(argc, argv, &i, "--out", &v)) != 0) {
+        } else if ((m = cli_match_opt(argc, argv, &i, "--out", &v, "difftune dataset")) != 0) {
             if (m < 0) return 2;
             if (!*v) return cmd_dataset_bad("synth", "--out needs a folder%s", "");
             out = v;
-        } else if ((m = cmd_dataset_opt(argc, argv, &i, "--classes", &v)) != 0) {
+        } else if ((m = cli_match_opt(argc, argv, &i, "--classes", &v, "difftune dataset")) != 0) {
             if (m < 0) return 2;
             if (cli_parse_int(v, 1, SYNTH_MAX_CLASSES, &classes) != 0)
                 return cmd_dataset_bad("synth", "--classes must be an integer in 1..8, not '%s'", v);
-        } else if ((m = cmd_dataset_opt(argc, argv, &i, "--per-class", &v)) != 0) {
+        } else if ((m = cli_match_opt(argc, argv, &i, "--per-class", &v, "difftune dataset")) != 0) {
             if (m < 0) return 2;
             if (cli_parse_int(v, 1, 1000000, &per_class) != 0)
                 return cmd_dataset_bad("synth", "--per-class must be an integer in 1..1000000, "
                                        "not '%s'", v);
-        } else if ((m = cmd_dataset_opt(argc, argv, &i, "--size", &v)) != 0) {
+        } else if ((m = cli_match_opt(argc, argv, &i, "--size", &v, "difftune dataset")) != 0) {
             if (m < 0) return 2;
             if (cli_parse_int(v, 8, 256, &size) != 0)
                 return cmd_dataset_bad("synth", "--size must be an integer in 8..256, not '%s'", v);
-        } else if ((m = cmd_dataset_opt(argc, argv, &i, "--seed", &v)) != 0) {
+        } else if ((m = cli_match_opt(argc, argv, &i, "--seed", &v, "difftune dataset")) != 0) {
             if (m < 0) return 2;
             if (cli_parse_u64(v, &seed) != 0)
                 return cmd_dataset_bad("synth", "--seed must be a non-negative integer, not '%s'",
@@ -171,11 +154,11 @@ static int cmd_dataset_info(int argc, char **argv) {
             fputs(cmd_dataset_info_usage, stdout);
             return 0;
         }
-        if ((m = cmd_dataset_opt(argc, argv, &i, "--size", &v)) != 0) {
+        if ((m = cli_match_opt(argc, argv, &i, "--size", &v, "difftune dataset")) != 0) {
             if (m < 0) return 2;
             if (cli_parse_int(v, 1, 4096, &size) != 0)
                 return cmd_dataset_bad("info", "--size must be an integer in 1..4096, not '%s'", v);
-        } else if ((m = cmd_dataset_opt(argc, argv, &i, "--channels", &v)) != 0) {
+        } else if ((m = cli_match_opt(argc, argv, &i, "--channels", &v, "difftune dataset")) != 0) {
             if (m < 0) return 2;
             if (cli_parse_int(v, 1, 3, &channels) != 0 || channels == 2)
                 return cmd_dataset_bad("info", "--channels must be 1 or 3, not '%s'", v);

@@ -8,16 +8,9 @@
 #   expect_status CODE WHAT              checks the last status
 #   expect_error STATUS CODE PARAM WHAT  checks status, error.code, error.param ("-" = none) and X-Request-Id
 #   wait_status JOB STATUS [SECONDS]     polls GET /jobs/JOB until it has STATUS
-#   finish                               prints the summary line and exits 0 / 1
-set -u
-BIN=${DIFFTUNE:?DIFFTUNE must point at the difftune binary}
-command -v jq >/dev/null || { echo "jq is required (deploy/install-deps.sh installs it)" >&2; exit 1; }
+#   (check, ok, bad and finish come from check_util.sh)
+source "$(dirname "${BASH_SOURCE[0]}")/check_util.sh"
 command -v curl >/dev/null || { echo "curl is required (deploy/install-deps.sh installs it)" >&2; exit 1; }
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-# check WHAT COMMAND... : passes when COMMAND succeeds
-check() { local what=$1; shift; if "$@"; then ok; else bad "$what"; fi; }
 
 SERVER_PID=""
 serve_start() {
@@ -87,8 +80,3 @@ wait_status() {
   return 1
 }
 
-finish() {
-  echo "$pass passed, $fail failed"
-  [ "$fail" -eq 0 ]
-  exit $?
-}

@@ -6,15 +6,9 @@
 # values; `difftune fid` reproduces a job's value from its checkpoint; without weights, or with a
 # broken file, each point is {"available": false, "reason"} and training still succeeds; a
 # classifier extractor reports fd_classifier and classifier_accuracy.
-set -u
-BIN=${DIFFTUNE:?DIFFTUNE must point at the difftune binary}
+source "$(dirname "$0")/check_util.sh"
 TMP=${DIFFTUNE_TEST_TMP:-/tmp/difftune-test}/eval_cli
 rm -rf "$TMP" && mkdir -p "$TMP"
-command -v jq >/dev/null || { echo "jq is required (deploy/install-deps.sh installs it)" >&2; exit 1; }
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-check() { local what=$1; shift; if "$@"; then ok; else bad "$what"; fi; }
 unset DIFFTUNE_INCEPTION_WEIGHTS DIFFTUNE_EVAL_CACHE
 
 "$BIN" dataset synth --style solid --classes 3 --per-class 6 --size 8 --out "$TMP/solid" >/dev/null || bad "synth"
@@ -111,5 +105,4 @@ else
   bad "classifier train: $(tail -c 300 "$TMP/clf.err")"
 fi
 
-echo "test_eval_cli: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

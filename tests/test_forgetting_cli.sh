@@ -4,15 +4,9 @@
 # the target data better than the base model it came from), the hybrid curve at every switch
 # point with the evaluation's fields, the same numbers twice, unavailable (not faked) without
 # Inception weights, and clear refusals of bad input.
-set -u
-BIN=${DIFFTUNE:?DIFFTUNE must point at the difftune binary}
+source "$(dirname "$0")/check_util.sh"
 TMP=${DIFFTUNE_TEST_TMP:-/tmp/difftune-test}/forgetting_cli
 rm -rf "$TMP" && mkdir -p "$TMP"
-command -v jq >/dev/null || { echo "jq is required (deploy/install-deps.sh installs it)" >&2; exit 1; }
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-check() { local what=$1; shift; if "$@"; then ok; else bad "$what"; fi; }
 unset DIFFTUNE_INCEPTION_WEIGHTS DIFFTUNE_EVAL_CACHE
 
 # A base model pretrained on one domain, then fine-tuned (full) on another.
@@ -97,5 +91,4 @@ check "... saying so" grep -q "not the base model's architecture" "$TMP/e4.err"
 "$BIN" forgetting-curve --base "$BASE" --checkpoint "$TUNED" --dataset "$TMP/nowhere" --device cpu >/dev/null 2>"$TMP/e5.err"
 check "a missing dataset: exit 2" [ $? -eq 2 ]
 
-echo "test_forgetting_cli: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish
