@@ -3,6 +3,8 @@
 #   BIN                    the binary under test ($DIFFTUNE, set by ctest)
 #   check WHAT COMMAND...  passes when COMMAND succeeds, else prints "FAIL: WHAT"
 #   ok / bad WHAT          count a pass / a failure by hand
+#   expect_rc RC WHAT -- ARGS...  runs $BIN ARGS (stdout to $TMP/out, stderr to $TMP/err) and
+#                          passes when it exits with RC
 #   finish                 prints "N passed, M failed" and exits 0 / 1
 set -u
 BIN=${DIFFTUNE:?DIFFTUNE must point at the difftune binary}
@@ -11,6 +13,13 @@ pass=0 fail=0
 ok() { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
 check() { local what=$1; shift; if "$@"; then ok; else bad "$what"; fi; }
+expect_rc() {
+  local want=$1 what=$2
+  shift 3
+  "$BIN" "$@" >"$TMP/out" 2>"$TMP/err"
+  local rc=$?
+  check "$what (rc $rc, want $want; stderr: $(head -c 300 "$TMP/err"))" test "$rc" -eq "$want"
+}
 finish() {
   echo "$pass passed, $fail failed"
   [ "$fail" -eq 0 ]

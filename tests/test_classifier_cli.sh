@@ -2,25 +2,11 @@
 # test_classifier_cli.sh — `difftune classifier train|eval`: events and the final status line,
 # the file it writes, eval's JSON, determinism, exit codes and strict arguments.
 # Needs DIFFTUNE (the built binary), DIFFTUNE_TEST_TMP and jq, as set up by ctest.
-set -u
-D="${DIFFTUNE:?DIFFTUNE must point at the difftune binary}"
-T="${DIFFTUNE_TEST_TMP:-/tmp/difftune-test}/classifier_cli"
+source "$(dirname "$0")/check_util.sh"
+TMP="${DIFFTUNE_TEST_TMP:-/tmp/difftune-test}/classifier_cli"
+T=$TMP D=$BIN
 rm -rf "$T" && mkdir -p "$T"
-command -v jq >/dev/null || { echo "jq is required (deploy/install-deps.sh installs it)" >&2; exit 1; }
-fails=0 passes=0
 jqt() { jq -e "$@" >/dev/null; } # jqt FILTER FILE: the filter holds
-
-check() { # check DESCRIPTION CONDITION...
-    local what="$1"; shift
-    if "$@"; then passes=$((passes + 1)); else fails=$((fails + 1)); echo "FAIL: $what" >&2; fi
-}
-# expect_rc RC DESCRIPTION -- ARGS...: runs difftune with ARGS, stdout to $T/out, stderr to $T/err
-expect_rc() {
-    local want="$1" what="$2"; shift 3
-    "$D" "$@" >"$T/out" 2>"$T/err"
-    local rc=$?
-    check "$what (rc $rc, want $want; stderr: $(head -c 300 "$T/err"))" test "$rc" -eq "$want"
-}
 
 expect_rc 0 "synth" -- dataset synth --style solid --out "$T/solid" --classes 3 --per-class 24 --size 16 --seed 1
 expect_rc 0 "synth another domain" -- dataset synth --style outline --out "$T/outline" --classes 3 --per-class 8 --size 16
@@ -100,5 +86,4 @@ expect_rc 2 "eval of a missing dataset" -- classifier eval --classifier "$T/clf.
 expect_rc 1 "train to an unwritable place" -- classifier train --dataset "$T/solid" --out "$T/no/such/dir/c.safetensors" \
     --image-size 16 --epochs 1
 
-echo "test_classifier_cli: $passes passed, $fails failed"
-[ "$fails" -eq 0 ]
+finish

@@ -1,23 +1,10 @@
 #!/usr/bin/env bash
 # test_dataset_cli.sh — `difftune dataset synth|info`: output JSON, exit codes, strict arguments.
 # Needs DIFFTUNE (the built binary) and DIFFTUNE_TEST_TMP, as set by ctest.
-set -u
-D="${DIFFTUNE:?DIFFTUNE must point at the difftune binary}"
-T="${DIFFTUNE_TEST_TMP:-/tmp/difftune-test}/dataset_cli"
+source "$(dirname "$0")/check_util.sh"
+TMP="${DIFFTUNE_TEST_TMP:-/tmp/difftune-test}/dataset_cli"
+T=$TMP D=$BIN
 rm -rf "$T" && mkdir -p "$T"
-fails=0 passes=0
-
-check() { # check DESCRIPTION CONDITION...
-    local what="$1"; shift
-    if "$@"; then passes=$((passes + 1)); else fails=$((fails + 1)); echo "FAIL: $what" >&2; fi
-}
-# expect_rc RC DESCRIPTION -- ARGS...: runs difftune with ARGS, stdout to $T/out, stderr to $T/err
-expect_rc() {
-    local want="$1" what="$2"; shift 3
-    "$D" "$@" >"$T/out" 2>"$T/err"
-    local rc=$?
-    check "$what (rc $rc, want $want; stderr: $(head -c 300 "$T/err"))" test "$rc" -eq "$want"
-}
 
 expect_rc 0 "synth solid" -- dataset synth --style solid --out "$T/solid" --classes 3 --per-class 4 --size 16 --seed 5
 check "synth JSON" grep -qx "{\"path\":\"$T/solid\",\"style\":\"solid\",\"classes\":3,\"images\":12}" "$T/out"
@@ -61,5 +48,4 @@ check "names the corrupt file" grep -q "cls/a.png" "$T/err"
 printf 'x' >"$T/file"
 expect_rc 1 "synth into a path under a file" -- dataset synth --style solid --out "$T/file/sub"
 
-echo "test_dataset_cli: $passes passed, $fails failed"
-test "$fails" -eq 0
+finish
