@@ -388,6 +388,17 @@ static void train_eval_unavailable(trainer *tr, int step, const char *reason) {
                                             "step", step, "value", "available", 0, "reason", reason));
 }
 
+/* An evaluation step that gave no value without harming training: r = 1 when a stop request
+ * interrupted it (logged, nothing recorded), else a failure recorded as unavailable with why. */
+static void train_eval_skipped(trainer *tr, int step, int r, const char *why) {
+    if (r == 1) {
+        events_log(tr->ev, "info", "evaluation at step %d interrupted by the stop request", step);
+        return;
+    }
+    events_log(tr->ev, "warn", "%s at step %d failed: %s", tr->eval_metric, step, why);
+    train_eval_unavailable(tr, step, why);
+}
+
 /* The evaluation at step: the Fréchet distance of the EMA weights' samples to the dataset (the
  * reference statistics are computed or loaded the first time), as metric events. Returns 0
  * (also when the metric is unavailable, the evaluation failed without harming training, or a
@@ -404,13 +415,8 @@ static int train_evaluate(trainer *tr, int step, char *err, size_t errlen) {
     double ref_seconds = -1;
     if (!tr->ref_ready) {
         int r = eval_reference(&tr->evaluator, &tr->ds, tr->o->eval_cache_dir, &tr->ref, why, sizeof why);
-        if (r == 1) {
-            events_log(tr->ev, "info", "evaluation at step %d interrupted by the stop request", step);
-            return 0;
-        }
         if (r) {
-            events_log(tr->ev, "warn", "%s at step %d failed: %s", tr->eval_metric, step, why);
-            train_eval_unavailable(tr, step, why);
+            train_eval_skipped(tr, step, r, why);
             return 0;
         }
         tr->ref_ready = 1;
@@ -425,13 +431,8 @@ static int train_evaluate(trainer *tr, int step, char *err, size_t errlen) {
         snprintf(err, errlen, "%s", why);
         return -1;
     }
-    if (r == 1) {
-        events_log(tr->ev, "info", "evaluation at step %d interrupted by the stop request", step);
-        return 0;
-    }
     if (r) {
-        events_log(tr->ev, "warn", "%s at step %d failed: %s", tr->eval_metric, step, why);
-        train_eval_unavailable(tr, step, why);
+        train_eval_skipped(tr, step, r, why);
         return 0;
     }
     json_t *seconds = json_pack("{s:f, s:f, s:f, s:f}", "sampling", res.seconds_sampling,
