@@ -47,21 +47,28 @@ const char *api_upload_require(api_req *r, const char *what) {
     return tmp;
 }
 
-/* GET /datasets and GET /models: a page, newest first. */
-void api_catalog_list(api_req *r, const char *prefix,
-                      int (*list)(dt_store *, int, const char *, json_t **, char *, size_t)) {
+/* The page GET /datasets or GET /models asks for, or NULL after replying. */
+json_t *api_catalog_page(api_req *r, const char *prefix,
+                         int (*list)(dt_store *, int, const char *, json_t **, char *, size_t)) {
     int64_t limit;
-    if (api_query_int(r, "limit", 1, DT_STORE_LIST_MAX, 20, &limit)) return;
+    if (api_query_int(r, "limit", 1, DT_STORE_LIST_MAX, 20, &limit)) return NULL;
     const char *after = api_query(r, "after");
     if (after && !api_id_valid(after, prefix)) {
         api_reply_error(r, 400, "invalid_value", "after", "after must be the last_id of a previous page");
-        return;
+        return NULL;
     }
     char err[512];
     json_t *page = NULL;
     int rc = list(r->api->opts.store, (int)limit, after, &page, err, sizeof err);
     if (rc) api_reply_store_error(r, rc, rc == DT_STORE_INVALID ? "after" : NULL, err);
-    else api_reply_json(r, 200, page, NULL);
+    return page;
+}
+
+/* GET /datasets and GET /models: a page, newest first. */
+void api_catalog_list(api_req *r, const char *prefix,
+                      int (*list)(dt_store *, int, const char *, json_t **, char *, size_t)) {
+    json_t *page = api_catalog_page(r, prefix, list);
+    if (page) api_reply_json(r, 200, page, NULL);
 }
 
 /* GET /datasets/{id} and GET /models/{id}. */

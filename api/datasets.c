@@ -1,11 +1,45 @@
 /* datasets.c — the dataset resource: upload (tar or zip of an image folder or IDX files,
- * validated before it is stored), list, get, delete. */
+ * validated before it is stored), list, get, delete, and the preview grid drawn at upload.
+ *
+ * A dataset object carries "preview_url" only when its preview file exists: datasets uploaded
+ * before previews were drawn have none, and a client should not be sent to a 404. */
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "http.h"
 #include "ingest.h"
 #include "layout.h"
+
+/* 1 when the preview of dataset id is on disk; path (pathlen bytes) receives where it is. */
+static int datasets_has_preview(const dt_api *a, const char *id, char *path, size_t pathlen) {
+    struct stat sb;
+    return !api_data_path(a, path, pathlen, "%s/%s/%s", DT_LAYOUT_DATASETS, id,
+                          DT_INGEST_PREVIEW_NAME) &&
+           stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* Adds "preview_url" to the dataset object obj when its preview exists. */
+static void datasets_add_preview_url(const dt_api *a, json_t *obj) {
+    const char *id = json_string_value(json_object_get(obj, "id"));
+    char path[4096], url[128];
+    if (!id || !datasets_has_preview(a, id, path, sizeof path)) return;
+    snprintf(url, sizeof url, "/datasets/%s/preview.png", id);
+    json_object_set_new(obj, "preview_url", json_string(url));
+}
+
+/* The API object of dataset id (a new reference), or NULL after replying an error. */
+static json_t *datasets_object(api_req *r, const char *id) {
+    char err[512];
+    json_t *obj = NULL;
+    int rc = store_dataset_get(r->api->opts.store, id, &obj, err, sizeof err);
+    if (rc) {
+        api_reply_store_error(r, rc, NULL, err);
+        return NULL;
+    }
+    datasets_add_preview_url(r->api, obj);
+    return obj;
+}
 
 void api_datasets_create(api_req *r) {
     const char *tmp = api_upload_require(r, "the archive (tar or zip)");
@@ -35,21 +69,54 @@ void api_datasets_create(api_req *r) {
     }
     dt_dataset_new d = {.id = id, .name = name, .path = info.root, .format = info.format,
                         .images = info.images, .classes = info.classes,
-                        .class_names = info.class_names, .bytes = info.bytes};
+                        .class_names = info.class_names, .class_counts = info.class_counts,
+                        .bytes = info.bytes};
     char stored[DT_STORE_ID_MAX];
     rc = store_dataset_create(r->api->opts.store, &d, stored, err, sizeof err);
-    json_decref(info.class_names);
+    ingest_dataset_clear(&info);
     if (rc) {
         ingest_remove_tree(dest);
         api_reply_store_error(r, rc, NULL, err);
         return;
     }
-    api_reply_created(r, "/datasets", id, store_dataset_get);
+    json_t *obj = datasets_object(r, id);
+    if (!obj) return;
+    char location[128];
+    snprintf(location, sizeof location, "/datasets/%s", id);
+    const char *h[] = {"Location", location, NULL};
+    api_reply_json(r, 201, obj, h);
 }
 
-void api_datasets_list(api_req *r) { api_catalog_list(r, "ds_", store_dataset_list); }
+void api_datasets_list(api_req *r) {
+    json_t *page = api_catalog_page(r, "ds_", store_dataset_list);
+    if (!page) return;
+    size_t i;
+    json_t *obj;
+    json_array_foreach(json_object_get(page, "data"), i, obj) datasets_add_preview_url(r->api, obj);
+    api_reply_json(r, 200, page, NULL);
+}
 
-void api_datasets_get(api_req *r) { api_catalog_get(r, store_dataset_get); }
+void api_datasets_get(api_req *r) {
+    json_t *obj = datasets_object(r, r->params[0]);
+    if (obj) api_reply_json(r, 200, obj, NULL);
+}
+
+void api_datasets_preview(api_req *r) {
+    char err[512], root[4096], path[4096];
+    /* The row first, so an id is only ever joined into a path once the store knows it. */
+    int rc = store_dataset_path(r->api->opts.store, r->params[0], root, sizeof root, err,
+                                sizeof err);
+    if (rc) {
+        api_reply_store_error(r, rc, NULL, err);
+        return;
+    }
+    if (!datasets_has_preview(r->api, r->params[0], path, sizeof path)) {
+        api_reply_error(r, 404, "not_found", NULL, "dataset %s has no preview: it was uploaded "
+                        "before previews were made; upload it again to get one", r->params[0]);
+        return;
+    }
+    api_serve_file(r, path, "image/png", NULL, NULL);
+}
 
 void api_datasets_delete(api_req *r) {
     api_catalog_delete(r, "dataset", DT_LAYOUT_DATASETS, store_dataset_delete);

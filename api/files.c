@@ -10,8 +10,7 @@
 
 #include "http.h"
 
-/* Does an If-None-Match list contain etag (or "*")? */
-static int files_etag_matches(const char *list, const char *etag) {
+int api_etag_matches(const char *list, const char *etag) {
     if (!list) return 0;
     if (!strcmp(list, "*")) return 1;
     size_t n = strlen(etag);
@@ -76,7 +75,7 @@ void api_serve_file(api_req *r, const char *path, const char *content_type, cons
     char disposition[400] = "";
     if (download_name) snprintf(disposition, sizeof disposition, "attachment; filename=\"%.300s\"", download_name);
 
-    if (files_etag_matches(api_header(r, "If-None-Match"), etag)) {
+    if (api_etag_matches(api_header(r, "If-None-Match"), etag)) {
         close(fd);
         const char *h[] = {"ETag", etag, NULL};
         api_reply_json(r, 304, NULL, h);

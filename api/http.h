@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "api.h"
+#include "assets.h"
 #include "store.h"
 
 #define API_MAX_PARAMS 2
@@ -37,7 +38,8 @@ typedef void (*api_handler)(api_req *r);
 
 typedef struct {
     const char *method;  /* "GET" (also answers HEAD), "POST", "DELETE" */
-    const char *pattern; /* "/jobs/{}/events": each {} captures one path segment */
+    const char *pattern; /* "/jobs/{}/events": each {} captures one path segment, a final {*}
+                          * the rest of the path ("/ui/{*}") */
     api_body_kind body;
     api_handler handler;
     const char *name;    /* label in metrics: "jobs.get" */
@@ -182,6 +184,9 @@ const char *api_upload_display_name(api_req *r, const char *dflt);
 /* GET /datasets and GET /models: a page, newest first (?limit=, ?after=). */
 void api_catalog_list(api_req *r, const char *prefix,
                       int (*list)(dt_store *, int, const char *, json_t **, char *, size_t));
+/* The page api_catalog_list would send (a new reference), or NULL after replying an error. */
+json_t *api_catalog_page(api_req *r, const char *prefix,
+                         int (*list)(dt_store *, int, const char *, json_t **, char *, size_t));
 /* GET /datasets/{id} and GET /models/{id}. */
 void api_catalog_get(api_req *r, int (*get)(dt_store *, const char *, json_t **, char *, size_t));
 /* DELETE /datasets/{id} and DELETE /models/{id}: the row (409 in_use while a queued or running
@@ -196,6 +201,14 @@ void api_catalog_delete(api_req *r, const char *object, const char *subdir,
  * empty), and Content-Disposition when download_name is non-NULL. 404 when the file is gone. */
 void api_serve_file(api_req *r, const char *path, const char *content_type, const char *sha256,
                     const char *download_name);
+/* Does an If-None-Match header value (a list of ETags, or "*") contain etag? NULL = no. */
+int api_etag_matches(const char *list, const char *etag);
+
+/* ---- compiled-in files (assets.c) -------------------------------------------------------- */
+
+/* Serves a compiled-in file (assets.h) with its ETag (304 on If-None-Match), Cache-Control:
+ * no-cache, nosniff and the UI's Content-Security-Policy; vary, when not NULL, is sent as Vary. */
+void api_serve_asset(api_req *r, const api_asset *a, const char *vary);
 
 /* ---- streams (events.c) ------------------------------------------------------------------ */
 
@@ -225,11 +238,16 @@ void api_datasets_create(api_req *r);
 void api_datasets_list(api_req *r);
 void api_datasets_get(api_req *r);
 void api_datasets_delete(api_req *r);
+/* GET /datasets/{id}/preview.png: the grid ingest drew at upload (404 for older datasets). */
+void api_datasets_preview(api_req *r);
 void api_models_create(api_req *r);
 void api_models_list(api_req *r);
 void api_models_get(api_req *r);
 void api_models_delete(api_req *r);
+/* GET /: the web UI's page for a browser (Accept names text/html), else the JSON index. */
 void api_system_root(api_req *r);
+/* GET /ui/{path}: a file of the web UI. */
+void api_web_file(api_req *r);
 void api_system_health(api_req *r);
 void api_system_workers(api_req *r);
 void api_system_metrics(api_req *r);

@@ -26,12 +26,19 @@ typedef struct {
     int64_t max_entries; /* archive members; 0 = 1,000,000 */
 } dt_ingest_limits;
 
+/* The preview grid ingest_dataset writes into dest_dir (ingest_preview.h draws it). Hidden, so
+ * that no loader ever reads it: dataset_load and ingest's own scans skip names starting with '.',
+ * and dest_dir is the dataset's root or holds it. Deleting dest_dir deletes it. */
+#define DT_INGEST_PREVIEW_NAME ".preview.png"
+
 typedef struct {
     char format[16];     /* "image_folder" | "idx" */
     char root[4096];     /* the folder inside dest_dir that holds the class folders or IDX files */
     int64_t images;
     int64_t classes;
     json_t *class_names; /* new reference: array of strings (class folder names, "0".."9" for IDX) */
+    json_t *class_counts; /* new reference: array of integers, the images of each class in
+                           * class_names order */
     int64_t bytes;       /* extracted bytes */
 } dt_ingest_dataset;
 
@@ -52,10 +59,14 @@ int ingest_extract(const char *archive_path, const char *dest_dir, const dt_inge
  * subfolder per class holding PNG/JPEG/BMP images; single top-level folders wrapping it are
  * descended into) or MNIST-style IDX files (an images and a labels file). Every image must
  * decode; an image lying beside the class folders rather than in one is refused. Messages name archive members by their path inside the archive,
- * never by dest_dir. limits may be NULL. On success *out is filled (json_decref
- * out->class_names); on failure *out is zeroed and dest_dir is removed. */
+ * never by dest_dir. limits may be NULL. On success *out is filled (release it with
+ * ingest_dataset_clear) and dest_dir also holds DT_INGEST_PREVIEW_NAME, a PNG grid of the
+ * first images of the first classes (ingest_preview.h); on failure *out is zeroed and dest_dir
+ * is removed. */
 int ingest_dataset(const char *archive_path, const char *dest_dir, const dt_ingest_limits *limits,
                    dt_ingest_dataset *out, char *err, size_t errlen);
+/* Drops the JSON references ingest_dataset put in *d and zeroes it; safe on a zeroed one. */
+void ingest_dataset_clear(dt_ingest_dataset *d);
 
 typedef struct {
     char kind[16];       /* "dit" | "classifier" */

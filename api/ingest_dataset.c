@@ -3,7 +3,8 @@
  * training job can load.
  *
  * Validation decodes every image at 8x8 (dataset_load), which checks the layout, the class
- * folders, IDX headers and labels while keeping memory small.
+ * folders, IDX headers and labels while keeping memory small; the preview grid takes its images
+ * from that same pass.
  */
 #include "ingest.h"
 
@@ -15,6 +16,7 @@
 
 #include "dataset.h"
 #include "errmsg.h"
+#include "ingest_preview.h"
 
 #define INGEST_IDX_IMAGES 0x00000803u
 #define INGEST_VALIDATE_SIZE 8
@@ -144,8 +146,44 @@ static json_t *ingest_class_names(const dt_dataset *ds, int *rc, char *err, size
     return names;
 }
 
-/* Finds and validates the dataset extracted under dest, filling out (bytes excepted). */
-static int ingest_validate(const char *dest, dt_ingest_dataset *out, char *err, size_t errlen) {
+/* The number of images of each class as a JSON array (new reference), NULL when out of memory. */
+static json_t *ingest_class_counts(const dt_dataset *ds) {
+    int64_t *counts = calloc((size_t)ds->num_classes, sizeof *counts);
+    json_t *arr = counts ? json_array() : NULL;
+    if (arr) {
+        for (int i = 0; i < ds->n; i++) counts[ds->labels[i]]++;
+        for (int k = 0; k < ds->num_classes; k++)
+            if (json_array_append_new(arr, json_integer(counts[k])) != 0) {
+                json_decref(arr);
+                arr = NULL;
+                break;
+            }
+    }
+    free(counts);
+    return arr;
+}
+
+/* Fills out's format, counts, class names and class counts from the loaded dataset. */
+static int ingest_describe(const dt_dataset *ds, int idx, dt_ingest_dataset *out, char *err,
+                           size_t errlen) {
+    int rc;
+    out->class_names = ingest_class_names(ds, &rc, err, errlen);
+    if (!out->class_names) return rc;
+    out->class_counts = ingest_class_counts(ds);
+    if (!out->class_counts) {
+        dt_errorf(err, errlen, "out of memory");
+        return DT_INGEST_ERROR;
+    }
+    snprintf(out->format, sizeof out->format, "%s", idx ? "idx" : "image_folder");
+    out->images = ds->n;
+    out->classes = ds->num_classes;
+    return DT_INGEST_OK;
+}
+
+/* Finds and validates the dataset extracted under dest, filling out (bytes excepted) and
+ * collecting the preview's images while decoding. */
+static int ingest_validate(const char *dest, ingest_preview *preview, dt_ingest_dataset *out,
+                           char *err, size_t errlen) {
     ingest_dir_info info;
     int rc = ingest_find_root(dest, out->root, sizeof out->root, &info, err, errlen);
     if (rc != DT_INGEST_OK) return rc;
@@ -158,21 +196,40 @@ static int ingest_validate(const char *dest, dt_ingest_dataset *out, char *err, 
         return DT_INGEST_INVALID;
     }
     dt_dataset ds;
-    if (dataset_load(&ds, out->root, INGEST_VALIDATE_SIZE, 3, err, errlen) != 0)
+    if (dataset_load_visit(&ds, out->root, INGEST_VALIDATE_SIZE, 3, ingest_preview_visit, preview,
+                           err, errlen) != 0)
         return DT_INGEST_INVALID;
     if (ds.n < 1 || ds.num_classes < 1) {
         dt_errorf(err, errlen, "the dataset in %s has no images", out->root);
-        dataset_free(&ds);
-        return DT_INGEST_INVALID;
-    }
-    out->class_names = ingest_class_names(&ds, &rc, err, errlen);
-    if (out->class_names) {
-        snprintf(out->format, sizeof out->format, "%s", idx ? "idx" : "image_folder");
-        out->images = ds.n;
-        out->classes = ds.num_classes;
+        rc = DT_INGEST_INVALID;
+    } else {
+        rc = ingest_describe(&ds, idx, out, err, errlen);
     }
     dataset_free(&ds);
     return rc;
+}
+
+/* Validates what was extracted into dest_dir and writes its preview there. */
+static int ingest_accept(const char *dest_dir, dt_ingest_dataset *out, char *err, size_t errlen) {
+    ingest_preview *preview = ingest_preview_new();
+    if (!preview) {
+        dt_errorf(err, errlen, "out of memory");
+        return DT_INGEST_ERROR;
+    }
+    int rc = ingest_validate(dest_dir, preview, out, err, errlen);
+    if (rc == DT_INGEST_OK) {
+        char path[4400];
+        snprintf(path, sizeof path, "%s/%s", dest_dir, DT_INGEST_PREVIEW_NAME);
+        rc = ingest_preview_write(preview, (int)out->classes, path, err, errlen);
+    }
+    ingest_preview_free(preview);
+    return rc;
+}
+
+void ingest_dataset_clear(dt_ingest_dataset *d) {
+    json_decref(d->class_names);
+    json_decref(d->class_counts);
+    memset(d, 0, sizeof *d);
 }
 
 int ingest_dataset(const char *archive_path, const char *dest_dir, const dt_ingest_limits *limits,
@@ -181,11 +238,10 @@ int ingest_dataset(const char *archive_path, const char *dest_dir, const dt_inge
     int64_t bytes = 0;
     int rc = ingest_extract(archive_path, dest_dir, limits, &bytes, err, errlen);
     if (rc != DT_INGEST_OK) return rc;
-    rc = ingest_validate(dest_dir, out, err, errlen);
+    rc = ingest_accept(dest_dir, out, err, errlen);
     if (rc != DT_INGEST_OK) {
         if (rc == DT_INGEST_INVALID) ingest_relativize(err, errlen, dest_dir);
-        json_decref(out->class_names);
-        memset(out, 0, sizeof *out);
+        ingest_dataset_clear(out);
         /* The validation failure is the answer; a removal failure cannot change it. */
         (void)ingest_remove_tree(dest_dir);
         return rc;

@@ -10,6 +10,7 @@
 
 const api_route api_routes[] = {
     {"GET", "/", API_BODY_NONE, api_system_root, "root", NULL, 0},
+    {"GET", "/ui/{*}", API_BODY_NONE, api_web_file, "ui.file", NULL, 0},
     {"GET", "/health", API_BODY_NONE, api_system_health, "health", NULL, 0},
     {"GET", "/metrics", API_BODY_NONE, api_system_metrics, "metrics", NULL, 0},
     {"GET", "/openapi.json", API_BODY_NONE, api_system_openapi, "openapi", NULL, 0},
@@ -28,6 +29,7 @@ const api_route api_routes[] = {
     {"POST", "/datasets", API_BODY_UPLOAD, api_datasets_create, "datasets.create", ROUTES_ARCHIVES, 1},
     {"GET", "/datasets", API_BODY_NONE, api_datasets_list, "datasets.list", NULL, 0},
     {"GET", "/datasets/{}", API_BODY_NONE, api_datasets_get, "datasets.get", NULL, 0},
+    {"GET", "/datasets/{}/preview.png", API_BODY_NONE, api_datasets_preview, "datasets.preview", NULL, 0},
     {"DELETE", "/datasets/{}", API_BODY_NONE, api_datasets_delete, "datasets.delete", NULL, 0},
     {"POST", "/models", API_BODY_UPLOAD, api_models_create, "models.create",
      "application/octet-stream,multipart/form-data,application/json", 1},
@@ -50,7 +52,14 @@ static int route_match_one(api_req *r, const char *pattern, const char *path) {
     int np = 0;
     const char *p = pattern, *s = path;
     while (*p && *s) {
-        if (p[0] == '{' && p[1] == '}') {
+        if (p[0] == '{' && p[1] == '*' && p[2] == '}') { /* the rest of the path, slashes too */
+            size_t n = strlen(s);
+            if (n == 0 || np >= API_MAX_PARAMS || strstr(s, "//")) return 0;
+            if (route_segment(s, n, r->params[np], sizeof r->params[np])) return 0;
+            np++;
+            s += n;
+            p += 3;
+        } else if (p[0] == '{' && p[1] == '}') {
             size_t n = strcspn(s, "/");
             if (n == 0 || np >= API_MAX_PARAMS) return 0;
             if (route_segment(s, n, r->params[np], sizeof r->params[np])) return 0;

@@ -1,4 +1,4 @@
-/* system.c — the service endpoints: GET / (index of the API), /health, /workers, /metrics
+/* system.c — the service endpoints: GET / (the web UI, or the index of the API), /health, /workers, /metrics
  * (Prometheus text format 0.0.4) and /openapi.json. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,16 +7,24 @@
 #include "clock.h"
 #include "http.h"
 
-/* The OpenAPI document, compiled in from api/openapi.json (see api/embed.cmake). */
-extern const unsigned char api_openapi_json[];
-extern const unsigned long api_openapi_json_len;
+/* Does the client prefer HTML (a browser navigating) over JSON? */
+static int system_wants_html(api_req *r) {
+    const char *accept = api_header(r, "Accept");
+    return accept && strstr(accept, "text/html");
+}
 
 void api_system_root(api_req *r) {
+    const api_asset *page = api_asset_find("/ui/index.html");
+    if (page && system_wants_html(r)) {
+        api_serve_asset(r, page, "Accept");
+        return;
+    }
+    const char *h[] = {"Vary", "Accept", NULL};
     api_reply_json(r, 200,
-                   json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "service", "difftune", "version",
-                             DIFFTUNE_VERSION, "openapi", "/openapi.json", "jobs", "/jobs", "datasets",
-                             "/datasets", "models", "/models", "health", "/health"),
-                   NULL);
+                   json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "service", "difftune", "version",
+                             DIFFTUNE_VERSION, "ui", "/", "openapi", "/openapi.json", "jobs", "/jobs",
+                             "datasets", "/datasets", "models", "/models", "health", "/health"),
+                   h);
 }
 
 static int system_job_counts(dt_api *a, int64_t counts[5]) {
@@ -50,10 +58,7 @@ void api_system_workers(api_req *r) {
 }
 
 void api_system_openapi(api_req *r) {
-    struct MHD_Response *resp = MHD_create_response_from_buffer(
-        (size_t)api_openapi_json_len, (void *)api_openapi_json, MHD_RESPMEM_PERSISTENT);
-    if (resp) MHD_add_response_header(resp, "Content-Type", "application/json");
-    api_reply_response(r, 200, resp);
+    api_serve_asset(r, api_asset_find("/openapi.json"), NULL);
 }
 
 /* ---- Prometheus ---------------------------------------------------------------------------- */

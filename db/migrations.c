@@ -127,6 +127,9 @@ static const store_migration MIGRATIONS[] = {
     /* what an evaluation point records besides its value (samples, sampler, reference set) */
     {"metric detail",
      "ALTER TABLE metrics ADD COLUMN detail TEXT;"}, /* JSON object or NULL */
+    /* the images of each class, in class_names order; datasets stored before it keep [] */
+    {"dataset class counts",
+     "ALTER TABLE datasets ADD COLUMN class_counts TEXT NOT NULL DEFAULT '[]';"}, /* JSON array */
 };
 
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))

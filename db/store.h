@@ -302,6 +302,8 @@ typedef struct {
     int64_t images;
     int64_t classes;
     json_t *class_names; /* borrowed JSON array; NULL = [] */
+    json_t *class_counts; /* borrowed JSON array of integers (images per class, class_names
+                           * order); NULL = [] */
     int64_t bytes;
 } dt_dataset_new;
 
@@ -309,8 +311,9 @@ typedef struct {
  * given id exists, DT_STORE_INVALID for a missing field or a bad id prefix. */
 int store_dataset_create(dt_store *s, const dt_dataset_new *d, char id_out[DT_STORE_ID_MAX],
                          char *err, size_t errlen);
-/* {"id","object":"dataset","name","format","images","classes","class_names","bytes",
- * "created_at"} (the path stays private: store_dataset_path). */
+/* {"id","object":"dataset","name","format","images","classes","class_names","class_counts",
+ * "bytes","created_at"} (the path stays private: store_dataset_path). class_counts is [] for
+ * datasets stored without it. */
 int store_dataset_get(dt_store *s, const char *id, json_t **out, char *err, size_t errlen);
 /* A page of datasets, newest first; paging as store_job_list. */
 int store_dataset_list(dt_store *s, int limit, const char *after, json_t **out,

@@ -122,22 +122,28 @@ static int delete_unused(dt_store *s, const char *sql_path, const char *sql_user
 
 /* ---- datasets -------------------------------------------------------------------------------- */
 
-#define DATASET_COLUMNS "id, name, format, images, classes, class_names, bytes, created_at"
+#define DATASET_COLUMNS \
+    "id, name, format, images, classes, class_names, bytes, created_at, class_counts"
 
 static json_t *dataset_from_row(sqlite3_stmt *st) {
     json_t *class_names = store_column_json(st, 5);
-    if (!class_names) return NULL;
-    return json_pack("{s:o, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
+    json_t *class_counts = store_column_json(st, 8);
+    if (!class_names || !class_counts) {
+        json_decref(class_names);
+        json_decref(class_counts);
+        return NULL;
+    }
+    return json_pack("{s:o, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
                      "id", store_column_value(st, 0), "object", "dataset",
                      "name", store_column_value(st, 1), "format", store_column_value(st, 2),
                      "images", store_column_value(st, 3), "classes", store_column_value(st, 4),
-                     "class_names", class_names, "bytes", store_column_value(st, 6),
-                     "created_at", store_column_value(st, 7));
+                     "class_names", class_names, "class_counts", class_counts,
+                     "bytes", store_column_value(st, 6), "created_at", store_column_value(st, 7));
 }
 
 static const char SQL_DATASET_INSERT[] =
     "INSERT INTO datasets (id, name, path, format, images, classes, class_names, bytes,"
-    " created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+    " created_at, class_counts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 static const char SQL_DATASET_GET[] = "SELECT " DATASET_COLUMNS " FROM datasets WHERE id = ?1";
 static const char SQL_DATASET_PATH[] = "SELECT path FROM datasets WHERE id = ?1";
 static const char SQL_DATASET_USER[] =
@@ -160,14 +166,15 @@ int store_dataset_create(dt_store *s, const dt_dataset_new *d, char id_out[DT_ST
         store_errorf(err, errlen, "a dataset needs a name, a path, a format and counts >= 0");
         return DT_STORE_INVALID;
     }
-    if (d->class_names && !json_is_array(d->class_names)) {
-        store_errorf(err, errlen, "class_names must be a JSON array");
+    if ((d->class_names && !json_is_array(d->class_names)) ||
+        (d->class_counts && !json_is_array(d->class_counts))) {
+        store_errorf(err, errlen, "class_names and class_counts must be JSON arrays");
         return DT_STORE_INVALID;
     }
     char id[DT_STORE_ID_MAX];
     int rc = pick_id(d->id, "ds_", id, err, errlen);
     if (rc != DT_STORE_OK) return rc;
-    json_t *none = d->class_names ? NULL : json_array();
+    json_t *none = json_array();
     store_lock(s);
     rc = DT_STORE_ERROR;
     sqlite3_stmt *st = store_stmt(s, SQL_DATASET_INSERT, err, errlen);
@@ -181,6 +188,7 @@ int store_dataset_create(dt_store *s, const dt_dataset_new *d, char id_out[DT_ST
         store_bind_json(st, 7, d->class_names ? d->class_names : none);
         sqlite3_bind_int64(st, 8, d->bytes);
         sqlite3_bind_double(st, 9, store_now());
+        store_bind_json(st, 10, d->class_counts ? d->class_counts : none);
         rc = insert_done(s, st, "dataset", id, err, errlen);
     }
     store_unlock(s);

@@ -176,10 +176,16 @@ static int ds_store(const uint8_t *pix, int w, int h, int c, int channels, int s
     return 0;
 }
 
+/* The caller's dataset_visit_fn and its context; fn NULL = no visitor. */
+typedef struct {
+    dataset_visit_fn fn;
+    void *ctx;
+} ds_visitor;
+
 /* ---- image folders --------------------------------------------------------------------------- */
 
-static int ds_load_folder(dt_dataset *ds, const char *root, int size, int channels, char *err,
-                          size_t errlen) {
+static int ds_load_folder(dt_dataset *ds, const char *root, int size, int channels,
+                          const ds_visitor *visit, char *err, size_t errlen) {
     ds_strlist classes = {0};
     ds_strlist *files = NULL;
     char **paths = NULL; /* (n) full paths in dataset order */
@@ -240,6 +246,10 @@ static int ds_load_folder(dt_dataset *ds, const char *root, int size, int channe
         uint8_t *pix = NULL;
         int w, h;
         int lrc = image_load(paths[i], channels, &pix, &w, &h, msg, sizeof msg);
+        if (lrc == 0 && visit->fn) {
+#pragma omp critical(ds_visit)
+            visit->fn(visit->ctx, i, ds->labels[i], pix, w, h, channels);
+        }
         if (lrc == 0 && ds_store(pix, w, h, channels, channels, size,
                                  ds->images + (size_t)i * per) != 0) {
             snprintf(msg, sizeof msg, "%s: cannot resize image (out of memory?)", paths[i]);
@@ -337,7 +347,7 @@ static int ds_read_idx(const char *path, uint32_t magic, int ndim, uint32_t *dim
 }
 
 static int ds_load_idx(dt_dataset *ds, const char *images_path, const char *labels_path, int size,
-                       int channels, char *err, size_t errlen) {
+                       int channels, const ds_visitor *visit, char *err, size_t errlen) {
     uint8_t *ibuf = NULL, *lbuf = NULL;
     const uint8_t *ipix, *lab;
     uint32_t idims[3], ldims[1];
@@ -376,6 +386,7 @@ static int ds_load_idx(dt_dataset *ds, const char *images_path, const char *labe
             goto done;
         }
         ds->labels[i] = lab[i];
+        if (visit->fn) visit->fn(visit->ctx, i, lab[i], ipix + (size_t)i * plane, cols, rows, 1);
     }
     rc = 0;
 done:
@@ -487,6 +498,12 @@ done:
 
 int dataset_load(dt_dataset *ds, const char *path, int image_size, int channels,
                  char *err, size_t errlen) {
+    return dataset_load_visit(ds, path, image_size, channels, NULL, NULL, err, errlen);
+}
+
+int dataset_load_visit(dt_dataset *ds, const char *path, int image_size, int channels,
+                       dataset_visit_fn visit_fn, void *visit_ctx, char *err, size_t errlen) {
+    const ds_visitor visit = {visit_fn, visit_ctx};
     memset(ds, 0, sizeof *ds);
     if (channels != 1 && channels != 3) {
         dt_errorf(err, errlen, "channels must be 1 or 3, not %d", channels);
@@ -525,7 +542,7 @@ int dataset_load(dt_dataset *ds, const char *path, int image_size, int channels,
         char *labels = ds_find_labels(dir, name, err, errlen);
         free(dir);
         if (!labels) return -1;
-        rc = ds_load_idx(ds, path, labels, image_size, channels, err, errlen);
+        rc = ds_load_idx(ds, path, labels, image_size, channels, &visit, err, errlen);
         free(labels);
     } else if (S_ISDIR(sb.st_mode)) {
         char *img = NULL;
@@ -534,12 +551,13 @@ int dataset_load(dt_dataset *ds, const char *path, int image_size, int channels,
         if (found == 1) {
             char *ipath = ds_join(path, img);
             char *labels = ipath ? ds_find_labels(path, img, err, errlen) : NULL;
-            rc = labels ? ds_load_idx(ds, ipath, labels, image_size, channels, err, errlen) : -1;
+            rc = labels ? ds_load_idx(ds, ipath, labels, image_size, channels, &visit, err, errlen)
+                        : -1;
             free(labels);
             free(ipath);
             free(img);
         } else {
-            rc = ds_load_folder(ds, path, image_size, channels, err, errlen);
+            rc = ds_load_folder(ds, path, image_size, channels, &visit, err, errlen);
         }
     } else {
         dt_errorf(err, errlen, "dataset path %s is neither a folder nor a file", path);

@@ -26,6 +26,16 @@ typedef struct {
  * with bad magic, mismatched counts or labels out of range. Returns 0 or -1. */
 int dataset_load(dt_dataset *ds, const char *path, int image_size, int channels,
                  char *err, size_t errlen);
+/* Sees one source image as dataset_load decodes it, before any resizing: its index in dataset
+ * order, its label, and the decoded pixels (h, w, c) interleaved, borrowed for the call (c is the
+ * channels asked for, or 1 for IDX, whose images are grey). */
+typedef void (*dataset_visit_fn)(void *ctx, int index, int label, const uint8_t *pixels, int w,
+                                 int h, int c);
+/* dataset_load that also calls visit(ctx, ...) once for every image it decodes, so a caller can
+ * keep some source images (a preview) without decoding them again. Calls are never concurrent
+ * but come in no particular order; after a failure some images may not have been visited. */
+int dataset_load_visit(dt_dataset *ds, const char *path, int image_size, int channels,
+                       dataset_visit_fn visit, void *ctx, char *err, size_t errlen);
 /* 1 when name has one of the image extensions dataset_load reads in a class folder (.png,
  * .jpg, .jpeg, .bmp, any case; a name that is only an extension, like ".png", does not count),
  * else 0. Looks at the name only, never at the file. */

@@ -1,7 +1,7 @@
 /* layout.h — where things live under the server's data directory (DESIGN.md section 4).
  *
  *   DIR/difftune.db                    the store (SQLite, WAL)
- *   DIR/datasets/<ds_id>/              an extracted, validated dataset upload
+ *   DIR/datasets/<ds_id>/              an extracted, validated dataset upload (+ .preview.png)
  *   DIR/models/<mdl_id>/model.safetensors
  *   DIR/jobs/<job_id>/checkpoints/     step_NNNNNNN.safetensors (+ .state.safetensors)
  *   DIR/jobs/<job_id>/samples/         step_NNNNNNN.png

@@ -86,6 +86,22 @@ http GET "/datasets?limit=100&after=$(jb .last_id)"; expect_status 200 "dataset 
 check "dataset page 2 holds the rest" [ "$(jb '.data | length')" = 2 ]
 http GET "/datasets?limit=0"; expect_error 400 invalid_value limit "limit 0"
 http GET "/datasets/$DS"; expect_status 200 "get dataset"
+check "class counts" [ "$(jb '.class_counts | map(tostring) | join(",")')" = "8,8,8" ]
+check "preview_url" [ "$(jb .preview_url)" = "/datasets/$DS/preview.png" ]
+http GET "/datasets?limit=100"; expect_status 200 "list datasets"
+check "the list carries class counts and preview URLs" \
+  [ "$(jb "[.data[] | select(.id == \"$DS2\") | (.class_counts | map(tostring) | join(\",\")), .preview_url] | join(\" \")")" = "4,4,4,4 /datasets/$DS2/preview.png" ]
+http GET "/datasets/$DS/preview.png"; expect_status 200 "dataset preview"
+check "preview content type" grep -qi '^content-type: image/png' "$TMP/headers"
+check "preview is a PNG" [ "$(head -c 8 "$TMP/body" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ]
+# 3 rows (classes) of 8 tiles of 32 px, 2 px apart: 274 x 104 (PNG IHDR width, height)
+check "preview size" [ "$(od -An -tu1 -j16 -N8 "$TMP/body" | tr -s ' ' | sed 's/^ //')" = "0 0 1 18 0 0 0 104" ]
+etag=$(grep -i '^etag: ' "$TMP/headers" | cut -d' ' -f2 | tr -d '\r')
+http GET "/datasets/$DS/preview.png" -H "If-None-Match: $etag"; expect_status 304 "preview not modified"
+http GET /datasets/ds_000000000000000000000000/preview.png; expect_error 404 not_found - "preview of an unknown dataset"
+rm "$TMP/data/datasets/$DS2/.preview.png"  # as for a dataset uploaded before previews existed
+http GET "/datasets/$DS2/preview.png"; expect_error 404 not_found - "a dataset without a preview"
+http GET "/datasets/$DS2"; check "no preview_url without a preview" [ "$(jb 'has("preview_url")')" = false ]
 http GET /datasets/ds_000000000000000000000000; expect_error 404 not_found - "unknown dataset"
 http DELETE "/datasets/$DS3"; expect_status 200 "delete dataset"
 check "deleted flag" [ "$(jb .deleted)" = true ]

@@ -1,6 +1,7 @@
 /* test_ingest.c — uploads: safe archive extraction (tar, tar.gz, zip), locating and validating
- * image-folder and IDX datasets, refusal of unsafe or broken archives with the destination
- * removed, limits, and validation of safetensors DiT checkpoints and difftune classifiers.
+ * image-folder and IDX datasets with their class counts and preview grid, refusal of unsafe or
+ * broken archives with the destination removed, limits, and validation of safetensors DiT
+ * checkpoints and difftune classifiers.
  *
  * Archives are built here with libarchive's write side from PNGs written by the engine, so each
  * case controls exactly which members (and which hostile ones) an archive holds.
@@ -8,9 +9,11 @@
 #include "check.h"
 #include "checkpoint.h"
 #include "classifier.h"
+#include "dataset.h"
 #include "fsutil.h"
 #include "image.h"
 #include "ingest.h"
+#include "ingest_preview.h"
 #include "safetensors.h"
 
 #include <archive.h>
@@ -43,19 +46,23 @@ static uint8_t *random_bytes(size_t n) {
     return b;
 }
 
-/* The bytes of a w x h RGB PNG of random pixels, written by the engine's image writer. */
-static uint8_t *make_png(int w, int h, size_t *len) {
+/* The bytes of a w x h RGB PNG of random pixels, written by the engine's image writer; *pix_out
+ * (may be NULL) receives the pixels (h, w, 3), which the caller frees. */
+static uint8_t *make_png_keep(int w, int h, size_t *len, uint8_t **pix_out) {
     uint8_t *pix = random_bytes((size_t)w * h * 3);
     char *path = check_path(tmp, "make.png");
     if (image_write_png(path, pix, w, h, 3, err, sizeof err) != 0) {
         fprintf(stderr, "image_write_png: %s\n", err);
         exit(2);
     }
-    free(pix);
+    if (pix_out) *pix_out = pix;
+    else free(pix);
     uint8_t *b = check_read_file(path, len);
     unlink(path);
     return b;
 }
+
+static uint8_t *make_png(int w, int h, size_t *len) { return make_png_keep(w, h, len, NULL); }
 
 /* ---- building archives ----------------------------------------------------------------------- */
 
@@ -116,6 +123,80 @@ static int json_str_at(const json_t *arr, size_t i, const char *want) {
     return s && !strcmp(s, want);
 }
 
+/* arr is exactly the integers want[0..n). */
+static int json_ints_are(const json_t *arr, const int *want, size_t n) {
+    if (json_array_size(arr) != n) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!json_is_integer(json_array_get(arr, i)) ||
+            json_integer_value(json_array_get(arr, i)) != want[i])
+            return 0;
+    return 1;
+}
+
+/* ---- the preview grid ------------------------------------------------------------------------ */
+
+#define TILE INGEST_PREVIEW_TILE
+#define STEP (INGEST_PREVIEW_TILE + INGEST_PREVIEW_GAP)
+
+/* The preview ingest wrote into dest, decoded as (h, w, 3), after checking it is a PNG of rows
+ * x cols tiles. NULL (a failure recorded) when it is missing or of another size. */
+static uint8_t *load_preview(const char *dest, int rows, int cols, const char *what) {
+    char path[1400];
+    snprintf(path, sizeof path, "%s/%s", dest, DT_INGEST_PREVIEW_NAME);
+    size_t len = 0;
+    uint8_t *bytes = check_read_file(path, &len);
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    CHECK(bytes && len > 8 && !memcmp(bytes, sig, 8), "%s: the preview is not a PNG", what);
+    free(bytes);
+    uint8_t *pix = NULL;
+    int w = 0, h = 0;
+    if (image_load(path, 3, &pix, &w, &h, err, sizeof err) != 0) {
+        CHECK(0, "%s: preview does not decode: %s", what, err);
+        return NULL;
+    }
+    int want_w = INGEST_PREVIEW_GAP + cols * STEP, want_h = INGEST_PREVIEW_GAP + rows * STEP;
+    CHECK(w == want_w && h == want_h, "%s: preview %dx%d, want %dx%d", what, w, h, want_w, want_h);
+    if (w != want_w || h != want_h) {
+        free(pix);
+        return NULL;
+    }
+    return pix;
+}
+
+/* 1 when the tile at (row, col) of grid (gw wide) is src (h, w, c) center-cropped to a tile,
+ * grey replicated. */
+static int tile_is(const uint8_t *grid, int gw, int row, int col, const uint8_t *src, int w,
+                   int h, int c) {
+    uint8_t crop[TILE * TILE * 3];
+    if (image_center_crop(src, w, h, c, crop, TILE) != 0) return 0;
+    int x0 = INGEST_PREVIEW_GAP + col * STEP, y0 = INGEST_PREVIEW_GAP + row * STEP;
+    for (int y = 0; y < TILE; y++)
+        for (int x = 0; x < TILE; x++)
+            for (int ch = 0; ch < 3; ch++)
+                if (grid[((size_t)(y0 + y) * gw + x0 + x) * 3 + ch] !=
+                    crop[(y * TILE + x) * c + (c == 1 ? 0 : ch)])
+                    return 0;
+    return 1;
+}
+
+/* 1 when the tile at (row, col) is all background grey. */
+static int tile_is_empty(const uint8_t *grid, int gw, int row, int col) {
+    int x0 = INGEST_PREVIEW_GAP + col * STEP, y0 = INGEST_PREVIEW_GAP + row * STEP;
+    for (int y = 0; y < TILE; y++)
+        for (int x = 0; x < TILE * 3; x++)
+            if (grid[((size_t)(y0 + y) * gw + x0) * 3 + x] != 128) return 0;
+    return 1;
+}
+
+/* The loader reads the dataset at root with the preview beside it as it did at ingest. */
+static void check_loads_with_preview(const char *root, int64_t images, const char *what) {
+    dt_dataset loaded;
+    int rc = dataset_load(&loaded, root, 8, 3, err, sizeof err);
+    CHECK(rc == 0 && loaded.n == images, "%s: reloading with the preview: rc %d, %d images, want "
+          "%lld (%s)", what, rc, loaded.n, (long long)images, rc ? err : "");
+    dataset_free(&loaded);
+}
+
 /* Runs ingest_dataset on archive into a fresh dest "<tmp>/<dest_name>" and expects a refusal
  * with `code` whose message contains `needle`; the destination must be gone afterwards. */
 static void expect_refused(const char *archive, const char *dest_name, const dt_ingest_limits *lim,
@@ -129,8 +210,9 @@ static void expect_refused(const char *archive, const char *dest_name, const dt_
     CHECK(strstr(err, needle) != NULL, "%s: message '%s' lacks '%s'", dest_name, err, needle);
     CHECK(!strstr(err, tmp), "%s: message '%s' shows the server path", dest_name, err);
     CHECK(!fs_exists(dest), "%s: destination left behind after a failure", dest_name);
-    CHECK(ds.class_names == NULL && ds.images == 0, "%s: output not zeroed", dest_name);
-    if (rc == DT_INGEST_OK) { json_decref(ds.class_names); ingest_remove_tree(dest); }
+    CHECK(ds.class_names == NULL && ds.class_counts == NULL && ds.images == 0,
+          "%s: output not zeroed", dest_name);
+    if (rc == DT_INGEST_OK) { ingest_dataset_clear(&ds); ingest_remove_tree(dest); }
 }
 
 /* ---- datasets that are accepted -------------------------------------------------------------- */
@@ -154,15 +236,21 @@ static void test_image_folder_tar(void) {
           (long long)ds.classes);
     CHECK(json_array_size(ds.class_names) == 2 && json_str_at(ds.class_names, 0, "cats") &&
           json_str_at(ds.class_names, 1, "dogs"), "class names not [cats, dogs]");
+    CHECK(json_ints_are(ds.class_counts, (int[]){2, 1}, 2), "class counts not [2, 1]");
     CHECK(ds.bytes == (int64_t)(png_a_len + png_b_len + png_c_len + 5), "bytes %lld",
           (long long)ds.bytes);
+    /* root is dest here: the preview lies beside the class folders, and the loader skips it. */
+    check_loads_with_preview(ds.root, ds.images, "image folder");
+    uint8_t *grid = load_preview(dest, 2, 2, "image folder");
+    CHECK(grid && tile_is_empty(grid, 2 + 2 * STEP, 1, 1), "dogs' second tile is not empty");
+    free(grid);
     size_t len = 0;
     char on_disk[1400];
     snprintf(on_disk, sizeof on_disk, "%s/cats/c1.png", dest);
     uint8_t *b = check_read_file(on_disk, &len);
     CHECK(b && len == png_b_len && !memcmp(b, png_b, len), "cats/c1.png not extracted intact");
     free(b);
-    json_decref(ds.class_names);
+    ingest_dataset_clear(&ds);
     /* A second upload to the same destination must not touch the first. */
     rc = ingest_dataset(arc, dest, NULL, &ds, err, sizeof err);
     CHECK(rc == DT_INGEST_ERROR, "existing destination: %d %s", rc, err);
@@ -186,7 +274,10 @@ static void test_wrapped_tar_gz(void) {
     CHECK(!strcmp(ds.root, want), "root %s, want %s", ds.root, want);
     CHECK(ds.images == 2 && ds.classes == 2 && json_str_at(ds.class_names, 0, "a"),
           "wrapped: images %lld classes %lld", (long long)ds.images, (long long)ds.classes);
-    json_decref(ds.class_names);
+    char preview[1400];
+    snprintf(preview, sizeof preview, "%s/%s", dest, DT_INGEST_PREVIEW_NAME);
+    CHECK(fs_exists(preview), "wrapped: the preview is not in the upload's folder");
+    ingest_dataset_clear(&ds);
     ingest_remove_tree(dest);
 }
 
@@ -204,7 +295,8 @@ static void test_single_class(void) {
     CHECK(rc == DT_INGEST_OK, "one class: %d %s", rc, err);
     CHECK(ds.classes == 1 && ds.images == 2 && json_str_at(ds.class_names, 0, "one"),
           "one class: classes %lld images %lld", (long long)ds.classes, (long long)ds.images);
-    json_decref(ds.class_names);
+    CHECK(json_ints_are(ds.class_counts, (int[]){2}, 1), "one class: class counts not [2]");
+    ingest_dataset_clear(&ds);
     ingest_remove_tree(dest);
 }
 
@@ -243,7 +335,7 @@ static void test_zip_with_junk(void) {
     CHECK(!fs_exists(p), "AppleDouble file was extracted");
     snprintf(p, sizeof p, "%s/dogs/Thumbs.db", dest);
     CHECK(!fs_exists(p), "Thumbs.db was extracted");
-    json_decref(ds.class_names);
+    ingest_dataset_clear(&ds);
     ingest_remove_tree(dest);
     free(junk);
 }
@@ -281,7 +373,28 @@ static void test_idx(void) {
     CHECK(json_array_size(ds.class_names) == 3 && json_str_at(ds.class_names, 0, "0") &&
           json_str_at(ds.class_names, 2, "2"), "idx class names");
     CHECK(ds.bytes == (int64_t)(ilen + llen), "idx bytes %lld", (long long)ds.bytes);
-    json_decref(ds.class_names);
+    CHECK(json_ints_are(ds.class_counts, (int[]){1, 1, 2}, 3), "idx class counts not [1, 1, 2]");
+    /* Rows are labels, columns the label's images in file order: class 2 is images 1 then 3. */
+    uint8_t *grid = load_preview(dest, 3, 2, "idx");
+    int gw = 2 + 2 * STEP;
+    CHECK(grid && tile_is(grid, gw, 0, 0, pix, 5, 5, 1) &&
+          tile_is(grid, gw, 1, 0, pix + 50, 5, 5, 1) &&
+          tile_is(grid, gw, 2, 0, pix + 25, 5, 5, 1) &&
+          tile_is(grid, gw, 2, 1, pix + 75, 5, 5, 1) && tile_is_empty(grid, gw, 0, 1),
+          "idx preview tiles");
+    free(grid);
+    ingest_dataset_clear(&ds);
+    ingest_remove_tree(dest);
+    /* The IDX files at the top: the preview lies beside them, and the loader still picks them. */
+    member top[] = {
+        {"train-images-idx3-ubyte", M_FILE, img, ilen, 0},
+        {"train-labels-idx1-ubyte", M_FILE, lab, llen, 0},
+    };
+    write_archive(arc, "tar", top, 2);
+    rc = ingest_dataset(arc, dest, NULL, &ds, err, sizeof err);
+    CHECK(rc == DT_INGEST_OK && !strcmp(ds.root, dest), "idx at the top: %d %s", rc, err);
+    check_loads_with_preview(ds.root, 4, "idx at the top");
+    ingest_dataset_clear(&ds);
     ingest_remove_tree(dest);
     /* Three labels for four images: the loader's count check, reported as invalid. */
     uint8_t *bad = make_idx(0x801, (uint32_t[]){3}, 1, labels, 3, &bad_len);
@@ -293,6 +406,95 @@ static void test_idx(void) {
     free(pix);
     free(img);
     free(lab);
+}
+
+/* More classes and images than the grid shows: the first 10 classes, each with its first 8
+ * images in the loader's order (sorted names), although the loader decodes in parallel. */
+static void test_preview_grid(void) {
+    enum { CLASSES = 11, PER = 9, W = 7, H = 5 };
+    member ms[CLASSES * PER];
+    uint8_t *pngs[CLASSES * PER], *pix[CLASSES * PER];
+    char names[CLASSES * PER][32];
+    for (int k = 0; k < CLASSES; k++)
+        for (int i = 0; i < PER; i++) {
+            int m = k * PER + i;
+            /* written in reverse, so archive order is not the loader's order */
+            int at = CLASSES * PER - 1 - m;
+            size_t len = 0;
+            snprintf(names[m], sizeof names[m], "c%02d/i%d.png", k, i);
+            pngs[m] = make_png_keep(W, H, &len, &pix[m]);
+            ms[at] = (member){names[m], M_FILE, pngs[m], len, 0};
+        }
+    char *arc = check_path(tmp, "grid.tar"), *dest = check_path(tmp, "ds_grid");
+    write_archive(arc, "tar", ms, CLASSES * PER);
+    dt_ingest_dataset ds;
+    int rc = ingest_dataset(arc, dest, NULL, &ds, err, sizeof err);
+    CHECK(rc == DT_INGEST_OK && ds.classes == CLASSES, "grid: %d %s", rc, err);
+    int counts[CLASSES];
+    for (int k = 0; k < CLASSES; k++) counts[k] = PER;
+    CHECK(json_ints_are(ds.class_counts, counts, CLASSES), "grid: class counts");
+    uint8_t *grid = load_preview(dest, INGEST_PREVIEW_CLASSES, INGEST_PREVIEW_PER_CLASS, "grid");
+    int gw = INGEST_PREVIEW_GAP + INGEST_PREVIEW_PER_CLASS * STEP, wrong = 0;
+    for (int k = 0; grid && k < INGEST_PREVIEW_CLASSES; k++)
+        for (int i = 0; i < INGEST_PREVIEW_PER_CLASS; i++)
+            wrong += !tile_is(grid, gw, k, i, pix[k * PER + i], W, H, 3);
+    CHECK(grid && wrong == 0, "grid: %d tiles are not the class's first images", wrong);
+    CHECK(grid && grid[0] == 128 && grid[(size_t)(gw * STEP + STEP - 1) * 3] == 128,
+          "grid: the gaps are not grey");
+    free(grid);
+    check_loads_with_preview(ds.root, CLASSES * PER, "grid");
+    ingest_dataset_clear(&ds);
+    ingest_remove_tree(dest);
+    for (int m = 0; m < CLASSES * PER; m++) {
+        free(pngs[m]);
+        free(pix[m]);
+    }
+}
+
+/* Visits in any order (the folder loader decodes in parallel) keep each class's smallest
+ * indices; labels past the grid are dropped. */
+static void test_preview_visit_order(void) {
+    ingest_preview *p = ingest_preview_new();
+    for (int i = 11; i >= 0; i--) {
+        uint8_t grey = (uint8_t)(10 * i);
+        ingest_preview_visit(p, i, i % 2, &grey, 1, 1, 1);
+    }
+    uint8_t grey = 1;
+    ingest_preview_visit(p, 0, INGEST_PREVIEW_CLASSES, &grey, 1, 1, 1);
+    char *path = check_path(tmp, "order.png");
+    int rc = ingest_preview_write(p, 2, path, err, sizeof err);
+    ingest_preview_free(p);
+    uint8_t *grid = NULL;
+    int w = 0, h = 0;
+    CHECK(rc == DT_INGEST_OK && image_load(path, 3, &grid, &w, &h, err, sizeof err) == 0,
+          "visit order: %s", err);
+    CHECK(w == INGEST_PREVIEW_GAP + 6 * STEP && h == INGEST_PREVIEW_GAP + 2 * STEP,
+          "visit order: %dx%d, want 6 columns and 2 rows", w, h);
+    int wrong = 0;
+    for (int i = 0; grid && w == INGEST_PREVIEW_GAP + 6 * STEP && i < 12; i++) {
+        uint8_t want = (uint8_t)(10 * i);
+        wrong += !tile_is(grid, w, i % 2, i / 2, &want, 1, 1, 1);
+    }
+    CHECK(grid && wrong == 0, "visit order: %d tiles out of place", wrong);
+    free(grid);
+}
+
+/* A hidden entry of the preview's name in the archive is no part of the dataset: it gives way. */
+static void test_preview_name_taken(void) {
+    char taken[64];
+    snprintf(taken, sizeof taken, "%s/x.txt", DT_INGEST_PREVIEW_NAME);
+    member ms[] = {
+        {taken, M_FILE, "x", 1, 0},
+        {"cats/a.png", M_FILE, png_a, png_a_len, 0},
+    };
+    char *arc = check_path(tmp, "taken.tar"), *dest = check_path(tmp, "ds_taken");
+    write_archive(arc, "tar", ms, 2);
+    dt_ingest_dataset ds;
+    int rc = ingest_dataset(arc, dest, NULL, &ds, err, sizeof err);
+    CHECK(rc == DT_INGEST_OK, "a folder in the preview's place: %d %s", rc, err);
+    free(load_preview(dest, 1, 1, "a folder in the preview's place"));
+    ingest_dataset_clear(&ds);
+    ingest_remove_tree(dest);
 }
 
 /* ---- archives that are refused --------------------------------------------------------------- */
@@ -438,7 +640,7 @@ static void test_limits(void) {
     char *dest = check_path(tmp, "ds_exact");
     int rc = ingest_dataset(arc, dest, &exact, &ds, err, sizeof err);
     CHECK(rc == DT_INGEST_OK && ds.bytes == total, "exact limits: %d %s", rc, err);
-    json_decref(ds.class_names);
+    ingest_dataset_clear(&ds);
     ingest_remove_tree(dest);
 }
 
@@ -704,6 +906,9 @@ int main(void) {
     test_single_class();
     test_zip_with_junk();
     test_idx();
+    test_preview_grid();
+    test_preview_visit_order();
+    test_preview_name_taken();
     test_not_archives();
     test_truncated();
     test_unsafe_members();

@@ -92,7 +92,8 @@ def route_key(method, path):
     return method, re.sub(r"\{[^{}/]+\}", "{}", path)
 
 
-routed = {(r["method"], r["pattern"]): r for r in routes}
+# A final {*} (the rest of the path) is documented as one {param} like any other.
+routed = {(r["method"], r["pattern"].replace("{*}", "{}")): r for r in routes}
 
 # ---- the document --------------------------------------------------------------------------
 

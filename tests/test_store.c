@@ -878,9 +878,10 @@ static void test_artifacts(dt_store *s) {
 static void test_catalog(dt_store *s) {
     char got[DT_STORE_ID_MAX];
     while (store_job_claim(s, "cpu", got, err, E) == 1) {}
-    json_t *names = json_pack("[s, s]", "cat", "dog");
+    json_t *names = json_pack("[s, s]", "cat", "dog"), *counts = json_pack("[i, i]", 100, 20);
     dt_dataset_new d = {.name = "pets", .path = "/data/datasets/x", .format = "image_folder",
-                        .images = 120, .classes = 2, .class_names = names, .bytes = 4096};
+                        .images = 120, .classes = 2, .class_names = names,
+                        .class_counts = counts, .bytes = 4096};
     char ds[DT_STORE_ID_MAX], ds2[DT_STORE_ID_MAX], id[DT_STORE_ID_MAX];
     OK(store_dataset_create(s, &d, ds, err, E));
     CHECK(!strncmp(ds, "ds_", 3) && strlen(ds) == 27, "dataset id %s", ds);
@@ -894,6 +895,7 @@ static void test_catalog(dt_store *s) {
               json_integer_value(json_object_get(j, "classes")) == 2 &&
               json_integer_value(json_object_get(j, "bytes")) == 4096 &&
               json_equal(json_object_get(j, "class_names"), names) &&
+              json_equal(json_object_get(j, "class_counts"), counts) &&
               json_is_real(json_object_get(j, "created_at")) && !json_object_get(j, "path"),
               "dataset object");
     }
@@ -906,8 +908,13 @@ static void test_catalog(dt_store *s) {
     OK(store_new_id("ds_", ds2, sizeof ds2));
     d.id = ds2;
     d.class_names = NULL;
+    d.class_counts = NULL;
     OK(store_dataset_create(s, &d, id, err, E));
     CHECK(!strcmp(id, ds2), "the given id is used");
+    OK(store_dataset_get(s, ds2, &j, err, E));
+    CHECK(j && json_array_size(json_object_get(j, "class_counts")) == 0 &&
+          json_is_array(json_object_get(j, "class_counts")), "no class counts: []");
+    json_decref(j);
     EXPECT(store_dataset_create(s, &d, id, err, E), DT_STORE_CONFLICT);
     d.id = "ds_nothex";
     EXPECT(store_dataset_create(s, &d, id, err, E), DT_STORE_INVALID);
@@ -917,6 +924,11 @@ static void test_catalog(dt_store *s) {
     d.format = NULL;
     EXPECT(store_dataset_create(s, &d, id, err, E), DT_STORE_INVALID);
     d.format = "idx";
+    json_t *not_array = json_object();
+    d.class_counts = not_array;
+    EXPECT(store_dataset_create(s, &d, id, err, E), DT_STORE_INVALID);
+    d.class_counts = NULL;
+    json_decref(not_array);
 
     json_t *p = NULL;
     OK(store_dataset_list(s, 1, NULL, &p, err, E));
@@ -1007,6 +1019,38 @@ static void test_catalog(dt_store *s) {
     EXPECT(store_model_delete(s, mdl, NULL, 0, err, E), DT_STORE_NOT_FOUND);
     json_decref(config);
     json_decref(names);
+    json_decref(counts);
+}
+
+/* A dataset stored at schema 3, before class counts, reads back with class_counts [] once the
+ * store has migrated. */
+static void test_migrate_class_counts(const char *dir) {
+    char path[1300];
+    snprintf(path, sizeof path, "%s/schema3.db", dir);
+    dt_store *s = NULL;
+    OK(store_open(path, NULL, &s, err, E));
+    if (!s) return;
+    store_close(s);
+    sqlite3 *db = NULL;
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK, "raw open");
+    const char *to3 =
+        "ALTER TABLE datasets DROP COLUMN class_counts; PRAGMA user_version = 3;"
+        "INSERT INTO datasets (id, name, path, format, images, classes, class_names, bytes,"
+        " created_at) VALUES ('ds_000000000000000000000003', 'old', '/d', 'idx', 5, 2,"
+        " '[\"0\",\"1\"]', 10, 1.0)";
+    CHECK(sqlite3_exec(db, to3, NULL, NULL, NULL) == SQLITE_OK, "back to schema 3: %s",
+          sqlite3_errmsg(db));
+    sqlite3_close(db);
+    s = NULL;
+    OK(store_open(path, NULL, &s, err, E));
+    if (!s) return;
+    CHECK(store_schema_version(s) == store_schema_latest(), "migrated to the latest schema");
+    json_t *j = NULL;
+    OK(store_dataset_get(s, "ds_000000000000000000000003", &j, err, E));
+    json_t *cc = j ? json_object_get(j, "class_counts") : NULL;
+    CHECK(json_is_array(cc) && json_array_size(cc) == 0, "an older dataset has class_counts []");
+    json_decref(j);
+    store_close(s);
 }
 
 /* ---- reopening ------------------------------------------------------------------------------- */
@@ -1180,6 +1224,7 @@ int main(void) {
     test_catalog(s);
     store_close(s);
     test_reopen(dir);
+    test_migrate_class_counts(dir);
     test_threads(dir, 0);
     test_threads(dir, 1);
     return check_done("test_store");

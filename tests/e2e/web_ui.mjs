@@ -1,0 +1,336 @@
+// web_ui.mjs — the browser half of tests/test_web_ui.sh: Debian's chromium, driven by
+// playwright-core, uses the web UI of a real `difftune serve` the way a person would. It uploads
+// a dataset (and a broken one), submits a tiny job through the form (after seeing a validation
+// error next to its field, with a double click that must make one job), watches it succeed live,
+// opens a sample, downloads a checkpoint and checks its sha256, promotes it to a model, cancels a
+// running job, compares two jobs, sees a failed job's error, asks for an API key on 401 and
+// shows the server-down banner. Screenshots of each page at two widths go to $TMP/screenshots.
+//
+// env: URL (the server), TMP (the archives solid.tar and broken.tar; output), CHROMIUM, SRC.
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+const { URL: BASE, TMP, CHROMIUM, SRC } = process.env;
+const { chromium } = await import(join(SRC, 'node_modules/playwright-core/index.mjs'));
+
+let passed = 0;
+let failed = 0;
+function check(what, cond, detail = '') {
+  if (cond) passed++;
+  else {
+    failed++;
+    console.error(`FAIL: ${what}${detail ? ': ' + detail : ''}`);
+  }
+}
+
+// The API straight from node, to set up and to verify what the UI did.
+async function api(method, path, body) {
+  const res = await fetch(BASE + path, {
+    method, headers: body ? { 'Content-Type': 'application/json' } : {},
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+const jobCount = async () => (await api('GET', '/jobs?limit=100')).body.data.length;
+const sha256 = (path) => createHash('sha256').update(readFileSync(path)).digest('hex');
+
+const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
+const page = await context.newPage();
+page.setDefaultTimeout(15000);
+const pageErrors = [];
+page.on('pageerror', (e) => pageErrors.push(e.message));
+page.on('console', (m) => {
+  // Chromium logs every 4xx a fetch gets; those are answers the UI shows, not faults.
+  if (m.type() === 'error' && !/Failed to load resource/.test(m.text())) pageErrors.push(m.text());
+});
+page.on('dialog', (d) => d.accept(d.type() === 'prompt' ? 'promoted from the UI' : undefined));
+
+const shots = [];
+async function screenshot(name) {
+  for (const [w, h] of [[1280, 900], [390, 844]]) {
+    await page.setViewportSize({ width: w, height: h });
+    await page.waitForTimeout(300);
+    const file = join(TMP, 'screenshots', `${name}-${w}.png`);
+    await page.screenshot({ path: file, fullPage: true });
+    shots.push(file);
+  }
+  await page.setViewportSize({ width: 1280, height: 900 });
+}
+
+async function step(what, fn) {
+  try {
+    await fn();
+  } catch (e) {
+    const lines = e.message.split('\n');
+    check(what, false, [lines[0], ...lines.filter((l) => /waiting for|locator resolved/.test(l)).slice(0, 2)].join(' / '));
+  }
+}
+
+const TINY = { arch: 'custom', depth: '1', hidden_size: '16', num_heads: '2', patch_size: '2', image_size: '8' };
+let solid = null;
+let jobId = null;
+
+// ---- datasets: upload through the form, and a broken archive ---------------------------------
+await step('datasets page', async () => {
+  await page.goto(BASE + '/#/datasets');
+  await page.locator('section[data-page=datasets] h1').waitFor();
+  const form = page.locator('form#upload-dataset');
+  const list = (await api('GET', '/datasets')).body.data;
+  await form.locator('input[name=name]').fill('solid shapes');
+  await form.locator('input[type=file][name=file]').setInputFiles(join(TMP, 'solid.tar'));
+  await form.locator('[type=submit]').click();
+  await page.waitForFunction(() => document.querySelectorAll('tr[data-dataset]').length > 0);
+  solid = (await api('GET', '/datasets')).body.data.find((d) => d.name === 'solid shapes');
+  check('the upload made the dataset', solid && list.length === 0, JSON.stringify(list));
+  const row = page.locator(`tr[data-dataset="${solid.id}"]`);
+  await row.waitFor();
+  check('the dataset row shows its image count', /24/.test(await row.innerText()));
+  // The new upload opens its details by itself; a click (or Enter) toggles them.
+  if (await row.getAttribute('aria-expanded') !== 'true') await row.click();
+  await page.locator('img.thumb').first().waitFor();
+  const thumb = await page.locator('img.thumb').first().evaluate((img) => img.complete && img.naturalWidth > 0);
+  check('the dataset preview renders', thumb);
+  check('class counts are shown', /circle[\s\S]*8/.test(await page.locator('section[data-page=datasets]').innerText()));
+  await screenshot('datasets');
+
+  await form.locator('input[name=name]').fill('broken');
+  await form.locator('input[type=file][name=file]').setInputFiles(join(TMP, 'broken.tar'));
+  await form.locator('[type=submit]').click();
+  const err = page.locator('section[data-page=datasets] .error-box');
+  await err.first().waitFor();
+  check('a broken upload shows the server\'s reason', /archive|tar|recogni|format/i.test(await err.first().innerText()),
+        await err.first().innerText());
+});
+
+// ---- the new-job form: a validation error, then a double submit that makes one job ----------
+await step('new job form', async () => {
+  await page.goto(BASE + '/#/new');
+  const form = page.locator('form#new-job');
+  await form.waitFor();
+  await form.locator('select[name=method]').selectOption('pretrain');
+  await form.locator('select[name=dataset]').selectOption(solid.id);
+  await form.locator('select[name="model.arch"]').selectOption('custom');
+  for (const [k, v] of Object.entries(TINY)) {
+    if (k === 'arch') continue;
+    const input = form.locator(`[name="model.${k}"]`);
+    if (await input.evaluate((el) => el.tagName === 'SELECT')) await input.selectOption(v);
+    else await input.fill(v);
+  }
+  await form.locator('[name="hyperparameters.steps"]').fill('60');
+  await form.locator('[name="hyperparameters.batch_size"]').fill('4');
+  await form.locator('[name="hyperparameters.learning_rate"]').fill('-1');
+  await form.locator('[name="eval.sample_every"]').fill('20');
+  await form.locator('[name="eval.fid_every"]').fill('0');
+  await form.locator('[name="checkpoint.every"]').fill('30');
+  await form.locator('[name="checkpoint.keep"]').fill('2');
+  await screenshot('new-job');
+
+  const before = await jobCount();
+  await form.locator('button[type=submit]').click();
+  const slot = form.locator('[data-error-for="hyperparameters.learning_rate"]');
+  await slot.waitFor({ state: 'visible' });
+  check('the validation error sits next to its field', /learning_rate/.test(await slot.innerText()), await slot.innerText());
+  check('the field is marked invalid',
+        await form.locator('[name="hyperparameters.learning_rate"]').getAttribute('aria-invalid') === 'true');
+  await screenshot('new-job-error');
+
+  await form.locator('[name="hyperparameters.learning_rate"]').fill('0.001');
+  const keys = [];
+  page.on('request', (r) => { if (r.method() === 'POST' && r.url().endsWith('/jobs')) keys.push(r.headers()['idempotency-key']); });
+  await form.locator('button[type=submit]').dblclick();
+  await page.waitForURL(/#\/jobs\/job_/);
+  jobId = page.url().match(/#\/jobs\/(job_[0-9a-f]+)/)[1];
+  check('every submit carried an Idempotency-Key', keys.length >= 1 && keys.every((k) => k && k === keys[0]), JSON.stringify(keys));
+  check('a double submit made one job', (await jobCount()) === before + 1);
+});
+
+// ---- the job page: live to succeeded, a sample, a checkpoint download, promotion ------------
+await step('job page', async () => {
+  const root = page.locator(`section[data-page=job][data-job="${jobId}"]`);
+  await root.waitFor();
+  await root.locator('[data-field=status] [data-status=succeeded]').waitFor({ timeout: 120000 });
+  check('the job reached succeeded', true);
+  const img = root.locator('.samples button img').first();
+  await img.waitFor();
+  await page.waitForFunction((id) => {
+    const i = document.querySelector(`section[data-job="${id}"] .samples button img`);
+    return i && i.complete && i.naturalWidth > 0;
+  }, jobId);
+  check('a sample image renders', true);
+  await root.locator('.samples button').first().click();
+  const big = page.locator('dialog.lightbox img');
+  await big.waitFor();
+  check('a sample opens large', await big.evaluate((i) => i.complete && i.naturalWidth > 0));
+  await page.keyboard.press('Escape');
+  await page.locator('dialog.lightbox').waitFor({ state: 'detached' });
+  check('the loss chart is drawn', await root.locator('figure[data-chart="Loss"] canvas').count() === 1);
+  await screenshot('job');
+
+  const row = root.locator('tr[data-checkpoint]').last();
+  await row.waitFor();
+  const shown = (await row.locator('[data-field=sha256]').innerText()).trim();
+  const [download] = await Promise.all([page.waitForEvent('download'), row.locator('a[data-action=download]').click()]);
+  const saved = join(TMP, 'downloaded.safetensors');
+  await download.saveAs(saved);
+  const name = await row.getAttribute('data-checkpoint');
+  const listed = (await api('GET', `/jobs/${jobId}/checkpoints`)).body.data.find((c) => c.name === name);
+  check('the downloaded checkpoint matches the shown sha256', sha256(saved) === shown, `${sha256(saved)} vs ${shown}`);
+  check('the shown sha256 is the API\'s', listed && listed.sha256 === shown);
+
+  await row.locator('button[data-action=promote]').click();
+  for (let i = 0; i < 50; i++) {
+    const models = (await api('GET', '/models')).body.data;
+    if (models.some((m) => m.source_job === jobId)) break;
+    await page.waitForTimeout(100);
+  }
+  const models = (await api('GET', '/models')).body.data;
+  check('promote made a model from the checkpoint', models.some((m) => m.source_job === jobId && m.source_checkpoint === name));
+});
+
+// ---- the models page lists it ------------------------------------------------------------
+await step('models page', async () => {
+  await page.goto(BASE + '/#/models');
+  await page.locator('tr[data-model]').first().waitFor();
+  check('the promoted model is listed', /promoted from the UI/.test(await page.locator('section[data-page=models]').innerText()));
+  await screenshot('models');
+});
+
+// ---- cancel a running job ------------------------------------------------------------------
+let longId = null;
+await step('cancel', async () => {
+  const r = await api('POST', '/jobs', {
+    method: 'pretrain', dataset: solid.id, model: { arch: 'custom', depth: 1, hidden_size: 16, num_heads: 2, patch_size: 2, image_size: 8 },
+    hyperparameters: { steps: 200000, batch_size: 4, learning_rate: 1e-3 }, eval: { sample_every: 0, fid_every: 0 },
+    checkpoint: { every: 100000 },
+  });
+  longId = r.body.id;
+  await page.goto(`${BASE}/#/jobs/${longId}`);
+  const root = page.locator(`section[data-page=job][data-job="${longId}"]`);
+  await root.locator('[data-field=status] [data-status=running]').waitFor({ timeout: 60000 });
+  await page.waitForFunction((id) => /[1-9]/.test(document.querySelector(`section[data-job="${id}"] [data-field=progress]`)?.innerText || ''), longId);
+  await screenshot('job-running');
+  await root.locator('button[data-action=cancel]').click();
+  await root.locator('[data-field=status] [data-status=cancelled]').waitFor({ timeout: 60000 });
+  check('cancel from the job page cancels the job', (await api('GET', `/jobs/${longId}`)).body.status === 'cancelled');
+});
+
+// ---- a failed job shows its error code and last log line -----------------------------------
+await step('failed job', async () => {
+  const r = await api('POST', '/jobs', {
+    method: 'pretrain', dataset: solid.id, model: { arch: 'custom', depth: 1, hidden_size: 16, num_heads: 2, patch_size: 2, image_size: 8 },
+    hyperparameters: { steps: 300, batch_size: 4, learning_rate: 1e6 }, eval: { sample_every: 0, fid_every: 0 },
+  });
+  await page.goto(`${BASE}/#/jobs/${r.body.id}`);
+  const panel = page.locator(`section[data-job="${r.body.id}"] [data-field=error]`);
+  await panel.waitFor({ timeout: 60000 });
+  await page.waitForFunction((id) => /training_failed/.test(document.querySelector(`section[data-job="${id}"] [data-field=error]`)?.innerText || ''), r.body.id);
+  check('the failure panel names the error code', /training_failed/.test(await panel.innerText()));
+  await screenshot('job-failed');
+});
+
+// ---- the jobs list: live, filtered ---------------------------------------------------------
+await step('jobs list', async () => {
+  await page.goto(BASE + '/#/jobs');
+  await page.locator(`tr[data-job="${jobId}"] [data-status=succeeded]`).waitFor();
+  const r = await api('POST', '/jobs', {
+    method: 'pretrain', dataset: solid.id, model: { arch: 'custom', depth: 1, hidden_size: 16, num_heads: 2, patch_size: 2, image_size: 8 },
+    hyperparameters: { steps: 20, batch_size: 4 }, eval: { sample_every: 0, fid_every: 0 },
+  });
+  await page.locator(`tr[data-job="${r.body.id}"]`).waitFor({ timeout: 10000 });
+  check('a new job appears in the list without a reload', true);
+  await page.locator(`tr[data-job="${r.body.id}"] [data-status=succeeded]`).waitFor({ timeout: 60000 });
+  check('its status changes in place', true);
+  await screenshot('jobs');
+  await page.goto(BASE + '/#/jobs?status=cancelled');
+  await page.locator(`tr[data-job="${longId}"]`).waitFor();
+  check('the status filter shows only that status', await page.locator('tr[data-job] [data-status]').evaluateAll(
+    (els) => els.length > 0 && els.every((e) => e.dataset.status === 'cancelled')));
+  // Keyboard: from a fresh load, Tab goes to the skip link, the navigation, and on to a job,
+  // which Enter opens.
+  await page.goto('about:blank');
+  await page.goto(BASE + '/#/jobs');
+  await page.locator('tr[data-job]').first().waitFor();
+  const seen = [];
+  for (let i = 0; i < 40; i++) {
+    await page.keyboard.press('Tab');
+    const where = await page.evaluate(() => {
+      const a = document.activeElement;
+      return a.closest('tr[data-job]') && a.tagName === 'A' ? 'job' : a.closest('header') ? 'header' : a.className || a.tagName;
+    });
+    seen.push(where);
+    if (where === 'job') break;
+  }
+  check('Tab reaches the skip link, the navigation, then a job', seen[0] === 'skip' && seen.includes('header') && seen.at(-1) === 'job',
+        seen.join(','));
+  await page.keyboard.press('Enter');
+  await page.waitForURL(/#\/jobs\/job_/);
+  check('Enter on a job opens it', true);
+});
+
+// ---- compare two jobs ----------------------------------------------------------------------
+await step('compare', async () => {
+  const done = (await api('GET', '/jobs?status=succeeded&limit=100')).body.data.map((j) => j.id);
+  await page.goto(`${BASE}/#/compare?jobs=${done.slice(0, 2).join(',')}`);
+  const root = page.locator('section[data-page=compare]');
+  await root.locator('figure[data-chart="Loss"] canvas').waitFor();
+  check('compare overlays one loss series per job', true);
+  await page.waitForFunction(() => document.querySelectorAll('.side-by-side img').length >= 1);
+  check('compare shows the latest samples side by side', await root.locator('.side-by-side img').count() >= 1);
+  await screenshot('compare');
+});
+
+// ---- an API key, asked for on 401 and sent on every request, streams included ---------------
+await step('api key', async () => {
+  const p2 = await context.newPage();
+  const auth = [];
+  let refused = 0;
+  await p2.route('**/*', async (route) => {
+    const req = route.request();
+    const url = new URL(req.url());
+    if (url.pathname === '/' || url.pathname.startsWith('/ui/')) return route.continue();
+    auth.push([url.pathname, req.headers().authorization || '']);
+    if (req.headers().authorization !== 'Bearer sk-test-key') {
+      refused++;
+      return route.fulfill({ status: 401, contentType: 'application/json',
+        body: JSON.stringify({ error: { code: 'unauthorized', message: 'an API key is required' } }) });
+    }
+    return route.continue();
+  });
+  await p2.goto(`${BASE}/#/jobs`);
+  const dlg = p2.locator('#key-dialog');
+  await dlg.waitFor({ state: 'visible' });
+  check('a 401 asks for an API key', /API key/.test(await dlg.innerText()));
+  await p2.locator('#key-input').fill('sk-test-key');
+  await p2.locator('#key-form button[type=submit]').click();
+  await p2.locator(`tr[data-job="${jobId}"]`).waitFor();
+  check('with the key the jobs list loads', refused >= 1);
+  await p2.goto(`${BASE}/#/jobs/${jobId}`);
+  await p2.locator(`section[data-job="${jobId}"] [data-status=succeeded]`).waitFor();
+  const stream = auth.filter(([p]) => p === `/jobs/${jobId}/events`);
+  check('the event stream sends the key too', stream.length > 0 && stream.every(([, a]) => a === 'Bearer sk-test-key'));
+  await p2.evaluate(() => localStorage.removeItem('difftune.apiKey'));
+  await p2.close();
+});
+
+// ---- the server down: a banner, and recovery --------------------------------------------------
+await step('server down', async () => {
+  await page.goto(BASE + '/#/jobs');
+  await page.locator('tr[data-job]').first().waitFor();
+  await page.route(/\/(jobs|health|datasets|models)(\?|\/|$)/, (route) => route.abort('connectionrefused'));
+  const banner = page.locator('#banner');
+  await banner.waitFor({ state: 'visible', timeout: 10000 });
+  check('an unreachable server shows a banner', /cannot be reached/.test(await banner.innerText()));
+  await screenshot('server-down');
+  await page.unroute(/\/(jobs|health|datasets|models)(\?|\/|$)/);
+  await banner.waitFor({ state: 'hidden', timeout: 10000 });
+  check('the banner goes once the server answers', true);
+});
+
+check('no script errors on any page', pageErrors.length === 0, pageErrors.slice(0, 5).join(' | '));
+check('screenshots of every page at two widths', shots.length >= 18, String(shots.length));
+await browser.close();
+console.log(`web_ui.mjs: ${passed} passed, ${failed} failed; screenshots in ${join(TMP, 'screenshots')}`);
+process.exit(failed ? 1 : 0);
