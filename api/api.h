@@ -27,6 +27,9 @@ typedef struct {
     int64_t max_json_bytes;      /* request bodies of JSON endpoints; 0 = 1 MiB */
     int64_t max_upload_bytes;    /* dataset and model uploads; 0 = 4 GiB */
     int heartbeat_s;             /* SSE heartbeat period; 0 = 15 */
+    int open_without_keys;       /* with no active API key, let every request in (loopback only) */
+    double rate_limit;           /* requests a second per API key; 0 = no limit */
+    double rate_burst;           /* requests a key may send at once; 0 = 2 x rate_limit */
     /* Hooks into the supervisor; any may be NULL. */
     void (*wake)(void *ctx);                 /* a job was created, cancelled or retried */
     json_t *(*workers)(void *ctx);           /* GET /workers body (new reference) */

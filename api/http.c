@@ -301,6 +301,7 @@ static void http_begin(api_req *r, const char *url, const char *method) {
     }
     r->route_index = idx;
     r->route = &api_routes[idx];
+    if (api_auth_check(r)) return;
     if (r->route->body == API_BODY_NONE) return;
     char type[128];
     if (!http_content_type_in(r, r->route->accepts, type, sizeof type)) {
@@ -487,6 +488,7 @@ static int http_copy_opts(dt_api *a, const dt_api_opts *o) {
 static void http_free(dt_api *a) {
     if (!a) return;
     api_broker_free(a->broker);
+    api_auth_free(a);
     for (int i = 0; a->devices && i < a->opts.n_devices; i++) free(a->devices[i]);
     free(a->devices);
     free(a->data_dir);
@@ -503,6 +505,10 @@ int api_start(const dt_api_opts *opts, dt_api **out, char *err, size_t errlen) {
         !(a->broker = api_broker_new(a))) {
         http_free(a);
         snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (api_auth_init(a, err, errlen)) {
+        http_free(a);
         return -1;
     }
     a->started_at = dt_now();

@@ -26,6 +26,7 @@
 typedef struct api_req api_req;
 typedef struct api_broker api_broker;
 typedef struct api_upload api_upload;
+typedef struct api_auth api_auth;
 
 /* How a route takes its request body. */
 typedef enum {
@@ -49,6 +50,7 @@ typedef struct {
     int slow;            /* the handler takes seconds (extracting, validating, hashing an upload):
                           * it runs on a thread of its own while the connection is suspended,
                           * so the HTTP thread keeps serving its other connections */
+    int scope;           /* the dt_scope a key needs here (auth.c); 0 = public */
 } api_route;
 
 /* Request counters of one route, by status class (1xx unused) and total seconds. */
@@ -65,6 +67,7 @@ struct dt_api {
     struct MHD_Daemon *daemon;
     int port;
     api_broker *broker;
+    api_auth *auth;               /* keys, sessions, rate limits (auth.c) */
     api_route_stats *route_stats; /* one per route, same order as api_routes */
     api_route_stats unrouted;     /* 404s and 405s */
     atomic_int draining;
@@ -82,6 +85,8 @@ struct api_req {
     int route_index;              /* -1 when unrouted */
     char params[API_MAX_PARAMS][256]; /* the {} captures, URL-decoded */
     char request_id[API_REQUEST_ID_MAX];
+    char key_id[DT_STORE_ID_MAX]; /* the key the request proved ("" = none) */
+    int scope;                    /* that key's dt_scope (0 = none) */
     double t0;
     int status;                   /* what was queued (for metrics) */
     int responded;                /* a response was queued (no more body handling) */
@@ -203,6 +208,18 @@ void api_serve_file(api_req *r, const char *path, const char *content_type, cons
                     const char *download_name);
 /* Does an If-None-Match header value (a list of ETags, or "*") contain etag? NULL = no. */
 int api_etag_matches(const char *list, const char *etag);
+
+/* ---- access (auth.c) --------------------------------------------------------------------- */
+
+/* Draws the session secret and sets up the rate limiter. Returns 0, or -1 with a message. */
+int api_auth_init(dt_api *a, char *err, size_t errlen);
+void api_auth_free(dt_api *a);
+/* Admits r to its route: the key (Bearer, or the session cookie on GET) must be active with the
+ * route's scope and within its rate. Returns 0, or -1 after replying 401, 403, 429 or 503. */
+int api_auth_check(api_req *r);
+/* POST /session and DELETE /session: open and end a browser session (an HttpOnly cookie). */
+void api_session_create(api_req *r);
+void api_session_delete(api_req *r);
 
 /* ---- compiled-in files (assets.c) -------------------------------------------------------- */
 

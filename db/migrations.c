@@ -130,6 +130,15 @@ static const store_migration MIGRATIONS[] = {
     /* the images of each class, in class_names order; datasets stored before it keep [] */
     {"dataset class counts",
      "ALTER TABLE datasets ADD COLUMN class_counts TEXT NOT NULL DEFAULT '[]';"}, /* JSON array */
+    /* what a key may do, and revocation; keys made before scopes existed could do everything */
+    {"api key scopes",
+     "ALTER TABLE api_keys ADD COLUMN scope TEXT NOT NULL DEFAULT 'admin'"
+     "  CHECK (scope IN ('read','submit','admin'));"
+     "ALTER TABLE api_keys ADD COLUMN revoked_at REAL;" /* NULL while active */
+     /* lookup by hash uses hash's UNIQUE index; counting the active keys reads only this
+      * partial index; the listing walks the second one newest first */
+     "CREATE INDEX api_keys_active ON api_keys (id) WHERE revoked_at IS NULL;"
+     "CREATE INDEX api_keys_by_created ON api_keys (created_at, id);"},
 };
 
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))

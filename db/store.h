@@ -14,7 +14,7 @@
  *   on failure *out is set to NULL.
  * - Strings handed out go into caller buffers of the stated size.
  * - Times are unix seconds as double (fractional), read from the wall clock by the store.
- * - Ids are a prefix ("job_", "ds_", "mdl_") and 24 lower-case hex digits from the
+ * - Ids are a prefix ("job_", "ds_", "mdl_", "key_") and 24 lower-case hex digits from the
  *   kernel's random source.
  * - A dt_store is safe to use from several threads at once; calls are serialised on one
  *   connection, each call is one transaction.
@@ -355,5 +355,49 @@ int store_model_path(dt_store *s, const char *id, char *path, size_t pathlen,
  * queued or running job uses it as base_model. */
 int store_model_delete(dt_store *s, const char *id, char *path_out, size_t pathlen,
                        char *err, size_t errlen);
+
+/* ---- API keys (store_keys.c) -------------------------------------------------------------- */
+
+/* What a key may do; each scope includes the ones below it. */
+typedef enum {
+    DT_SCOPE_READ = 1,   /* every GET: jobs, events, metrics, samples, downloads, catalogs */
+    DT_SCOPE_SUBMIT = 2, /* + create, cancel and retry jobs; upload datasets and models */
+    DT_SCOPE_ADMIN = 3   /* + delete datasets and models */
+} dt_scope;
+
+#define DT_KEY_SECRET_MAX 72 /* "dtk_" + 64 hex digits + NUL, rounded up */
+#define DT_KEY_HASH_HEX 65   /* 64 hex digits + NUL */
+
+/* "read" | "submit" | "admin" ("?" for anything else). */
+const char *store_scope_name(dt_scope scope);
+/* Parses a scope name. Returns 0, or -1 when name is not one. */
+int store_scope_parse(const char *name, dt_scope *out);
+/* Makes a new secret: "dtk_" and 64 hex digits from the kernel's random source. Returns 0, or -1
+ * when no randomness is available. */
+int store_key_generate(char out[DT_KEY_SECRET_MAX]);
+/* The lower-case hex SHA-256 of a secret: what the store keeps and looks keys up by. */
+void store_key_hash(const char *secret, char out[DT_KEY_HASH_HEX]);
+
+/* Stores a key by its hash (the secret itself is never stored). name may be NULL (""). id_out
+ * receives its id, "key_" and 24 hex digits. DT_STORE_INVALID for a malformed hash or scope,
+ * or a name that is not UTF-8 text of at most 200 bytes without control characters;
+ * DT_STORE_CONFLICT when the hash is already stored. */
+int store_key_create(dt_store *s, const char *name, dt_scope scope, const char *hash,
+                     char id_out[DT_STORE_ID_MAX], char *err, size_t errlen);
+/* The active (not revoked) key whose secret hashes to hash: 0 with *scope and id_out filled,
+ * DT_STORE_NOT_FOUND when there is none. */
+int store_key_lookup(dt_store *s, const char *hash, dt_scope *scope, char id_out[DT_STORE_ID_MAX],
+                     char *err, size_t errlen);
+/* The scope of the active key with this id (sessions carry the id): 0, or DT_STORE_NOT_FOUND
+ * when it is unknown or revoked. */
+int store_key_scope(dt_store *s, const char *id, dt_scope *scope, char *err, size_t errlen);
+/* How many keys are active. */
+int store_key_count(dt_store *s, int64_t *active, char *err, size_t errlen);
+/* Every key, newest first: {"data":[{"id","object":"api_key","name","scope","created_at",
+ * "revoked_at"(null while active)}]} (never the hash). */
+int store_key_list(dt_store *s, json_t **out, char *err, size_t errlen);
+/* Revokes a key: it stops working at once. DT_STORE_NOT_FOUND for an unknown id; revoking a
+ * revoked key is a no-op. */
+int store_key_revoke(dt_store *s, const char *id, char *err, size_t errlen);
 
 #endif

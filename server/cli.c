@@ -71,3 +71,8 @@ char *cli_read_file(const char *path, size_t *len) {
     if (len) *len = n;
     return buf;
 }
+
+const char *cli_default_data_dir(void) {
+    const char *env = getenv("DIFFTUNE_DATA_DIR");
+    return env && env[0] ? env : "difftune-data";
+}

@@ -15,6 +15,7 @@ int cmd_dataset(int argc, char **argv);
 int cmd_classifier(int argc, char **argv);
 int cmd_fid(int argc, char **argv);
 int cmd_forgetting(int argc, char **argv);
+int cmd_keys(int argc, char **argv);
 
 /* Strict integer / number parsing of a whole string ("12abc" fails). Return 0 or -1. */
 /* Matches "--name value" and "--name=value" at argv[*i]; advances *i past what it consumed.
@@ -26,5 +27,8 @@ int cli_parse_u64(const char *s, uint64_t *out);
 int cli_parse_double(const char *s, double *out);
 /* Reads a whole file into a NUL-terminated heap buffer (*len bytes). NULL on failure. */
 char *cli_read_file(const char *path, size_t *len);
+/* The data directory when no --data-dir is given: $DIFFTUNE_DATA_DIR when set and not empty,
+ * else "difftune-data" (relative to the working directory). Used by serve and keys alike. */
+const char *cli_default_data_dir(void);
 
 #endif

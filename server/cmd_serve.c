@@ -1,7 +1,9 @@
 /* cmd_serve.c — `difftune serve`: the store, the HTTP API on its threads, and the scheduler and
  * worker supervisor on the main thread's libuv loop; graceful shutdown on SIGTERM / SIGINT. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +26,7 @@
 
 typedef struct {
     const char *host, *data_dir, *devices_arg, *inception_weights;
-    long port, slots, threads, max_upload_mb, grace_s, log_every, heartbeat_s;
+    long port, slots, threads, max_upload_mb, grace_s, log_every, heartbeat_s, rate_limit, rate_burst;
     int durable;
 } serve_opts;
 
@@ -48,7 +50,11 @@ static void serve_usage(FILE *f) {
         "go back to the queue, to resume when the server starts again.\n\n"
         "options:\n"
         "  --port N               TCP port (default 8080; 0 picks a free one)\n"
-        "  --host ADDR            address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)\n"
+        "  --host ADDR            address to listen on (default 127.0.0.1; 0.0.0.0 for every interface).\n"
+        "                         With no API key (difftune keys create) the server stays on loopback\n"
+        "                         and lets every local request in; any other address needs keys\n"
+        "  --rate-limit N         requests a second per API key, then 429 (default 50; 0 = no limit)\n"
+        "  --rate-burst N         requests a key may send at once (default 2 x --rate-limit)\n"
         "  --data-dir DIR         store, uploads, checkpoints, banks (default $DIFFTUNE_DATA_DIR,\n"
         "                         else ./difftune-data)\n"
         "  --devices LIST         auto (default: every CUDA device, else cpu) | cpu | cuda:0,cuda:1,...\n"
@@ -76,11 +82,11 @@ static int serve_bad(const char *fmt, const char *what) {
 }
 
 static int serve_parse(int argc, char **argv, serve_opts *o) {
-    const char *env = getenv("DIFFTUNE_DATA_DIR"), *weights = getenv("DIFFTUNE_INCEPTION_WEIGHTS");
-    *o = (serve_opts){.host = "127.0.0.1", .data_dir = env && env[0] ? env : "difftune-data",
+    const char *weights = getenv("DIFFTUNE_INCEPTION_WEIGHTS");
+    *o = (serve_opts){.host = "127.0.0.1", .data_dir = cli_default_data_dir(),
                       .inception_weights = weights && weights[0] ? weights : NULL,
                       .devices_arg = "auto", .port = 8080, .slots = 1, .max_upload_mb = 4096,
-                      .grace_s = 10, .log_every = 10, .heartbeat_s = 15};
+                      .grace_s = 10, .log_every = 10, .heartbeat_s = 15, .rate_limit = 50};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { serve_usage(stdout); return 1; }
@@ -97,6 +103,8 @@ static int serve_parse(int argc, char **argv, serve_opts *o) {
         else if (!strcmp(a, "--max-upload-mb")) { if (cli_parse_int(v, 1, 1 << 20, &o->max_upload_mb)) return serve_bad("%s must be 1..1048576", a); }
         else if (!strcmp(a, "--cancel-grace")) { if (cli_parse_int(v, 0, 3600, &o->grace_s)) return serve_bad("%s must be 0..3600 seconds", a); }
         else if (!strcmp(a, "--sse-heartbeat")) { if (cli_parse_int(v, 1, 3600, &o->heartbeat_s)) return serve_bad("%s must be 1..3600 seconds", a); }
+        else if (!strcmp(a, "--rate-limit")) { if (cli_parse_int(v, 0, 1000000, &o->rate_limit)) return serve_bad("%s must be 0..1000000 requests a second", a); }
+        else if (!strcmp(a, "--rate-burst")) { if (cli_parse_int(v, 1, 1000000, &o->rate_burst)) return serve_bad("%s must be 1..1000000 requests", a); }
         else if (!strcmp(a, "--log-every")) { if (cli_parse_int(v, 1, 1000000, &o->log_every)) return serve_bad("%s must be a positive integer", a); }
         else return serve_bad("unknown option %s", a);
     }
@@ -255,6 +263,31 @@ static void serve_on_prune(uv_timer_t *t) {
     if (n < 0) fprintf(stderr, "difftune serve: pruning idempotency keys failed: %s\n", err);
 }
 
+/* Is host a loopback address (127.0.0.0/8, ::1)? Names are not resolved: --host is numeric. */
+static int serve_is_loopback(const char *host) {
+    struct in_addr v4;
+    struct in6_addr v6;
+    if (inet_pton(AF_INET, host, &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+    return inet_pton(AF_INET6, host, &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
+}
+
+/* Refuses to listen beyond loopback with no API key; says at start who may come in. */
+static int serve_access(dt_store *st, const char *host, int64_t *active) {
+    char err[256];
+    if (store_key_count(st, active, err, sizeof err)) {
+        fprintf(stderr, "difftune serve: cannot read the API keys: %s\n", err);
+        return -1;
+    }
+    if (*active == 0 && !serve_is_loopback(host)) {
+        fprintf(stderr,
+                "difftune serve: --host %s would let anyone on the network in, and there is no API key:\n"
+                "  create one first (difftune keys create --scope admin --data-dir DIR), or listen on 127.0.0.1\n",
+                host);
+        return -1;
+    }
+    return 0;
+}
+
 static int serve_exe(char *out, size_t len) {
     ssize_t n = readlink("/proc/self/exe", out, len - 1);
     if (n <= 0) return -1;
@@ -293,10 +326,16 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "difftune serve: cannot open the store %s: %s\n", path, err);
         return 1;
     }
+    int64_t keys;
+    if (serve_access(s.store, o.host, &keys)) {
+        store_close(s.store);
+        return 2;
+    }
     dt_api_opts ao = {.host = o.host, .port = (int)o.port, .threads = (int)o.threads, .data_dir = data_dir,
                       .store = s.store, .devices = device_names, .n_devices = n_devices,
                       .max_upload_bytes = (int64_t)o.max_upload_mb << 20, .heartbeat_s = (int)o.heartbeat_s,
-                      .wake = serve_wake,
+                      .open_without_keys = serve_is_loopback(o.host), .rate_limit = (double)o.rate_limit,
+                      .rate_burst = (double)o.rate_burst, .wake = serve_wake,
                       .workers = serve_workers, .stats = serve_stats, .hook_ctx = &s};
     if (api_start(&ao, &s.api, err, sizeof err)) {
         fprintf(stderr, "difftune serve: %s\n", err);
@@ -329,6 +368,12 @@ int cmd_serve(int argc, char **argv) {
            shown, strchr(shown, ':') ? "]" : "", api_port(s.api), data_dir);
     for (int i = 0; i < n_devices; i++) printf("%s%s", i ? ", " : " ", devices[i]);
     printf(" x%ld)\n", o.slots);
+    if (keys)
+        printf("difftune serve: %lld API key(s): every request but the web UI's files, /health and "
+               "/openapi.json needs one\n", (long long)keys);
+    else
+        printf("difftune serve: no API keys: every request from this machine is let in (loopback only; "
+               "`difftune keys create` to require keys)\n");
     fflush(stdout);
 
     uv_run(s.loop, UV_RUN_DEFAULT);

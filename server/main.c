@@ -17,6 +17,7 @@ static const struct {
     {"classifier", cmd_classifier, "train and evaluate the small CNN behind fd_classifier"},
     {"fid", cmd_fid, "Fréchet distance of a checkpoint's samples to a dataset (FID)"},
     {"forgetting-curve", cmd_forgetting, "what a fine-tuned checkpoint kept of its base model, by timestep"},
+    {"keys", cmd_keys, "create, list and revoke the API keys of a data directory"},
 };
 
 static void usage(FILE *f) {

@@ -2,6 +2,7 @@
 #
 #   BIN                    the binary under test ($DIFFTUNE, set by ctest)
 #   check WHAT COMMAND...  passes when COMMAND succeeds, else prints "FAIL: WHAT"
+#   not COMMAND...         succeeds when COMMAND fails (check WHAT not grep -q SECRET FILE)
 #   ok / bad WHAT          count a pass / a failure by hand
 #   expect_rc RC WHAT -- ARGS...  runs $BIN ARGS (stdout to $TMP/out, stderr to $TMP/err) and
 #                          passes when it exits with RC
@@ -13,6 +14,7 @@ pass=0 fail=0
 ok() { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
 check() { local what=$1; shift; if "$@"; then ok; else bad "$what"; fi; }
+not() { ! "$@"; }
 expect_rc() {
   local want=$1 what=$2
   shift 3

@@ -20,7 +20,7 @@ serve_start() {
   SERVER_PID=$!
   local i port=""
   for i in $(seq 1 200); do
-    port=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$dir/serve.out" 2>/dev/null)
+    port=$(sed -n 's|.*listening on http://[^/]*:\([0-9]*\)/.*|\1|p' "$dir/serve.out" 2>/dev/null)
     [ -n "$port" ] && break
     kill -0 "$SERVER_PID" 2>/dev/null || break
     sleep 0.05

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_openapi.sh — api/openapi.json against the route table in api/routes.c: the document is
 # OpenAPI 3.1 JSON, every route is documented with its method (and no operation exists that the
-# server does not route), each operation has a unique operationId named after its route, a 2xx
+# server does not route), each operation has a unique operationId named after its route, the
+# scope its route needs (x-scope, security, and 401/403/429 where a key is needed), a 2xx
 # and an error response, a request body exactly when the route takes one (with the media types
 # the route accepts), path parameters matching its template, and every "$ref" resolves.
 # Needs only python3's standard library; the server binary is not used.
@@ -65,10 +66,10 @@ if not table:
 
 ROUTE_RE = re.compile(
     r'\{\s*"([A-Z]+)"\s*,\s*"([^"]*)"\s*,\s*(API_BODY_\w+)\s*,\s*(\w+)\s*,\s*"([^"]+)"\s*,'
-    r'\s*(NULL|\w+|(?:"(?:[^"\\]|\\.)*"\s*)+)\s*(?:,\s*[01]\s*)?\}', re.S)
+    r'\s*(NULL|\w+|(?:"(?:[^"\\]|\\.)*"\s*)+)\s*(?:,\s*[01]\s*)?(?:,\s*(0|DT_SCOPE_\w+)\s*)?\}', re.S)
 routes = []
 for m in ROUTE_RE.finditer(table.group(1)):
-    method, pattern, body, _handler, name, accepts = m.groups()
+    method, pattern, body, _handler, name, accepts, scope = m.groups()
     if accepts == "NULL":
         types = None
     elif accepts.startswith('"'):
@@ -79,6 +80,8 @@ for m in ROUTE_RE.finditer(table.group(1)):
         fail("route %s: cannot resolve its media types %s" % (name, accepts))
         types = ""
     routes.append({"method": method.lower(), "pattern": pattern, "body": body, "name": name,
+                   "scope": {None: None, "0": "public", "DT_SCOPE_READ": "read", "DT_SCOPE_SUBMIT": "submit",
+                             "DT_SCOPE_ADMIN": "admin"}.get(scope, "?" + str(scope)),
                    "accepts": None if types is None else
                    sorted(t.strip().lower() for t in types.split(",") if t.strip())})
 # Every "{ "METHOD", ..." entry must have parsed, or a route would go unchecked.
@@ -185,6 +188,22 @@ for path, item in paths.items():
             fail("%s has no responses" % where)
             responses = {}
         codes = [str(c) for c in responses]
+        # access: the documented scope is the route's, and a keyed route documents how keys fail
+        if route and method != "head":
+            if o.get("x-scope") != route["scope"]:
+                fail("%s: x-scope %r, but the route needs %r" % (where, o.get("x-scope"), route["scope"]))
+            sec = o.get("security")
+            if route["scope"] == "public":
+                if sec != []:
+                    fail("%s is public: security must be []" % where)
+            else:
+                names = sorted(k for req in (sec or []) for k in req)
+                want = ["apiKey", "session"] if method == "get" else ["apiKey"]
+                if names != want:
+                    fail("%s: security %s, expected %s (sessions carry reads only)" % (where, names, want))
+                for c in ("401", "403", "429"):
+                    if c not in codes:
+                        fail("%s needs a key but documents no %s" % (where, c))
         if not any(re.fullmatch(r"2(\d\d|XX)", c) for c in codes):
             fail("%s has no 2xx response" % where)
         if not any(re.fullmatch(r"4(\d\d|XX)", c) or c == "default" for c in codes):

@@ -2,8 +2,9 @@
  * every documented error, idempotency replay and conflict, stable pagination while jobs arrive,
  * claim order, the lifecycle guards, requeue until max_attempts, reconcile, release at shutdown
  * (attempt not charged), job counts by status, event paging,
- * catalog delete guards, reopening (data kept, schema version right, newer schema refused), and
- * two threads writing at once without losing anything. */
+ * catalog delete guards, API keys (secrets, hashes, scopes, revocation, lookups from several
+ * threads), reopening (data kept, schema version right, newer schema refused), migrations from
+ * older schemas, and two threads writing at once without losing anything. */
 #include "store.h"
 #include "check.h"
 
@@ -1022,29 +1023,291 @@ static void test_catalog(dt_store *s) {
     json_decref(counts);
 }
 
-/* A dataset stored at schema 3, before class counts, reads back with class_counts [] once the
- * store has migrated. */
-static void test_migrate_class_counts(const char *dir) {
-    char path[1300];
-    snprintf(path, sizeof path, "%s/schema3.db", dir);
+/* ---- API keys -------------------------------------------------------------------------------- */
+
+/* 1 when s is n lower-case hex digits exactly */
+static int is_hex(const char *s, size_t n) {
+    size_t i = 0;
+    for (; s[i]; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return 0;
+    return i == n;
+}
+
+/* The key with this id in a store_key_list object (borrowed), or NULL. */
+static json_t *key_in(json_t *list, const char *id) {
+    size_t i;
+    json_t *k;
+    json_array_foreach(json_object_get(list, "data"), i, k)
+        if (jeq(k, "id", id)) return k;
+    return NULL;
+}
+
+static int64_t active_keys(dt_store *s) {
+    int64_t n = -1;
+    OK(store_key_count(s, &n, err, E));
+    return n;
+}
+
+static void test_key_secrets(void) {
+    CHECK(!strcmp(store_scope_name(DT_SCOPE_READ), "read") &&
+          !strcmp(store_scope_name(DT_SCOPE_SUBMIT), "submit") &&
+          !strcmp(store_scope_name(DT_SCOPE_ADMIN), "admin"), "scope names");
+    CHECK(!strcmp(store_scope_name((dt_scope)0), "?") && !strcmp(store_scope_name((dt_scope)4), "?"),
+          "a value out of range is \"?\"");
+    const char *names[] = {"read", "submit", "admin"};
+    for (int i = 0; i < 3; i++) {
+        dt_scope sc = (dt_scope)0;
+        CHECK(store_scope_parse(names[i], &sc) == 0 && sc == (dt_scope)(i + 1), "parse %s", names[i]);
+    }
+    dt_scope sc = DT_SCOPE_READ;
+    CHECK(store_scope_parse("ADMIN", &sc) == -1 && store_scope_parse("", &sc) == -1 &&
+          store_scope_parse("write", &sc) == -1 && store_scope_parse("admin ", &sc) == -1,
+          "unknown scope names are refused");
+    CHECK(sc == DT_SCOPE_READ, "a refused parse leaves *out alone");
+
+    enum { N = 64 };
+    static char secrets[N][DT_KEY_SECRET_MAX];
+    int malformed = 0, same = 0;
+    for (int i = 0; i < N; i++) {
+        CHECK(store_key_generate(secrets[i]) == 0, "generate %d", i);
+        malformed += strncmp(secrets[i], "dtk_", 4) != 0 || !is_hex(secrets[i] + 4, 64);
+        for (int j = 0; j < i; j++) same += !strcmp(secrets[i], secrets[j]);
+    }
+    CHECK(malformed == 0, "%d of %d secrets are not dtk_ + 64 hex digits (e.g. %s)", malformed, N,
+          secrets[0]);
+    CHECK(same == 0, "%d repeated secrets", same);
+
+    /* test vectors from sha256sum: FIPS 180-2's "abc", and a secret-shaped string */
+    char h[DT_KEY_HASH_HEX];
+    store_key_hash("abc", h);
+    CHECK(!strcmp(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+          "sha256(abc) = %s", h);
+    store_key_hash("dtk_00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", h);
+    CHECK(!strcmp(h, "64e70fc6bf8a849b35b7ec4a01dd3705000dc5602de1ccd156aa7f114fd7d2f2"),
+          "sha256 of a secret = %s", h);
+}
+
+static void test_keys(dt_store *s) {
+    CHECK(active_keys(s) == 0, "no keys in a new store");
+    char secret[DT_KEY_SECRET_MAX], hash[DT_KEY_HASH_HEX], other[DT_KEY_SECRET_MAX];
+    char other_hash[DT_KEY_HASH_HEX], id[DT_STORE_ID_MAX], id2[DT_STORE_ID_MAX],
+        got[DT_STORE_ID_MAX], none[DT_STORE_ID_MAX];
+    CHECK(store_key_generate(secret) == 0 && store_key_generate(other) == 0, "generate");
+    store_key_hash(secret, hash);
+    store_key_hash(other, other_hash);
+
+    OK(store_key_create(s, "ci", DT_SCOPE_READ, hash, id, err, E));
+    CHECK(!strncmp(id, "key_", 4) && is_hex(id + 4, 24), "key id %s", id);
+    CHECK(active_keys(s) == 1, "one active key");
+    dt_scope sc = (dt_scope)0;
+    OK(store_key_lookup(s, hash, &sc, got, err, E));
+    CHECK(sc == DT_SCOPE_READ && !strcmp(got, id), "lookup: scope %d id %s", (int)sc, got);
+    sc = (dt_scope)0;
+    OK(store_key_scope(s, id, &sc, err, E));
+    CHECK(sc == DT_SCOPE_READ, "scope by id");
+
+    /* other secrets, and things that are not hashes, find nothing */
+    EXPECT(store_key_lookup(s, other_hash, &sc, got, err, E), DT_STORE_NOT_FOUND);
+    CHECK(got[0] == '\0', "no id on a miss");
+    CHECK(!strstr(err, other_hash), "the miss does not echo the hash: %s", err);
+    EXPECT(store_key_lookup(s, secret, &sc, got, err, E), DT_STORE_NOT_FOUND);
+    EXPECT(store_key_lookup(s, "", &sc, got, err, E), DT_STORE_NOT_FOUND);
+    EXPECT(store_key_scope(s, "key_000000000000000000000000", &sc, err, E), DT_STORE_NOT_FOUND);
+
+    /* the same secret twice; malformed hashes, scopes and names */
+    EXPECT(store_key_create(s, "again", DT_SCOPE_ADMIN, hash, none, err, E), DT_STORE_CONFLICT);
+    CHECK(none[0] == '\0', "no id for a refused key");
+    char upper[DT_KEY_HASH_HEX], short_hash[DT_KEY_HASH_HEX], long_hash[80];
+    snprintf(upper, sizeof upper, "%s", other_hash);
+    for (char *c = upper; *c; c++)
+        if (*c >= 'a' && *c <= 'f') *c = (char)(*c - 'a' + 'A');
+    snprintf(short_hash, sizeof short_hash, "%.63s", other_hash);
+    snprintf(long_hash, sizeof long_hash, "%s0", other_hash);
+    const char *bad_hashes[] = {upper, short_hash, long_hash, "", other,
+                                "g000000000000000000000000000000000000000000000000000000000000000"};
+    for (size_t i = 0; i < sizeof bad_hashes / sizeof bad_hashes[0]; i++)
+        EXPECT(store_key_create(s, NULL, DT_SCOPE_READ, bad_hashes[i], none, err, E),
+               DT_STORE_INVALID);
+    EXPECT(store_key_create(s, NULL, (dt_scope)0, other_hash, none, err, E), DT_STORE_INVALID);
+    EXPECT(store_key_create(s, NULL, (dt_scope)4, other_hash, none, err, E), DT_STORE_INVALID);
+    char long_name[300];
+    memset(long_name, 'n', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    const char *bad_names[] = {"tab\there", "line\n", "\xff\xfe", long_name};
+    for (size_t i = 0; i < sizeof bad_names / sizeof bad_names[0]; i++)
+        EXPECT(store_key_create(s, bad_names[i], DT_SCOPE_READ, other_hash, none, err, E),
+               DT_STORE_INVALID);
+    CHECK(active_keys(s) == 1, "refused keys are not stored");
+
+    /* a second key, no name; the listing shows both, newest first, without secrets */
+    OK(store_key_create(s, NULL, DT_SCOPE_ADMIN, other_hash, id2, err, E));
+    CHECK(strcmp(id, id2) != 0, "distinct ids");
+    OK(store_key_lookup(s, other_hash, &sc, got, err, E));
+    CHECK(sc == DT_SCOPE_ADMIN && !strcmp(got, id2), "the second key's lookup");
+    CHECK(active_keys(s) == 2, "two active keys");
+    json_t *list = NULL;
+    OK(store_key_list(s, &list, err, E));
+    json_t *data = json_object_get(list, "data");
+    CHECK(json_array_size(data) == 2, "two keys listed");
+    CHECK(jeq(json_array_get(data, 0), "id", id2) && jeq(json_array_get(data, 1), "id", id),
+          "newest first");
+    json_t *k = key_in(list, id);
+    CHECK(k && jeq(k, "object", "api_key") && jeq(k, "name", "ci") && jeq(k, "scope", "read") &&
+          json_is_number(json_object_get(k, "created_at")) &&
+          json_is_null(json_object_get(k, "revoked_at")) && json_object_size(k) == 6,
+          "an active key's listing");
+    k = key_in(list, id2);
+    CHECK(k && jeq(k, "name", "") && jeq(k, "scope", "admin"), "a key without a name lists \"\"");
+    char *text = json_dumps(list, JSON_COMPACT);
+    CHECK(text && !strstr(text, hash) && !strstr(text, other_hash) && !strstr(text, secret) &&
+          !strstr(text, other) && !strstr(text, "hash"), "the listing holds no hash or secret: %s",
+          text ? text : "");
+    free(text);
+    json_decref(list);
+
+    /* revocation: at once, once, and only of known keys */
+    OK(store_key_revoke(s, id, err, E));
+    EXPECT(store_key_lookup(s, hash, &sc, got, err, E), DT_STORE_NOT_FOUND);
+    EXPECT(store_key_scope(s, id, &sc, err, E), DT_STORE_NOT_FOUND);
+    CHECK(active_keys(s) == 1, "revoking drops the count");
+    OK(store_key_lookup(s, other_hash, &sc, got, err, E));
+    list = NULL;
+    OK(store_key_list(s, &list, err, E));
+    k = key_in(list, id);
+    double created = json_number_value(json_object_get(k, "created_at"));
+    json_t *revoked = json_object_get(k, "revoked_at");
+    CHECK(json_is_number(revoked) && json_number_value(revoked) >= created,
+          "a revoked key lists revoked_at");
+    double first_revoked = json_number_value(revoked);
+    CHECK(json_is_null(json_object_get(key_in(list, id2), "revoked_at")), "the other stays active");
+    json_decref(list);
+    OK(store_key_revoke(s, id, err, E));
+    CHECK(active_keys(s) == 1, "revoking twice changes nothing");
+    list = NULL;
+    OK(store_key_list(s, &list, err, E));
+    CHECK(json_number_value(json_object_get(key_in(list, id), "revoked_at")) == first_revoked,
+          "the first revocation's time stays");
+    json_decref(list);
+    EXPECT(store_key_revoke(s, "key_000000000000000000000000", err, E), DT_STORE_NOT_FOUND);
+    EXPECT(store_key_revoke(s, "", err, E), DT_STORE_NOT_FOUND);
+    /* a revoked secret stays spent: it cannot come back as a new key */
+    EXPECT(store_key_create(s, "back", DT_SCOPE_READ, hash, none, err, E), DT_STORE_CONFLICT);
+    OK(store_key_revoke(s, id2, err, E));
+    CHECK(active_keys(s) == 0, "every key revoked");
+}
+
+/* The server looks keys up from many HTTP threads while keys are made and revoked. */
+typedef struct {
+    dt_store *s;
+    const char *hash, *id;
+    int failures;
+} key_reader;
+
+static void *key_reader_run(void *p) {
+    key_reader *r = p;
+    char e[256], got[DT_STORE_ID_MAX];
+    for (int i = 0; i < 500; i++) {
+        dt_scope sc = (dt_scope)0;
+        int64_t n = 0;
+        if (store_key_lookup(r->s, r->hash, &sc, got, e, sizeof e) != DT_STORE_OK ||
+            sc != DT_SCOPE_SUBMIT || strcmp(got, r->id) != 0 ||
+            store_key_scope(r->s, r->id, &sc, e, sizeof e) != DT_STORE_OK ||
+            store_key_count(r->s, &n, e, sizeof e) != DT_STORE_OK || n < 1)
+            r->failures++;
+    }
+    return NULL;
+}
+
+static void test_keys_threads(const char *dir) {
+    dt_store *s = NULL;
+    OK(store_open(check_path(dir, "keys_threads.db"), NULL, &s, err, E));
+    if (!s) return;
+    char secret[DT_KEY_SECRET_MAX], hash[DT_KEY_HASH_HEX], id[DT_STORE_ID_MAX];
+    CHECK(store_key_generate(secret) == 0, "generate");
+    store_key_hash(secret, hash);
+    OK(store_key_create(s, "steady", DT_SCOPE_SUBMIT, hash, id, err, E));
+    static key_reader r[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        r[i] = (key_reader){.s = s, .hash = hash, .id = id};
+        pthread_create(&t[i], NULL, key_reader_run, &r[i]);
+    }
+    int churn_failures = 0;
+    for (int i = 0; i < 100; i++) {
+        char sec2[DT_KEY_SECRET_MAX], h2[DT_KEY_HASH_HEX], id2[DT_STORE_ID_MAX], e[256];
+        store_key_generate(sec2);
+        store_key_hash(sec2, h2);
+        churn_failures += store_key_create(s, NULL, DT_SCOPE_READ, h2, id2, e, sizeof e) != 0 ||
+                          store_key_revoke(s, id2, e, sizeof e) != 0;
+    }
+    for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+    CHECK(r[0].failures + r[1].failures + r[2].failures + r[3].failures == 0 &&
+          churn_failures == 0, "concurrent lookups: %d %d %d %d failed, churn %d", r[0].failures,
+          r[1].failures, r[2].failures, r[3].failures, churn_failures);
+    CHECK(active_keys(s) == 1, "only the steady key is active");
+    store_close(s);
+}
+
+/* Undoes migration 5 (key scopes) on a raw connection, for the tests that rebuild an older
+ * schema. */
+#define UNDO_KEY_SCOPES \
+    "DROP INDEX api_keys_active; DROP INDEX api_keys_by_created;" \
+    " ALTER TABLE api_keys DROP COLUMN revoked_at; ALTER TABLE api_keys DROP COLUMN scope;"
+
+/* Makes a store at path (the latest schema), runs sql on it raw (what takes it back to an older
+ * schema, and the rows stored there), and opens it again, which migrates it. Returns the store,
+ * or NULL after a failed check. */
+static dt_store *store_rewound(const char *path, const char *sql, const char *what) {
     dt_store *s = NULL;
     OK(store_open(path, NULL, &s, err, E));
-    if (!s) return;
+    if (!s) return NULL;
     store_close(s);
     sqlite3 *db = NULL;
     CHECK(sqlite3_open(path, &db) == SQLITE_OK, "raw open");
-    const char *to3 =
-        "ALTER TABLE datasets DROP COLUMN class_counts; PRAGMA user_version = 3;"
-        "INSERT INTO datasets (id, name, path, format, images, classes, class_names, bytes,"
-        " created_at) VALUES ('ds_000000000000000000000003', 'old', '/d', 'idx', 5, 2,"
-        " '[\"0\",\"1\"]', 10, 1.0)";
-    CHECK(sqlite3_exec(db, to3, NULL, NULL, NULL) == SQLITE_OK, "back to schema 3: %s",
-          sqlite3_errmsg(db));
+    CHECK(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK, "%s: %s", what, sqlite3_errmsg(db));
     sqlite3_close(db);
     s = NULL;
     OK(store_open(path, NULL, &s, err, E));
+    if (s) CHECK(store_schema_version(s) == store_schema_latest(), "%s: migrated to the latest schema", what);
+    return s;
+}
+
+/* A key stored at schema 4, before scopes, can do everything (scope admin) once migrated. */
+static void test_migrate_key_scopes(const char *dir) {
+    char h[DT_KEY_HASH_HEX], sql[512];
+    store_key_hash("dtk_old", h);
+    snprintf(sql, sizeof sql, UNDO_KEY_SCOPES " PRAGMA user_version = 4;"
+             " INSERT INTO api_keys (id, name, hash, created_at)"
+             " VALUES ('key_000000000000000000000004', 'old', '%s', 1.0)", h);
+    dt_store *s = store_rewound(check_path(dir, "schema4.db"), sql, "back to schema 4");
     if (!s) return;
-    CHECK(store_schema_version(s) == store_schema_latest(), "migrated to the latest schema");
+    CHECK(store_schema_latest() >= 5, "schema 5 exists");
+    dt_scope sc = (dt_scope)0;
+    char got[DT_STORE_ID_MAX];
+    OK(store_key_lookup(s, h, &sc, got, err, E));
+    CHECK(sc == DT_SCOPE_ADMIN && !strcmp(got, "key_000000000000000000000004"),
+          "an older key is an active admin key");
+    CHECK(active_keys(s) == 1, "and counts as active");
+    json_t *list = NULL;
+    OK(store_key_list(s, &list, err, E));
+    json_t *k = list ? key_in(list, "key_000000000000000000000004") : NULL;
+    CHECK(k && jeq(k, "scope", "admin") && json_is_null(json_object_get(k, "revoked_at")) &&
+          jeq(k, "name", "old"), "its listing");
+    json_decref(list);
+    store_close(s);
+}
+
+/* A dataset stored at schema 3, before class counts, reads back with class_counts [] once the
+ * store has migrated. */
+static void test_migrate_class_counts(const char *dir) {
+    const char *to3 =
+        UNDO_KEY_SCOPES
+        " ALTER TABLE datasets DROP COLUMN class_counts; PRAGMA user_version = 3;"
+        "INSERT INTO datasets (id, name, path, format, images, classes, class_names, bytes,"
+        " created_at) VALUES ('ds_000000000000000000000003', 'old', '/d', 'idx', 5, 2,"
+        " '[\"0\",\"1\"]', 10, 1.0)";
+    dt_store *s = store_rewound(check_path(dir, "schema3.db"), to3, "back to schema 3");
+    if (!s) return;
     json_t *j = NULL;
     OK(store_dataset_get(s, "ds_000000000000000000000003", &j, err, E));
     json_t *cc = j ? json_object_get(j, "class_counts") : NULL;
@@ -1222,9 +1485,13 @@ int main(void) {
     test_metric_detail_latest(s);
     test_artifacts(s);
     test_catalog(s);
+    test_key_secrets();
+    test_keys(s);
     store_close(s);
     test_reopen(dir);
     test_migrate_class_counts(dir);
+    test_migrate_key_scopes(dir);
+    test_keys_threads(dir);
     test_threads(dir, 0);
     test_threads(dir, 1);
     return check_done("test_store");

@@ -49,7 +49,7 @@ check "no file outside web/ is reachable ($CODE)" [ "$CODE" = 404 ]
 tar -C "$TMP" -cf "$TMP/solid.tar" solid
 printf 'this is not an archive\n' >"$TMP/broken.tar"
 
-URL="$URL" TMP="$TMP" CHROMIUM="$CHROMIUM" SRC="$SRC" node "$SRC/tests/e2e/web_ui.mjs"
+URL="$URL" TMP="$TMP" CHROMIUM="$CHROMIUM" SRC="$SRC" BIN="$BIN" DATA="$TMP/data" node "$SRC/tests/e2e/web_ui.mjs"
 check "the browser scenarios pass" [ $? -eq 0 ]
 
 serve_stop; check "the server stops cleanly" [ $? -eq 0 ]

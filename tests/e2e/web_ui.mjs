@@ -3,15 +3,17 @@
 // a dataset (and a broken one), submits a tiny job through the form (after seeing a validation
 // error next to its field, with a double click that must make one job), watches it succeed live,
 // opens a sample, downloads a checkpoint and checks its sha256, promotes it to a model, cancels a
-// running job, compares two jobs, sees a failed job's error, asks for an API key on 401 and
-// shows the server-down banner. Screenshots of each page at two widths go to $TMP/screenshots.
+// running job, compares two jobs, sees a failed job's error, shows the server-down banner, and
+// last, once a key is made, asks for it and works with it (images and downloads included). Screenshots of each page at two widths go to $TMP/screenshots.
 //
-// env: URL (the server), TMP (the archives solid.tar and broken.tar; output), CHROMIUM, SRC.
+// env: URL (the server), TMP (the archives solid.tar and broken.tar; output), CHROMIUM, SRC,
+// BIN (the difftune binary) and DATA (the server's data directory, for `difftune keys`).
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-const { URL: BASE, TMP, CHROMIUM, SRC } = process.env;
+const { URL: BASE, TMP, CHROMIUM, SRC, BIN, DATA } = process.env;
 const { chromium } = await import(join(SRC, 'node_modules/playwright-core/index.mjs'));
 
 let passed = 0;
@@ -49,15 +51,15 @@ page.on('console', (m) => {
 page.on('dialog', (d) => d.accept(d.type() === 'prompt' ? 'promoted from the UI' : undefined));
 
 const shots = [];
-async function screenshot(name) {
+async function screenshot(name, p = page) {
   for (const [w, h] of [[1280, 900], [390, 844]]) {
-    await page.setViewportSize({ width: w, height: h });
-    await page.waitForTimeout(300);
+    await p.setViewportSize({ width: w, height: h });
+    await p.waitForTimeout(300);
     const file = join(TMP, 'screenshots', `${name}-${w}.png`);
-    await page.screenshot({ path: file, fullPage: true });
+    await p.screenshot({ path: file, fullPage: true });
     shots.push(file);
   }
-  await page.setViewportSize({ width: 1280, height: 900 });
+  await p.setViewportSize({ width: 1280, height: 900 });
 }
 
 async function step(what, fn) {
@@ -282,39 +284,6 @@ await step('compare', async () => {
   await screenshot('compare');
 });
 
-// ---- an API key, asked for on 401 and sent on every request, streams included ---------------
-await step('api key', async () => {
-  const p2 = await context.newPage();
-  const auth = [];
-  let refused = 0;
-  await p2.route('**/*', async (route) => {
-    const req = route.request();
-    const url = new URL(req.url());
-    if (url.pathname === '/' || url.pathname.startsWith('/ui/')) return route.continue();
-    auth.push([url.pathname, req.headers().authorization || '']);
-    if (req.headers().authorization !== 'Bearer sk-test-key') {
-      refused++;
-      return route.fulfill({ status: 401, contentType: 'application/json',
-        body: JSON.stringify({ error: { code: 'unauthorized', message: 'an API key is required' } }) });
-    }
-    return route.continue();
-  });
-  await p2.goto(`${BASE}/#/jobs`);
-  const dlg = p2.locator('#key-dialog');
-  await dlg.waitFor({ state: 'visible' });
-  check('a 401 asks for an API key', /API key/.test(await dlg.innerText()));
-  await p2.locator('#key-input').fill('sk-test-key');
-  await p2.locator('#key-form button[type=submit]').click();
-  await p2.locator(`tr[data-job="${jobId}"]`).waitFor();
-  check('with the key the jobs list loads', refused >= 1);
-  await p2.goto(`${BASE}/#/jobs/${jobId}`);
-  await p2.locator(`section[data-job="${jobId}"] [data-status=succeeded]`).waitFor();
-  const stream = auth.filter(([p]) => p === `/jobs/${jobId}/events`);
-  check('the event stream sends the key too', stream.length > 0 && stream.every(([, a]) => a === 'Bearer sk-test-key'));
-  await p2.evaluate(() => localStorage.removeItem('difftune.apiKey'));
-  await p2.close();
-});
-
 // ---- the server down: a banner, and recovery --------------------------------------------------
 await step('server down', async () => {
   await page.goto(BASE + '/#/jobs');
@@ -329,8 +298,60 @@ await step('server down', async () => {
   check('the banner goes once the server answers', true);
 });
 
+// ---- API keys: a key made while the server runs is needed from then on; the UI asks for it,
+// sends it on every fetch and the event stream, and opens a session so images and downloads work.
+await step('api key', async () => {
+  const key = execFileSync(BIN, ['keys', 'create', '--scope', 'submit', '--name', 'e2e', '--data-dir', DATA],
+                           { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  check('keys create prints one secret', /^dtk_[0-9a-f]{64}$/.test(key), key);
+  await new Promise((r) => setTimeout(r, 1500)); // the server re-counts keys every second
+  check('without the key the API refuses', (await api('GET', '/jobs')).status === 401);
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
+  const p2 = await ctx.newPage();
+  p2.setDefaultTimeout(15000);
+  p2.on('pageerror', (e) => pageErrors.push(e.message));
+  const sent = [];
+  p2.on('request', (r) => sent.push([new URL(r.url()).pathname, r.headers().authorization || '']));
+  await p2.goto(`${BASE}/#/jobs`);
+  const dlg = p2.locator('#key-dialog');
+  await dlg.waitFor({ state: 'visible' });
+  check('a 401 asks for an API key', /API key/.test(await dlg.innerText()));
+  await screenshot('api-key', p2);
+  await p2.locator('#key-input').fill(key);
+  await p2.locator('#key-form button[type=submit]').click();
+  await p2.locator(`tr[data-job="${jobId}"]`).waitFor();
+  check('with the key the jobs list loads', true);
+  await p2.goto(`${BASE}/#/jobs/${jobId}`);
+  const root = p2.locator(`section[data-job="${jobId}"]`);
+  await root.locator('[data-status=succeeded]').waitFor();
+  await p2.waitForFunction((id) => {
+    const i = document.querySelector(`section[data-job="${id}"] .samples button img`);
+    return i && i.complete && i.naturalWidth > 0;
+  }, jobId);
+  check('sample images load through the session cookie', true);
+  const row = root.locator('tr[data-checkpoint]').last();
+  const shown = (await row.locator('[data-field=sha256]').innerText()).trim();
+  const [download] = await Promise.all([p2.waitForEvent('download'), row.locator('a[data-action=download]').click()]);
+  const saved = join(TMP, 'downloaded-with-key.safetensors');
+  await download.saveAs(saved);
+  check('a download works with the key on', sha256(saved) === shown);
+  const stream = sent.filter(([p]) => p === `/jobs/${jobId}/events`);
+  check('the event stream sends the key', stream.length > 0 && stream.every(([, a]) => a === `Bearer ${key}`));
+  check('no request carries the key in its URL', !sent.some(([p]) => p.includes(key)));
+
+  const listed = JSON.parse(execFileSync(BIN, ['keys', 'list', '--json', '--data-dir', DATA], { encoding: 'utf8' }));
+  const id = listed.data.find((k) => k.name === 'e2e').id;
+  execFileSync(BIN, ['keys', 'revoke', id, '--data-dir', DATA], { stdio: 'ignore' });
+  await p2.goto(`${BASE}/#/jobs`);
+  await p2.reload();
+  await dlg.waitFor({ state: 'visible' });
+  check('a revoked key is refused and the UI asks again', /refused the saved API key/.test(await dlg.innerText()),
+        await dlg.innerText());
+  await ctx.close();
+});
+
 check('no script errors on any page', pageErrors.length === 0, pageErrors.slice(0, 5).join(' | '));
-check('screenshots of every page at two widths', shots.length >= 18, String(shots.length));
+check('screenshots of every page at two widths', shots.length >= 22, String(shots.length));
 await browser.close();
 console.log(`web_ui.mjs: ${passed} passed, ${failed} failed; screenshots in ${join(TMP, 'screenshots')}`);
 process.exit(failed ? 1 : 0);

@@ -33,6 +33,20 @@ export function setApiKey(key) {
   } catch { /* private mode: the key lives as long as the page */ }
 }
 
+// Opens a browser session with the saved key (POST /session): the server sets an HttpOnly
+// cookie that lets <img> tags, download links and other GETs that cannot send a header through.
+// Fetches keep sending the key itself. Resolves true when a session is open (or none is needed).
+export async function openSession() {
+  const key = apiKey();
+  if (!key) return true;
+  try {
+    const res = await fetch('/session', { method: 'POST', headers: authHeaders({ Accept: 'application/json' }) });
+    return res.ok;
+  } catch {
+    return false;
+  }
+}
+
 // Calls fn(true|false) whenever the server becomes reachable or unreachable.
 export function onReachability(fn) { reachListeners.add(fn); return () => reachListeners.delete(fn); }
 

@@ -4,7 +4,7 @@
 //   #/new[?from={id}]   the new-job form       #/compare?jobs=a,b,…   jobs side by side
 //   #/datasets          datasets and uploads   #/models               models, uploads, promotion
 
-import { onReachability, setApiKey, setAuthPrompt, apiKey } from './api.js';
+import { onReachability, setApiKey, setAuthPrompt, apiKey, openSession } from './api.js';
 import { h, fill, errorBox } from './ui.js';
 import * as jobsPage from './pages/jobs.js';
 import * as jobPage from './pages/job.js';
@@ -113,13 +113,18 @@ function settleKey(ok) {
   for (const w of waiters) w(ok);
 }
 
-document.getElementById('key-form').addEventListener('submit', () => {
+let keyEntered = false;
+document.getElementById('key-form').addEventListener('submit', async () => {
+  keyEntered = true; // the dialog closes before the session is open: its close is not a cancel
   setApiKey(keyInput.value.trim());
+  await openSession();
+  keyEntered = false;
   settleKey(true);
 });
 document.getElementById('key-cancel').addEventListener('click', () => keyDialog.close());
-keyDialog.addEventListener('close', () => settleKey(false));
+keyDialog.addEventListener('close', () => { if (!keyEntered) settleKey(false); });
 
 window.addEventListener('hashchange', render);
 if (!location.hash) history.replaceState(null, '', '#/jobs');
-render();
+// A saved key opens a session first (it ends when the server restarts), so images load.
+openSession().finally(render);
