@@ -16,6 +16,13 @@
 
 typedef struct dt_api dt_api;
 
+/* Webhook deliveries since the server started (server/webhook.h), for GET /metrics. */
+typedef struct {
+    uint64_t ok, failed, dropped; /* by the outcome of their last attempt */
+    uint64_t retries;             /* attempts after a delivery's first */
+    uint64_t pending;             /* waiting or in flight now */
+} dt_api_webhook_stats;
+
 typedef struct {
     const char *host;            /* address to bind ("127.0.0.1", "0.0.0.0", "::"); NULL = 127.0.0.1 */
     int port;                    /* 0 = pick a free port (api_port tells which) */
@@ -26,7 +33,11 @@ typedef struct {
     int n_devices;
     int64_t max_json_bytes;      /* request bodies of JSON endpoints; 0 = 1 MiB */
     int64_t max_upload_bytes;    /* dataset and model uploads; 0 = 4 GiB */
+    int64_t max_unpacked_bytes;  /* what one dataset archive may extract to; 0 = 4 x max_upload_bytes */
+    int64_t max_archive_files;   /* members one dataset archive may hold; 0 = 1,000,000 */
     int heartbeat_s;             /* SSE heartbeat period; 0 = 15 */
+    int64_t min_free_bytes;      /* free-space reserve: an upload that would leave less free on the
+                                  * data directory's file system gets 507 disk_full; 0 = none */
     int open_without_keys;       /* with no active API key, let every request in (loopback only) */
     double rate_limit;           /* requests a second per API key; 0 = no limit */
     double rate_burst;           /* requests a key may send at once; 0 = 2 x rate_limit */
@@ -34,6 +45,11 @@ typedef struct {
     void (*wake)(void *ctx);                 /* a job was created, cancelled or retried */
     json_t *(*workers)(void *ctx);           /* GET /workers body (new reference) */
     void (*stats)(void *ctx, json_t *out);   /* adds worker counters to the metrics object */
+    void (*stored)(void *ctx, const char *job_id); /* the API stored events of job_id (its
+                                              * queued status, a cancel, a retry): webhooks */
+    void (*webhook_stats)(void *ctx, dt_api_webhook_stats *out); /* GET /metrics counters */
+    void (*checkpoints_changed)(void *ctx, const char *job_id); /* a checkpoint was unpinned:
+                                              * apply retention to the job (the supervisor) */
     void *hook_ctx;
 } dt_api_opts;
 

@@ -52,7 +52,8 @@ void api_datasets_create(api_req *r) {
         api_reply_error(r, 500, "internal_error", NULL, "cannot name the dataset");
         return;
     }
-    dt_ingest_limits lim = {.max_bytes = r->api->opts.max_upload_bytes * 4};
+    dt_ingest_limits lim = {.max_bytes = r->api->opts.max_unpacked_bytes,
+                            .max_entries = r->api->opts.max_archive_files};
     dt_ingest_dataset info = {0};
     int rc = ingest_dataset(tmp, dest, &lim, &info, err, sizeof err);
     if (rc == DT_INGEST_INVALID) {
@@ -61,6 +62,10 @@ void api_datasets_create(api_req *r) {
     }
     if (rc == DT_INGEST_TOO_LARGE) {
         api_reply_error(r, 413, "payload_too_large", "file", "%s", err);
+        return;
+    }
+    if (rc == DT_INGEST_NO_SPACE) {
+        api_reply_error(r, 507, "disk_full", NULL, "%s", err);
         return;
     }
     if (rc) {

@@ -253,18 +253,23 @@ static void sub_free(void *cls) {
     free(s);
 }
 
+int api_last_event_id_parse(const char *text, int64_t *out) {
+    char *end;
+    long long v = strtoll(text, &end, 10);
+    if (!text[0] || *end || v < 0) return -1;
+    *out = v;
+    return 0;
+}
+
 /* Where a stream starts: Last-Event-ID (a reconnecting EventSource), else ?after=, else 0. */
 static int events_stream_start(api_req *r, int64_t *after) {
     const char *last = api_header(r, "Last-Event-ID");
     if (!last) return api_query_int(r, "after", 0, INT64_MAX, 0, after);
-    char *end;
-    long long v = strtoll(last, &end, 10);
-    if (!last[0] || *end || v < 0) {
+    if (api_last_event_id_parse(last, after)) {
         api_reply_error(r, 400, "invalid_value", "Last-Event-ID",
                         "Last-Event-ID must be the id of an event (a non-negative integer)");
         return -1;
     }
-    *after = v;
     return 0;
 }
 

@@ -32,10 +32,7 @@ static int files_parse_u64(const char *s, const char *end, uint64_t *out) {
     return 0;
 }
 
-/* Parses a single "bytes=a-b" | "bytes=a-" | "bytes=-n" range against size. Returns 1 with
- * [*off, *off + *len) for a satisfiable range, 0 when the header should be ignored (absent,
- * malformed, several ranges: the whole file is sent), -1 when unsatisfiable (416). */
-static int files_range(const char *h, uint64_t size, uint64_t *off, uint64_t *len) {
+int api_range_parse(const char *h, uint64_t size, uint64_t *off, uint64_t *len) {
     if (!h || strncmp(h, "bytes=", 6) || strchr(h, ',')) return 0;
     const char *s = h + 6, *dash = strchr(s, '-');
     if (!dash) return 0;
@@ -84,7 +81,7 @@ void api_serve_file(api_req *r, const char *path, const char *content_type, cons
     const uint64_t size = (uint64_t)st.st_size;
     uint64_t off = 0, len = size;
     const char *if_range = api_header(r, "If-Range");
-    int ranged = if_range && strcmp(if_range, etag) ? 0 : files_range(api_header(r, "Range"), size, &off, &len);
+    int ranged = if_range && strcmp(if_range, etag) ? 0 : api_range_parse(api_header(r, "Range"), size, &off, &len);
     char content_range[96];
     if (ranged < 0) {
         close(fd);

@@ -202,6 +202,24 @@ int api_query_int(api_req *r, const char *name, int64_t lo, int64_t hi, int64_t 
     return 0;
 }
 
+int api_json_depth(const char *s, size_t n) {
+    int depth = 0, max = 0, in_string = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (in_string) {
+            if (c == '\\') i++;
+            else if (c == '"') in_string = 0;
+        } else if (c == '"') {
+            in_string = 1;
+        } else if (c == '[' || c == '{') {
+            if (++depth > max) max = depth;
+        } else if (c == ']' || c == '}') {
+            depth--;
+        }
+    }
+    return max;
+}
+
 json_t *api_body_json(api_req *r) {
     json_error_t je;
     json_t *j = json_loadb(r->body ? r->body : "", r->body_len, JSON_REJECT_DUPLICATES, &je);
@@ -428,6 +446,12 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
         api_reply_error(r, r->refused_status, r->refused_code, r->refused_param, "%s", r->refused_msg);
         return MHD_YES;
     }
+    /* Every JSON body, whichever handler parses it: nothing nests deeper than a request can mean. */
+    if (r->body && api_json_depth(r->body, r->body_len) > API_JSON_MAX_DEPTH) {
+        api_reply_error(r, 400, "invalid_json", NULL, "the body nests arrays and objects more than %d deep",
+                        API_JSON_MAX_DEPTH);
+        return MHD_YES;
+    }
     if (r->route->slow) {
         http_slow_start(r);
         return MHD_YES;
@@ -477,6 +501,8 @@ static int http_copy_opts(dt_api *a, const dt_api_opts *o) {
     a->opts.devices = (const char *const *)a->devices;
     if (a->opts.max_json_bytes <= 0) a->opts.max_json_bytes = 1 << 20;
     if (a->opts.max_upload_bytes <= 0) a->opts.max_upload_bytes = 4LL << 30;
+    if (a->opts.max_unpacked_bytes <= 0) a->opts.max_unpacked_bytes = 4 * a->opts.max_upload_bytes;
+    if (a->opts.max_archive_files <= 0) a->opts.max_archive_files = 1000000;
     if (a->opts.heartbeat_s <= 0) a->opts.heartbeat_s = 15;
     if (a->opts.threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);

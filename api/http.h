@@ -21,6 +21,7 @@
 #include "store.h"
 
 #define API_MAX_PARAMS 2
+#define API_JSON_MAX_DEPTH 32 /* request bodies nest at most this deep (a job request needs 3) */
 #define API_REQUEST_ID_MAX 65
 
 typedef struct api_req api_req;
@@ -151,13 +152,34 @@ const char *api_query(api_req *r, const char *name);
 /* Parses an integer query argument in [lo, hi]: returns 0 with *out (dflt when absent), or
  * replies 400 naming the argument and returns -1. */
 int api_query_int(api_req *r, const char *name, int64_t lo, int64_t hi, int64_t dflt, int64_t *out);
-/* The JSON body parsed (new reference), or NULL after replying 400 invalid_json. */
+/* The JSON body parsed (new reference), or NULL after replying 400 invalid_json or invalid_type
+ * (not an object). Bodies nested deeper than API_JSON_MAX_DEPTH never reach a handler. */
 json_t *api_body_json(api_req *r);
 /* "job_…" style id check: the prefix and 24 lower-case hex digits. */
 int api_id_valid(const char *id, const char *prefix);
+/* How deeply the arrays and objects of the JSON text s (n bytes, not NUL-terminated) nest:
+ * brackets inside strings do not count; for valid JSON this is the document's depth (0 for a
+ * scalar). Pure; any bytes are safe. */
+int api_json_depth(const char *s, size_t n);
 /* Joins the data directory and a relative path into out. Returns 0, or -1 when it does not fit. */
 int api_data_path(const dt_api *a, char *out, size_t outlen, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* ---- request fields (pure functions, in the files that use them) ---------------------------- */
+
+/* jobs.c: is key (NUL-terminated) an acceptable Idempotency-Key, 1 to 255 visible ASCII
+ * characters? 1 or 0. */
+int api_idempotency_key_valid(const char *key);
+/* files.c: parses a Range header value h (NULL = absent) against a file of size bytes: a single
+ * "bytes=a-b" | "bytes=a-" | "bytes=-n". Returns 1 with [*off, *off + *len) inside the file
+ * (*len >= 1) for a satisfiable range, 0 when the header is to be ignored (absent, malformed,
+ * several ranges: the whole file is sent), -1 when it is unsatisfiable (416). */
+int api_range_parse(const char *h, uint64_t size, uint64_t *off, uint64_t *len);
+/* events.c: parses a Last-Event-ID header value (NUL-terminated) as a decimal event id, the
+ * way strtoll reads it (leading white space and a '+' are accepted; a value past INT64_MAX
+ * reads as INT64_MAX). Returns 0 with *out >= 0, or -1 (*out untouched) when it is empty, has
+ * trailing characters or is negative (400). */
+int api_last_event_id_parse(const char *text, int64_t *out);
 
 /* ---- uploads (upload.c) ------------------------------------------------------------------ */
 
@@ -250,6 +272,10 @@ void api_jobs_samples(api_req *r);
 void api_jobs_sample_file(api_req *r);
 void api_jobs_checkpoints(api_req *r);
 void api_jobs_checkpoint_file(api_req *r);
+/* POST and DELETE /jobs/{id}/checkpoints/{name}/pin: keep a checkpoint whatever retention says,
+ * or stop keeping it (it goes at the next prune, which the unpin asks the supervisor for). */
+void api_jobs_checkpoint_pin(api_req *r);
+void api_jobs_checkpoint_unpin(api_req *r);
 void api_events_get(api_req *r);
 void api_datasets_create(api_req *r);
 void api_datasets_list(api_req *r);

@@ -18,7 +18,9 @@ typedef enum {
     DT_INGEST_ERROR = -1,    /* the server failed (disk full, I/O error): HTTP 500 */
     DT_INGEST_INVALID = -2,  /* the upload is not acceptable (not an archive, unsafe member, no
                               * images, undecodable image, bad IDX, bad checkpoint): HTTP 422 */
-    DT_INGEST_TOO_LARGE = -3 /* extraction would exceed the limits: HTTP 413 */
+    DT_INGEST_TOO_LARGE = -3, /* extraction would exceed the limits: HTTP 413 */
+    DT_INGEST_NO_SPACE = -4   /* the disk filled up while extracting (ENOSPC, EDQUOT): HTTP 507
+                               * disk_full */
 } dt_ingest_code;
 
 typedef struct {

@@ -126,7 +126,7 @@ static int ingest_mkdir(const char *path, const char *member, char *err, size_t 
     }
     dt_errorf(err, errlen, "cannot create a folder for archive member '%s': %s", member,
               strerror(e));
-    return DT_INGEST_ERROR;
+    return fs_errno_no_space(e) ? DT_INGEST_NO_SPACE : DT_INGEST_ERROR;
 }
 
 /* Creates every folder of full (dest_dir + "/" + rel) below dest_dir, excluding the last
@@ -171,9 +171,10 @@ static int ingest_copy_data(ingest_extractor *x, int fd, const char *member) {
             return DT_INGEST_TOO_LARGE;
         }
         if (ingest_write_all(fd, x->io, (size_t)n) != 0) {
+            int e = errno;
             dt_errorf(x->err, x->errlen, "cannot write archive member '%s': %s", member,
-                      strerror(errno));
-            return DT_INGEST_ERROR;
+                      strerror(e));
+            return fs_errno_no_space(e) ? DT_INGEST_NO_SPACE : DT_INGEST_ERROR;
         }
     }
 }
@@ -191,13 +192,14 @@ static int ingest_write_file(ingest_extractor *x, const char *full, const char *
         }
         dt_errorf(x->err, x->errlen, "cannot create archive member '%s': %s", member,
                   strerror(e));
-        return DT_INGEST_ERROR;
+        return fs_errno_no_space(e) ? DT_INGEST_NO_SPACE : DT_INGEST_ERROR;
     }
     int rc = ingest_copy_data(x, fd, member);
     if (close(fd) != 0 && rc == DT_INGEST_OK) {
+        int e = errno;
         dt_errorf(x->err, x->errlen, "cannot write archive member '%s': %s", member,
-                  strerror(errno));
-        rc = DT_INGEST_ERROR;
+                  strerror(e));
+        rc = fs_errno_no_space(e) ? DT_INGEST_NO_SPACE : DT_INGEST_ERROR;
     }
     if (rc == DT_INGEST_OK) x->files++;
     return rc;

@@ -5,23 +5,29 @@
 
 #include "http.h"
 
-/* The artifact list with a "url" for each entry. */
+/* Adds the "url" of a listed file of the request's job. */
+static void job_files_url(api_req *r, json_t *a, const char *segment) {
+    char url[512];
+    snprintf(url, sizeof url, "/jobs/%s/%s/%s", r->params[0], segment,
+             json_string_value(json_object_get(a, "name")));
+    json_object_set_new(a, "url", json_string(url));
+}
+
+/* The artifact list with a "url" for each entry; checkpoints also say whether and why they
+ * are kept (store_checkpoint_list). */
 static void job_files_list(api_req *r, dt_artifact_kind kind, const char *segment) {
     char err[512];
     json_t *out = NULL;
-    int rc = store_artifact_list(r->api->opts.store, r->params[0], kind, &out, err, sizeof err);
+    int rc = kind == DT_ARTIFACT_CHECKPOINT
+                 ? store_checkpoint_list(r->api->opts.store, r->params[0], &out, err, sizeof err)
+                 : store_artifact_list(r->api->opts.store, r->params[0], kind, &out, err, sizeof err);
     if (rc) {
         api_reply_store_error(r, rc, NULL, err);
         return;
     }
     size_t i;
     json_t *a;
-    json_array_foreach(json_object_get(out, "data"), i, a) {
-        char url[512];
-        snprintf(url, sizeof url, "/jobs/%s/%s/%s", r->params[0], segment,
-                 json_string_value(json_object_get(a, "name")));
-        json_object_set_new(a, "url", json_string(url));
-    }
+    json_array_foreach(json_object_get(out, "data"), i, a) job_files_url(r, a, segment);
     api_reply_json(r, 200, out, NULL);
 }
 
@@ -57,3 +63,24 @@ void api_jobs_checkpoints(api_req *r) { job_files_list(r, DT_ARTIFACT_CHECKPOINT
 void api_jobs_checkpoint_file(api_req *r) {
     job_files_serve(r, DT_ARTIFACT_CHECKPOINT, "application/octet-stream", 1);
 }
+
+/* Pins or unpins; 200 with the checkpoint as the list shows it now. An unpinned checkpoint
+ * that nothing else keeps (kept_because []) is deleted by the supervisor right after. */
+static void job_files_pin(api_req *r, int pinned) {
+    char err[512];
+    json_t *c = NULL;
+    int rc = store_checkpoint_pin(r->api->opts.store, r->params[0], r->params[1], pinned, &c, err,
+                                  sizeof err);
+    if (rc) {
+        api_reply_store_error(r, rc, NULL, err);
+        return;
+    }
+    if (!pinned && r->api->opts.checkpoints_changed)
+        r->api->opts.checkpoints_changed(r->api->opts.hook_ctx, r->params[0]);
+    job_files_url(r, c, "checkpoints");
+    api_reply_json(r, 200, c, NULL);
+}
+
+void api_jobs_checkpoint_pin(api_req *r) { job_files_pin(r, 1); }
+
+void api_jobs_checkpoint_unpin(api_req *r) { job_files_pin(r, 0); }

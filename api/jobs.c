@@ -14,6 +14,11 @@ static void jobs_wake(api_req *r) {
     if (r->api->opts.wake) r->api->opts.wake(r->api->opts.hook_ctx);
 }
 
+/* The store wrote events of job id on our behalf (a create's queued status, a cancel, a retry). */
+static void jobs_stored(api_req *r, const char *id) {
+    if (r->api->opts.stored) r->api->opts.stored(r->api->opts.hook_ctx, id);
+}
+
 /* The evaluation series whose newest points the job object carries as "evaluation". */
 static const char *const jobs_eval_series[] = {"fid", "fd_classifier", "classifier_accuracy"};
 
@@ -182,14 +187,18 @@ static int jobs_check_device(api_req *r, const char *device) {
     return -1;
 }
 
-/* The Idempotency-Key header: absent, or 1..255 visible ASCII characters. */
+int api_idempotency_key_valid(const char *key) {
+    size_t n = strlen(key);
+    int ok = n >= 1 && n <= JOBS_IDEMPOTENCY_KEY_MAX;
+    for (size_t i = 0; ok && i < n; i++) ok = key[i] > 32 && key[i] < 127;
+    return ok;
+}
+
+/* The Idempotency-Key header: absent, or valid (api_idempotency_key_valid). */
 static int jobs_idempotency_key(api_req *r, const char **key) {
     *key = api_header(r, "Idempotency-Key");
     if (!*key) return 0;
-    size_t n = strlen(*key);
-    int ok = n >= 1 && n <= JOBS_IDEMPOTENCY_KEY_MAX;
-    for (size_t i = 0; ok && i < n; i++) ok = (*key)[i] > 32 && (*key)[i] < 127;
-    if (!ok) {
+    if (!api_idempotency_key_valid(*key)) {
         api_reply_error(r, 400, "invalid_value", "Idempotency-Key",
                         "Idempotency-Key must be 1 to %d visible ASCII characters", JOBS_IDEMPOTENCY_KEY_MAX);
         return -1;
@@ -240,7 +249,10 @@ void api_jobs_create(api_req *r) {
     char location[64];
     snprintf(location, sizeof location, "/jobs/%s", id);
     const char *headers[] = {"Location", location, replayed ? "Idempotent-Replayed" : NULL, "true", NULL};
-    if (!replayed) jobs_wake(r);
+    if (!replayed) {
+        jobs_stored(r, id);
+        jobs_wake(r);
+    }
     jobs_reply_job(r, 201, id, headers);
 }
 
@@ -282,6 +294,7 @@ static void jobs_transition(api_req *r, int (*change)(dt_store *, const char *, 
         return;
     }
     api_notify(r->api, id);
+    jobs_stored(r, id);
     jobs_wake(r);
     jobs_reply_job(r, 200, id, NULL);
 }

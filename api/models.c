@@ -13,7 +13,8 @@
 #include "ingest.h"
 #include "layout.h"
 
-/* Copies src to dst (a new file), hard-linking when both are on one file system. */
+/* Copies src to dst (a new file), hard-linking when both are on one file system. Returns 0, or
+ * -1 (FS_NO_SPACE when the disk is full) with a message; a failed copy leaves no dst. */
 static int models_copy(const char *src, const char *dst, char *err, size_t errlen) {
     if (!link(src, dst)) return 0;
     int in = open(src, O_RDONLY | O_CLOEXEC), out = -1;
@@ -42,9 +43,10 @@ static int models_copy(const char *src, const char *dst, char *err, size_t errle
     close(in);
     if (close(out)) bad = 1;
     if (bad) {
-        snprintf(err, errlen, "cannot copy the checkpoint: %s", strerror(errno));
+        int e = errno;
+        snprintf(err, errlen, "cannot copy the checkpoint: %s", strerror(e));
         unlink(dst);
-        return -1;
+        return fs_errno_no_space(e) ? FS_NO_SPACE : -1;
     }
     return 0;
 }
@@ -142,9 +144,11 @@ static void models_promote(api_req *r) {
     }
     snprintf(dflt, sizeof dflt, "%.60s %.300s", job, ckpt);
     if (!models_prepare(r, id, dir, file, sizeof dir)) {
-        if (models_copy(a.path, file, err, sizeof err)) {
+        int copied = models_copy(a.path, file, err, sizeof err);
+        if (copied) {
             ingest_remove_tree(dir);
-            api_reply_error(r, 404, "not_found", "checkpoint", "%s", err);
+            if (copied == FS_NO_SPACE) api_reply_error(r, 507, "disk_full", NULL, "%s", err);
+            else api_reply_error(r, 404, "not_found", "checkpoint", "%s", err);
         } else {
             models_finish(r, id, dir, file, name ? name : dflt, job, ckpt);
         }

@@ -28,6 +28,8 @@ const api_route api_routes[] = {
     {"GET", "/jobs/{}/samples/{}", API_BODY_NONE, api_jobs_sample_file, "jobs.sample_file", NULL, 0, DT_SCOPE_READ},
     {"GET", "/jobs/{}/checkpoints", API_BODY_NONE, api_jobs_checkpoints, "jobs.checkpoints", NULL, 0, DT_SCOPE_READ},
     {"GET", "/jobs/{}/checkpoints/{}", API_BODY_NONE, api_jobs_checkpoint_file, "jobs.checkpoint_file", NULL, 0, DT_SCOPE_READ},
+    {"POST", "/jobs/{}/checkpoints/{}/pin", API_BODY_NONE, api_jobs_checkpoint_pin, "jobs.checkpoint_pin", NULL, 0, DT_SCOPE_SUBMIT},
+    {"DELETE", "/jobs/{}/checkpoints/{}/pin", API_BODY_NONE, api_jobs_checkpoint_unpin, "jobs.checkpoint_unpin", NULL, 0, DT_SCOPE_SUBMIT},
     {"POST", "/datasets", API_BODY_UPLOAD, api_datasets_create, "datasets.create", ROUTES_ARCHIVES, 1, DT_SCOPE_SUBMIT},
     {"GET", "/datasets", API_BODY_NONE, api_datasets_list, "datasets.list", NULL, 0, DT_SCOPE_READ},
     {"GET", "/datasets/{}", API_BODY_NONE, api_datasets_get, "datasets.get", NULL, 0, DT_SCOPE_READ},

@@ -147,6 +147,21 @@ void api_system_metrics(api_req *r) {
         }
         json_decref(w);
     }
+    if (a->opts.webhook_stats) {
+        dt_api_webhook_stats ws = {0};
+        a->opts.webhook_stats(a->opts.hook_ctx, &ws);
+        system_printf(&t, "# HELP difftune_webhook_deliveries_total Webhook deliveries by the outcome of their last attempt (dropped: the queue was full, the receiver answered 410 to an earlier one, or the server stopped first).\n"
+                          "# TYPE difftune_webhook_deliveries_total counter\n"
+                          "difftune_webhook_deliveries_total{result=\"ok\"} %llu\n"
+                          "difftune_webhook_deliveries_total{result=\"failed\"} %llu\n"
+                          "difftune_webhook_deliveries_total{result=\"dropped\"} %llu\n"
+                          "# HELP difftune_webhook_retries_total Webhook attempts after a delivery's first.\n"
+                          "# TYPE difftune_webhook_retries_total counter\ndifftune_webhook_retries_total %llu\n"
+                          "# HELP difftune_webhook_pending Webhook deliveries waiting or in flight.\n"
+                          "# TYPE difftune_webhook_pending gauge\ndifftune_webhook_pending %llu\n",
+                      (unsigned long long)ws.ok, (unsigned long long)ws.failed, (unsigned long long)ws.dropped,
+                      (unsigned long long)ws.retries, (unsigned long long)ws.pending);
+    }
     if (t.failed) {
         free(t.buf);
         api_reply_error(r, 500, "internal_error", NULL, "out of memory");

@@ -1,5 +1,11 @@
 /* upload.c — receiving a file upload to disk as it arrives: a raw request body, or the "file"
- * part of multipart/form-data (MHD's post processor), never held in memory whole. */
+ * part of multipart/form-data (MHD's post processor), never held in memory whole.
+ *
+ * The free-space guard: an upload is refused with 507 disk_full before a byte is written when
+ * its Content-Length plus the reserve (--min-free-mb) is more than the disk has free, and
+ * stopped the same way when the free space drops under the reserve while it streams (bodies
+ * without a length, or other writers at work) or a write finds the disk full (ENOSPC, EDQUOT).
+ * The partial file is removed with the upload; nothing else is touched. */
 #define _GNU_SOURCE /* mkostemp */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,7 +28,25 @@ struct api_upload {
     char name[256];    /* the "name" form field or ?name= */
     char filename[256];
     struct MHD_PostProcessor *pp;
+    int64_t guard_at;  /* u->bytes at which the free space is looked at again */
 };
+
+/* Bytes written between two looks at the free space while an upload streams. */
+#define UPLOAD_GUARD_BYTES ((int64_t)64 << 20)
+
+/* The free-space guard for `need` more bytes of upload; replies or refuses (refuse: while the
+ * body streams) with 507 disk_full and returns -1 when they would eat into the reserve. */
+static int upload_guard(api_req *r, int64_t need, int refuse) {
+    char msg[256];
+    uint64_t reserve = r->api->opts.min_free_bytes > 0 ? (uint64_t)r->api->opts.min_free_bytes : 0;
+    /* the data directory: DIR/tmp, where the body goes, may not exist yet, and lies within it */
+    if (fs_check_free(r->api->opts.data_dir, "the upload", need > 0 ? (uint64_t)need : 0, reserve,
+                      "--min-free-mb", msg, sizeof msg) != FS_NO_SPACE)
+        return 0;
+    if (refuse) api_refuse(r, 507, "disk_full", NULL, msg);
+    else api_reply_error(r, 507, "disk_full", NULL, "%s", msg);
+    return -1;
+}
 
 /* Appends file bytes, enforcing the upload limit. */
 static int upload_write(api_upload *u, const char *data, size_t len) {
@@ -34,19 +58,19 @@ static int upload_write(api_upload *u, const char *data, size_t len) {
         api_refuse(r, 413, "payload_too_large", NULL, msg);
         return -1;
     }
-    while (len) {
-        ssize_t n = write(u->fd, data, len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            char msg[160];
-            snprintf(msg, sizeof msg, "cannot store the upload: %s", strerror(errno));
-            api_refuse(r, 507, "insufficient_storage", NULL, msg);
-            return -1;
-        }
-        data += n;
-        len -= (size_t)n;
-        u->bytes += n;
+    if (u->bytes + (int64_t)len >= u->guard_at) {
+        if (upload_guard(r, (int64_t)len, 1)) return -1;
+        u->guard_at = u->bytes + (int64_t)len + UPLOAD_GUARD_BYTES;
     }
+    int rc = fs_write_all(u->fd, data, len);
+    if (rc) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "cannot store the upload: %s%s", strerror(errno),
+                 rc == FS_NO_SPACE ? " (the server's disk is full)" : "");
+        api_refuse(r, 507, rc == FS_NO_SPACE ? "disk_full" : "insufficient_storage", NULL, msg);
+        return -1;
+    }
+    u->bytes += (int64_t)len;
     return 0;
 }
 
@@ -84,6 +108,18 @@ int api_upload_begin(api_req *r) {
     }
     u->r = r;
     u->fd = -1;
+    /* Checked against the declared length first (the whole body must fit above the reserve),
+     * then again as the body streams. */
+    const char *cl = api_header(r, "Content-Length");
+    char *end;
+    errno = 0;
+    long long declared = cl ? strtoll(cl, &end, 10) : 0;
+    if (!cl || errno || *end || declared < 0) declared = 0;
+    u->guard_at = UPLOAD_GUARD_BYTES;
+    if (upload_guard(r, declared, 0)) {
+        free(u);
+        return -1;
+    }
     char dir[4096];
     if (api_data_path(r->api, dir, sizeof dir, "%s", DT_LAYOUT_TMP) || fs_mkdirs(dir, err, sizeof err) ||
         api_data_path(r->api, u->path, sizeof u->path, "%s/upload_XXXXXX", DT_LAYOUT_TMP) ||

@@ -139,6 +139,10 @@ static const store_migration MIGRATIONS[] = {
       * partial index; the listing walks the second one newest first */
      "CREATE INDEX api_keys_active ON api_keys (id) WHERE revoked_at IS NULL;"
      "CREATE INDEX api_keys_by_created ON api_keys (created_at, id);"},
+    /* checkpoints pinned through the API: retention never deletes them (store_retention.c) */
+    {"checkpoint pins",
+     "ALTER TABLE artifacts ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0"
+     "  CHECK (pinned IN (0, 1));"},
 };
 
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
@@ -159,22 +163,32 @@ static int read_user_version(sqlite3 *db, int *out) {
     return rc;
 }
 
-int store_migrate(sqlite3 *db, char *err, size_t errlen) {
-    int version = 0;
-    int rc = read_user_version(db, &version);
-    if (rc != SQLITE_OK) {
+/* Reads the schema version into *version; a newer one than this build knows is an error. */
+static int schema_version_known(sqlite3 *db, int *version, char *err, size_t errlen) {
+    if (read_user_version(db, version) != SQLITE_OK) {
         store_errorf(err, errlen, "reading the schema version: %s", sqlite3_errmsg(db));
         return DT_STORE_ERROR;
     }
-    if (version > N_MIGRATIONS) {
+    if (*version > N_MIGRATIONS) {
         store_errorf(err, errlen,
                      "the database has schema version %d but this difftune knows only %d: it was "
                      "written by a newer difftune; upgrade difftune or use another --data-dir",
-                     version, N_MIGRATIONS);
+                     *version, N_MIGRATIONS);
         return DT_STORE_ERROR;
     }
+    return DT_STORE_OK;
+}
+
+int store_schema_check(sqlite3 *db, char *err, size_t errlen) {
+    int version = 0;
+    return schema_version_known(db, &version, err, errlen);
+}
+
+int store_migrate(sqlite3 *db, char *err, size_t errlen) {
+    int version = 0;
+    if (schema_version_known(db, &version, err, errlen) != DT_STORE_OK) return DT_STORE_ERROR;
     while (version < N_MIGRATIONS) {
-        rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+        int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
         if (rc != SQLITE_OK) {
             store_errorf(err, errlen, "starting schema migration: %s", sqlite3_errmsg(db));
             return DT_STORE_ERROR;

@@ -231,6 +231,10 @@ int store_event_append(dt_store *s, const char *job_id, const char *type, json_t
 int store_event_list(dt_store *s, const char *job_id, int64_t after, int limit, json_t **out,
                      char *err, size_t errlen);
 
+/* The id of the newest event of any job into *id_out (0 when there is none): events stored
+ * later have greater ids (a process that starts can tell them from the history). */
+int store_event_last_id(dt_store *s, int64_t *id_out, char *err, size_t errlen);
+
 /* Records a metric point: name ("loss", "fid", ...), the training step, value any JSON value
  * (borrowed), ts (<= 0: now). A second point for the same (job, name, step) replaces the first,
  * so a job resumed from a checkpoint rewrites the steps it repeats. Allowed in any status
@@ -291,6 +295,58 @@ int store_artifact_list(dt_store *s, const char *job_id, dt_artifact_kind kind, 
  * DT_STORE_NOT_FOUND when there is none. */
 int store_artifact_delete(dt_store *s, const char *job_id, dt_artifact_kind kind,
                           const char *name, char *err, size_t errlen);
+
+/* ---- checkpoint retention (store_retention.c) ------------------------------------------------
+ * Which of a job's checkpoints stay is decided here and nowhere else: the newest
+ * spec.checkpoint.keep by step, the best by the job's evaluation metric, and every pinned one.
+ * The supervisor applies the decision (store_checkpoint_prune, then it removes the files); the
+ * API shows it (store_checkpoint_list) and pins. */
+
+/* Why a checkpoint is kept (bits); one with none of them goes at the next prune. */
+#define DT_KEPT_NEWEST 1u /* among the job's newest spec.checkpoint.keep by step: a checkpoint
+                           * to resume from, so its optimizer-state companion file stays too */
+#define DT_KEPT_BEST 2u   /* the lowest value of the job's metric (fid, or fd_classifier when
+                           * eval.extractor is a classifier) among the evaluations at steps
+                           * that have a checkpoint; ties go to the earlier step */
+#define DT_KEPT_PINNED 4u /* pinned through the API */
+
+/* One checkpoint as the rule sees it. */
+typedef struct {
+    int64_t step;  /* -1 = unknown */
+    double metric; /* the job's metric evaluated at this step; NAN when there is none */
+    int pinned;
+    unsigned kept; /* out: DT_KEPT_* bits */
+} dt_retention_item;
+
+/* The retention rule: sets kept of each of the n items, which must be in ascending step order
+ * (the newest are the last `keep`; keep >= 1). Pure: no store involved. */
+void store_retention_select(dt_retention_item *items, size_t n, int keep);
+
+/* The metric a job's checkpoints are ranked by: "fd_classifier" when spec.eval.extractor names
+ * a classifier, else "fid" (a static string; spec is borrowed, NULL gives "fid"). */
+const char *store_retention_metric(json_t *spec);
+
+/* The job's checkpoints as store_artifact_list gives them (without urls), each with "pinned"
+ * (bool) and "kept_because": the reasons it is kept, in the order "newest", "best_<metric>"
+ * ("best_fid" or "best_fd_classifier"), "pinned"; empty when the next prune deletes it.
+ * DT_STORE_NOT_FOUND for an unknown job. */
+int store_checkpoint_list(dt_store *s, const char *job_id, json_t **out, char *err,
+                          size_t errlen);
+
+/* Pins (pinned = 1) or unpins (0) the checkpoint `name` of a job; repeating either is a no-op.
+ * *out (may be NULL) receives the checkpoint as store_checkpoint_list shows it after the change.
+ * DT_STORE_NOT_FOUND for an unknown job or checkpoint. */
+int store_checkpoint_pin(dt_store *s, const char *job_id, const char *name, int pinned,
+                         json_t **out, char *err, size_t errlen);
+
+/* Applies the retention rule to the job's checkpoint rows. In one write transaction with the
+ * decision (so a concurrent pin is either seen or answered not found), deletes the rows that no
+ * reason keeps. *out = {"removed":[path...], "stateless":[path...]}: the model files of the
+ * checkpoints just forgotten, and those of the kept checkpoints that are not among the newest
+ * (their optimizer-state companions are no longer needed). The caller deletes those files: a
+ * crash in between leaves a file without a row, never a row without its file. */
+int store_checkpoint_prune(dt_store *s, const char *job_id, json_t **out, char *err,
+                           size_t errlen);
 
 /* ---- datasets and models --------------------------------------------------------------------- */
 

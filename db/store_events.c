@@ -140,6 +140,28 @@ out:
     return rc;
 }
 
+static const char SQL_EVENT_LAST[] = "SELECT coalesce(max(id), 0) FROM events";
+
+int store_event_last_id(dt_store *s, int64_t *id_out, char *err, size_t errlen) {
+    assert(s && id_out);
+    *id_out = 0;
+    store_lock(s);
+    int rc = DT_STORE_ERROR;
+    sqlite3_stmt *st = store_stmt(s, SQL_EVENT_LAST, err, errlen);
+    if (st) {
+        int step = sqlite3_step(st);
+        if (step == SQLITE_ROW) {
+            *id_out = sqlite3_column_int64(st, 0);
+            rc = DT_STORE_OK;
+        } else {
+            rc = store_fail(s, step, "reading the newest event id", err, errlen);
+        }
+        store_stmt_done(st);
+    }
+    store_unlock(s);
+    return rc;
+}
+
 /* ---- metrics --------------------------------------------------------------------------------- */
 
 static const char SQL_METRIC_PUT[] =

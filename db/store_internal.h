@@ -103,6 +103,9 @@ int store_job_exists(dt_store *s, const char *id, char *err, size_t errlen);
 int store_event_insert(dt_store *s, const char *job_id, const char *type, json_t *data,
                        double ts, int64_t *id_out, char *err, size_t errlen);
 
+/* migrations.c: DT_STORE_OK when db's schema version is one this build knows (not newer than
+ * store_schema_latest()), else DT_STORE_ERROR with the reason in err. Only reads. */
+int store_schema_check(sqlite3 *db, char *err, size_t errlen);
 /* migrations.c: brings db to store_schema_latest(), one transaction per migration. */
 int store_migrate(sqlite3 *db, char *err, size_t errlen);
 

@@ -267,6 +267,14 @@ int store_open(const char *path, const dt_store_options *opts, dt_store **out,
     sqlite3_busy_timeout(s->db, busy_ms);
 
     char why[512] = "";
+    /* A database from a newer difftune is refused before anything writes to it: no switch to
+     * WAL, no migration, and no checkpoint folding its WAL into the file when we close. */
+    if (store_schema_check(s->db, why, sizeof why) != DT_STORE_OK) {
+        sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+        store_errorf(err, errlen, "database %s: %s", path, why);
+        store_close(s);
+        return DT_STORE_ERROR;
+    }
     int st = store_pragma(s->db, "PRAGMA journal_mode = WAL", "wal", why, sizeof why);
     if (st == DT_STORE_OK)
         st = store_pragma(s->db, opts && opts->durable ? "PRAGMA synchronous = FULL"

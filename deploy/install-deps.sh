@@ -16,6 +16,8 @@ PACKAGES=(
   libmicrohttpd-dev                  # the HTTP server (API, SSE streams, downloads)
   libuv1-dev                         # scheduler, worker supervisor, timers, signals
   libarchive-dev                     # dataset uploads: tar and zip archives
+  libcurl4-openssl-dev               # job webhooks: the server's HTTP client (POSTs to receivers)
+  clang libclang-rt-dev libomp-dev   # fuzz targets (fuzz/, tests/test_fuzz.sh): libFuzzer and the sanitizers, OpenMP for clang
   python3 python3-numpy              # independent reference implementations used by tests
   curl jq                            # HTTP client and JSON tool of the API tests and the walkthrough
   wrk                                # HTTP load generator of the server benchmark

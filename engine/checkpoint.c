@@ -17,6 +17,19 @@ void checkpoint_path(char *out, size_t len, const char *dir, int step, const cha
     snprintf(out, len, "%s/step_%07d%s%s.safetensors", dir, step, kind[0] ? "." : "", kind);
 }
 
+int checkpoint_state_path_of(char *out, size_t len, const char *model_path) {
+    static const char ext[] = ".safetensors";
+    const size_t n = strlen(model_path), e = sizeof ext - 1;
+    const char *base = strrchr(model_path, '/');
+    base = base ? base + 1 : model_path;
+    int step, used = 0;
+    /* only "step_S.safetensors": never make a name out of another state file's */
+    if (sscanf(base, "step_%d.safetensors%n", &step, &used) != 1 || (size_t)used != strlen(base))
+        return -1;
+    int w = snprintf(out, len, "%.*s.state%s", (int)(n - e), model_path, ext);
+    return w < 0 || (size_t)w >= len ? -1 : 0;
+}
+
 char *checkpoint_config_json(const dit_config *c) {
     json_t *o = json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:b}", "depth", c->depth,
                           "hidden_size", c->hidden, "num_heads", c->heads, "patch_size", c->patch,
@@ -133,6 +146,17 @@ int checkpoint_save_model(const char *dir, int step, const dit_model *m, const f
     free(mt.config);
     free(pe);
     return rc;
+}
+
+uint64_t checkpoint_bytes_bound(const dit_model *m, size_t spec_len) {
+    /* tensors: weights, EMA, two moments, pos_embed */
+    uint64_t data = 4 * (uint64_t)m->num_floats * sizeof(float) +
+                    (uint64_t)m->cfg.tokens * m->cfg.hidden * sizeof(float);
+    /* headers: an entry of under 256 bytes per tensor (names are under 64 characters, plus a
+     * prefix, dtype, shape and offsets), the config, and the spec in each file, where JSON
+     * escaping at most doubles it */
+    uint64_t header = (3 * (uint64_t)m->n_params + 1) * 256 + 2 * (2 * (uint64_t)spec_len + 4096);
+    return data + header;
 }
 
 /* Steps of checkpoint model files in dir, ascending; returns the count (caller frees *steps). */

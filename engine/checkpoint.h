@@ -13,6 +13,7 @@
 #define DT_CHECKPOINT_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "dit.h"
 #include "safetensors.h"
 
@@ -24,19 +25,30 @@ typedef struct {
 } dt_train_state;
 
 /* Writes the state file of `step` (AdamW moments, host buffers of m->num_floats) into dir
- * (created if missing). Write it before the model file. Returns 0, or -1 with a message; an
- * earlier checkpoint is never damaged by a failure. */
+ * (created if missing). Write it before the model file. Returns 0, or -1 with a message
+ * (FS_NO_SPACE of fsutil.h when the disk is full); an earlier checkpoint is never damaged by a
+ * failure, and a failed write leaves no file of its own behind. */
 int checkpoint_save_state(const char *dir, int step, const dit_model *m, const float *adam_m,
                           const float *adam_v, const char *spec_json, char *err, size_t errlen);
 /* Writes the model file of `step`: ema under the DiT names, weights (may be NULL) under
- * "train.", pos_embed and metadata. Its appearance completes the checkpoint. */
+ * "train.", pos_embed and metadata. Its appearance completes the checkpoint. Returns as
+ * checkpoint_save_state. */
 int checkpoint_save_model(const char *dir, int step, const dit_model *m, const float *ema,
                           const float *weights, const char *spec_json, char *err, size_t errlen);
+
+/* An upper bound on the bytes both files of one checkpoint of m take (weights and EMA, the
+ * moments, pos_embed, and headers carrying a spec of spec_len bytes), for the free-space guard
+ * before a save. */
+uint64_t checkpoint_bytes_bound(const dit_model *m, size_t spec_len);
 
 /* Newest complete checkpoint step in dir, or -1 when there is none. */
 int checkpoint_latest(const char *dir);
 /* Path of a checkpoint file: kind "" (model) or "state". */
 void checkpoint_path(char *out, size_t len, const char *dir, int step, const char *kind);
+/* The state file that belongs to the model file at model_path (".../step_S.safetensors" ->
+ * ".../step_S.state.safetensors") into out. Returns 0, or -1 when model_path is not a model
+ * file's name or the result does not fit. */
+int checkpoint_state_path_of(char *out, size_t len, const char *model_path);
 /* Deletes all but the newest `keep` complete checkpoints (and any incomplete older files). */
 void checkpoint_prune(const char *dir, int keep);
 /* Loads step's weights, EMA and moments into st (buffers that are non-NULL). Shapes must match m. */

@@ -131,6 +131,9 @@ typedef struct {
  * giving the bytes that could not be allocated. */
 int dit_acts_alloc(dit_acts *a, const dit_model *m, int max_batch, int training,
                    char *err, size_t errlen);
+/* The bytes dit_acts_alloc would ask the backend for, allocating nothing; SIZE_MAX when the
+ * size does not fit in a size_t at all. */
+size_t dit_acts_bytes(const dit_model *m, int max_batch, int training);
 void dit_acts_free(dit_acts *a, const dit_model *m);
 
 /* out (B, C_out, H, W) = DiT(x (B, C_in, H, W), t (B), y (B)) with the weights at params.

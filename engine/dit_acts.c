@@ -1,14 +1,26 @@
 /* dit_acts.c — one backend allocation holding every DiT activation and backward buffer. */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "dit.h"
 
-/* Carves `count` floats from the block, 64-byte aligned; with base NULL only measures. */
+/* Carves `count` floats from the block, 64-byte aligned; with base NULL only measures. A size
+ * past SIZE_MAX (extreme batch and image sizes) sticks at SIZE_MAX, which no allocator grants. */
 static float *acts_take(char *base, size_t *cursor, size_t count) {
+    if (*cursor > SIZE_MAX - 63 || count > (SIZE_MAX - ((*cursor + 63) & ~(size_t)63)) / sizeof(float)) {
+        *cursor = SIZE_MAX;
+        return NULL;
+    }
     size_t start = (*cursor + 63) & ~(size_t)63;
     *cursor = start + count * sizeof(float);
     return base ? (float *)(base + start) : NULL;
+}
+
+/* a * b, or SIZE_MAX when the product does not fit. */
+static size_t acts_mul(size_t a, size_t b) {
+    size_t r;
+    return __builtin_mul_overflow(a, b, &r) ? SIZE_MAX : r;
 }
 
 /* Lays out every buffer over base (or measures when base is NULL); returns the bytes used. */
@@ -37,7 +49,7 @@ static size_t acts_layout(dit_acts *a, const dit_model *m, char *base) {
     a->qkv = acts_take(base, &cur, L * BN * 3 * D);
     a->att = acts_take(base, &cur, L * BN * D);
     a->saved_per_layer = be->attention_saved_floats((int)B, (int)N, c->heads, c->hidden / c->heads);
-    a->att_saved = acts_take(base, &cur, L * a->saved_per_layer);
+    a->att_saved = acts_take(base, &cur, acts_mul(L, a->saved_per_layer));
     a->att_proj = acts_take(base, &cur, L * BN * D);
     a->x_mid = acts_take(base, &cur, L * BN * D);
     a->h1 = acts_take(base, &cur, L * BN * 4 * D);
@@ -76,7 +88,7 @@ int dit_acts_alloc(dit_acts *a, const dit_model *m, int max_batch, int training,
     a->depth = m->cfg.depth;
     a->layers = training ? (size_t)m->cfg.depth : 1;
     a->bytes = acts_layout(a, m, NULL);
-    a->block = m->be->alloc(m->be, a->bytes);
+    a->block = a->bytes == SIZE_MAX ? NULL : m->be->alloc(m->be, a->bytes);
     if (!a->block) {
         snprintf(err, errlen, "out of memory: activations for batch %d need %.1f MiB on %s",
                  max_batch, a->bytes / 1048576.0, m->be->name);
@@ -84,6 +96,16 @@ int dit_acts_alloc(dit_acts *a, const dit_model *m, int max_batch, int training,
     }
     acts_layout(a, m, a->block);
     return 0;
+}
+
+size_t dit_acts_bytes(const dit_model *m, int max_batch, int training) {
+    dit_acts a;
+    memset(&a, 0, sizeof a);
+    a.max_batch = max_batch;
+    a.training = training ? 1 : 0;
+    a.depth = m->cfg.depth;
+    a.layers = training ? (size_t)m->cfg.depth : 1;
+    return acts_layout(&a, m, NULL);
 }
 
 void dit_acts_free(dit_acts *a, const dit_model *m) {

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 int fs_mkdirs(const char *path, char *err, size_t errlen) {
     char buf[4096];
@@ -73,4 +75,49 @@ void fs_sha256_hex(const void *data, size_t len, char out_hex[65]) {
     unsigned int mdlen = 0;
     EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
     fs_hex(md, out_hex);
+}
+
+int fs_errno_no_space(int errnum) {
+    return errnum == ENOSPC || errnum == EDQUOT;
+}
+
+int fs_write_all(int fd, const void *buf, size_t len) {
+    const unsigned char *p = buf;
+    while (len > 0) {
+        /* write() moves at most ~2 GiB at once on Linux; ask for no more */
+        size_t chunk = len > ((size_t)1 << 30) ? ((size_t)1 << 30) : len;
+        ssize_t w = write(fd, p, chunk);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return fs_errno_no_space(errno) ? FS_NO_SPACE : -1;
+        }
+        if (w == 0) { /* no progress and no reason given */
+            errno = EIO;
+            return -1;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+int64_t fs_free_bytes(const char *path) {
+    struct statvfs sv;
+    if (statvfs(path, &sv) != 0) return -1;
+    uint64_t bytes = (uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize;
+    return bytes > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)bytes;
+}
+
+int fs_check_free(const char *dir, const char *what, uint64_t need, uint64_t reserve,
+                  const char *reserve_opt, char *err, size_t errlen) {
+    int64_t free_bytes = fs_free_bytes(dir);
+    if (free_bytes < 0) {
+        dt_errorf(err, errlen, "cannot tell the free space of %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    if ((uint64_t)free_bytes >= need && (uint64_t)free_bytes - need >= reserve) return 0;
+    dt_errorf(err, errlen, "disk full: %.1f MiB free, and %s needs %.1f MiB plus the free-space "
+              "reserve of %.0f MiB (%s)", free_bytes / 1048576.0, what, need / 1048576.0,
+              reserve / 1048576.0, reserve_opt);
+    return FS_NO_SPACE;
 }

@@ -28,6 +28,15 @@ int image_load(const char *path, int channels, uint8_t **pixels, int *w, int *h,
         return -1;
     }
     int comp = 0;
+    /* The size in the header is checked first: 54 bytes of BMP header claiming 16000 x 16000
+     * made stb allocate and zero-fill 768 MB for 18 s (a decompression bomb in a dataset
+     * upload; fuzz/corpus/ingest/bmp_bomb.tar). stbi_info_from_file rewinds fp. */
+    if (stbi_info_from_file(fp, w, h, &comp) && (int64_t)*w * *h > IMAGE_MAX_PIXELS) {
+        fclose(fp);
+        dt_errorf(err, errlen, "%s: the image is %d x %d pixels, more than the %lld an image may "
+                  "have (8192 x 8192); resize it first", path, *w, *h, (long long)IMAGE_MAX_PIXELS);
+        return -1;
+    }
     /* stbi converts on the fly: grey is replicated, RGB becomes luminance, alpha is dropped. */
     uint8_t *p = stbi_load_from_file(fp, w, h, &comp, channels);
     fclose(fp);

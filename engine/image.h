@@ -6,8 +6,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The largest image image_load decodes, in pixels (8192 x 8192): a few header bytes can claim
+ * any size, and the decoder would allocate it and fill what the file lacks with zeros. */
+#define IMAGE_MAX_PIXELS ((int64_t)1 << 26)
+
 /* Decodes a PNG/JPEG/BMP/... file into *pixels (H,W,channels), converting to `channels` (1 or 3).
- * Caller frees *pixels with free(). Returns 0, or -1 with a message naming the file. */
+ * Caller frees *pixels with free(). Returns 0, or -1 with a message naming the file (also for
+ * an image of more than IMAGE_MAX_PIXELS pixels, refused before decoding). */
 int image_load(const char *path, int channels, uint8_t **pixels, int *w, int *h,
                char *err, size_t errlen);
 

@@ -6,6 +6,7 @@
  * renames it over the destination only once the bytes are on disk.
  */
 #include "errmsg.h"
+#include "fsutil.h"
 #include "safetensors.h"
 
 #include <errno.h>
@@ -375,22 +376,6 @@ int safetensors_read_f32(const st_file *f, const char *name, float *dst, size_t 
 
 /* ---- writer ---------------------------------------------------------------------------------- */
 
-static int st_write_all(int fd, const void *buf, size_t len) {
-    const uint8_t *p = buf;
-    while (len > 0) {
-        size_t chunk = len > ((size_t)1 << 30) ? ((size_t)1 << 30) : len;
-        ssize_t w = write(fd, p, chunk);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        if (w == 0) { errno = EIO; return -1; }
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
 /* fsync of the directory holding path, so the rename itself is durable. Filesystems that cannot
  * sync directories (EINVAL) are accepted. */
 static int st_fsync_dir(const char *path) {
@@ -532,20 +517,21 @@ int safetensors_write(const char *path, const st_write_tensor *tensors, int n,
     snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
+        int e = errno;
         dt_errorf(err, errlen, "%s: cannot create temporary file %s: %s", path, tmp,
-               strerror(errno));
+               strerror(e));
         free(header);
         free(tmp);
-        return -1;
+        return fs_errno_no_space(e) ? FS_NO_SPACE : -1;
     }
     uint8_t lenbuf[8];
     for (int i = 0; i < 8; i++) lenbuf[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
     const char *stage = "write";
-    int ok = st_write_all(fd, lenbuf, 8) == 0 && st_write_all(fd, header, hlen) == 0;
+    int ok = fs_write_all(fd, lenbuf, 8) == 0 && fs_write_all(fd, header, hlen) == 0;
     for (int i = 0; ok && i < n; i++) {
         size_t nbytes = safetensors_dtype_size(tensors[i].dtype);
         for (int d = 0; d < tensors[i].ndim; d++) nbytes *= (size_t)tensors[i].shape[d];
-        if (nbytes) ok = st_write_all(fd, tensors[i].data, nbytes) == 0;
+        if (nbytes) ok = fs_write_all(fd, tensors[i].data, nbytes) == 0;
     }
     if (ok) { stage = "fsync"; ok = fsync(fd) == 0; }
     int saved = errno;
@@ -561,14 +547,15 @@ int safetensors_write(const char *path, const st_write_tensor *tensors, int n,
         unlink(tmp);
         free(header);
         free(tmp);
-        return -1;
+        return fs_errno_no_space(saved) ? FS_NO_SPACE : -1;
     }
     free(header);
     free(tmp);
     if (st_fsync_dir(path) != 0) {
+        int e = errno;
         dt_errorf(err, errlen, "%s: written, but syncing its directory failed: %s", path,
-               strerror(errno));
-        return -1;
+               strerror(e));
+        return fs_errno_no_space(e) ? FS_NO_SPACE : -1;
     }
     return 0;
 }

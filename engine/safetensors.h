@@ -63,7 +63,9 @@ typedef struct {
 
 /* Writes tensors and metadata (meta_kv: key, value, key, value, ..., NULL; may be NULL) to path
  * crash-safely: a temporary file beside it, fsync, rename over path, fsync of the directory.
- * Returns 0, or -1 with a message. */
+ * Returns 0, or -1 with a message; FS_NO_SPACE (fsutil.h) instead of -1 when the file system
+ * was full (ENOSPC, EDQUOT). A failure before the rename leaves path as it was and removes the
+ * temporary file. */
 int safetensors_write(const char *path, const st_write_tensor *tensors, int n,
                       const char *const *meta_kv, char *err, size_t errlen);
 

@@ -8,7 +8,7 @@
  * Strict on purpose, because a job that fails after an hour of knowledge-bank sampling is worse
  * than a 400: integers must be JSON integers (2.0 is rejected), numbers may be integers or reals,
  * booleans must be true/false, null is accepted only where it means "unset" (base_model, peft,
- * model.num_classes, forgetting.checkpoint), unknown keys are errors at every level and duplicate keys are invalid JSON.
+ * model.num_classes, forgetting.checkpoint, webhook), unknown keys are errors at every level and duplicate keys are invalid JSON.
  * Checks run in this order: unknown keys of an object, then its fields one by one in table order
  * (type, then range), then that object's cross-field checks; the first failure is reported.
  *
@@ -28,11 +28,13 @@
 #include "spec.h"
 
 #include <assert.h>
+#include <ctype.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #define SPEC_SEED_MAX 9007199254740992LL /* 2^53: every JSON reader keeps such integers exact */
 #define SPEC_NUM_CLASSES_MAX 1000000      /* label-table rows; far beyond any real dataset */
@@ -98,14 +100,32 @@ struct spec_field {
 static int spec_fail(dt_spec_error *e, const char *code, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* Cuts a string that was truncated to fit a buffer back to its last whole UTF-8 character: the
+ * text quotes a user's JSON key or value (valid UTF-8), and the API sends param and message
+ * as JSON strings, which must stay valid UTF-8 (found by fuzz/fuzz_request.c). */
+static void spec_utf8_trim(char *s)
+{
+    size_t n = strlen(s), i = n;
+    while (i > 0 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) /* continuation bytes */
+        i--;
+    if (i == 0)
+        return;
+    unsigned char lead = (unsigned char)s[i - 1];
+    size_t want = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    if (n - (i - 1) < want)
+        s[i - 1] = '\0';
+}
+
 /* Fills e and returns -1, so that callers can `return spec_fail(...)`. */
 static int spec_fail(dt_spec_error *e, const char *code, const char *param, const char *fmt, ...)
 {
     va_list ap;
     snprintf(e->code, sizeof e->code, "%s", code);
-    snprintf(e->param, sizeof e->param, "%s", param);
+    if (snprintf(e->param, sizeof e->param, "%s", param) >= (int)sizeof e->param)
+        spec_utf8_trim(e->param);
     va_start(ap, fmt);
-    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    if (vsnprintf(e->message, sizeof e->message, fmt, ap) >= (int)sizeof e->message)
+        spec_utf8_trim(e->message);
     va_end(ap);
     return -1;
 }
@@ -138,12 +158,12 @@ static int spec_type_fail(const spec_field *f, const json_t *v, const char *path
                      (f->flags & SPEC_NULLABLE) ? " or null" : "", spec_json_kind(v));
 }
 
+/* prefix.key (or key at the top level) into dst, cut at a whole character when too long. */
 static void spec_path(char *dst, size_t n, const char *prefix, const char *key)
 {
-    if (prefix[0])
-        snprintf(dst, n, "%s.%s", prefix, key);
-    else
-        snprintf(dst, n, "%s", key);
+    int len = prefix[0] ? snprintf(dst, n, "%s.%s", prefix, key) : snprintf(dst, n, "%s", key);
+    if (len >= (int)n)
+        spec_utf8_trim(dst);
 }
 
 /* ---- small helpers ---------------------------------------------------------------------------- */
@@ -354,6 +374,160 @@ const char *spec_eval_classifier(const dt_spec *s)
     return strncmp(s->eval.extractor, SPEC_CLASSIFIER_PREFIX, plen) ? NULL : s->eval.extractor + plen;
 }
 
+/* ---- webhook -------------------------------------------------------------------------------- */
+
+const char *const spec_webhook_event_names[] = {"status", "progress", "sample", "metric",
+                                                "checkpoint", "log", "error", NULL};
+
+unsigned spec_webhook_event_bit(const char *type)
+{
+    for (unsigned i = 0; type && spec_webhook_event_names[i]; i++)
+        if (!strcmp(type, spec_webhook_event_names[i]))
+            return 1u << i;
+    return 0;
+}
+
+/* What is wrong with a webhook URL (a message fragment after "webhook.url "), or NULL. The
+ * server connects to it, so it must be an absolute http(s) URL of printable ASCII with a host;
+ * credentials are refused because the spec (and so the URL) is shown by GET /jobs/{id}. */
+static const char *spec_webhook_url_problem(const char *url)
+{
+    size_t skip = !strncasecmp(url, "http://", 7) ? 7 : !strncasecmp(url, "https://", 8) ? 8 : 0;
+    if (!skip)
+        return "must start with http:// or https://";
+    for (const char *c = url; *c; c++)
+        if ((unsigned char)*c <= 0x20 || (unsigned char)*c >= 0x7f)
+            return "must be printable ASCII without spaces (percent-encode other characters)";
+    const char *host = url + skip;
+    size_t n = strcspn(host, "/?#");
+    if (memchr(host, '@', n))
+        return "must not hold a user name or password (the signature authenticates deliveries)";
+    const char *port = NULL;
+    size_t host_len;
+    if (host[0] == '[') { /* an IPv6 literal */
+        const char *close = memchr(host, ']', n);
+        if (!close || close == host + 1)
+            return "has an unterminated or empty [IPv6] host";
+        for (const char *c = host + 1; c < close; c++)
+            if (!isxdigit((unsigned char)*c) && *c != ':' && *c != '.')
+                return "has an invalid [IPv6] host";
+        if (close + 1 < host + n && close[1] != ':')
+            return "has characters after its [IPv6] host";
+        port = close + 1 < host + n ? close + 2 : NULL;
+        host_len = (size_t)(close + 1 - host);
+    } else {
+        const char *colon = memchr(host, ':', n);
+        host_len = colon ? (size_t)(colon - host) : n;
+        port = colon ? colon + 1 : NULL;
+        for (size_t i = 0; i < host_len; i++)
+            if (!isalnum((unsigned char)host[i]) && !strchr("-._", host[i]))
+                return "has an invalid host name (letters, digits, '-', '.' and '_' only)";
+    }
+    if (host_len == 0)
+        return "has no host";
+    if (port) {
+        size_t digits = (size_t)(host + n - port);
+        long value = 0;
+        for (size_t i = 0; i < digits && value <= 65535; i++)
+            value = isdigit((unsigned char)port[i]) ? value * 10 + (port[i] - '0') : 65536;
+        if (digits == 0 || digits > 5 || value < 1 || value > 65535)
+            return "has an invalid port (1..65535)";
+    }
+    return NULL;
+}
+
+/* webhook: null (none) or {"url": "http(s)://...", "events": [...]}, events defaulting to
+ * ["status"]. An array cannot be a table field, hence a parser of its own with the same
+ * order of checks: unknown keys, url, events. */
+static int spec_parse_webhook(dt_spec *s, json_t *v, const char *path, dt_spec_error *e)
+{
+    memset(&s->webhook, 0, sizeof s->webhook);
+    if (json_is_null(v))
+        return 0;
+    if (!json_is_object(v))
+        return spec_fail(e, "invalid_type", path,
+                         "%s must be null or an object {\"url\", \"events\"} (got %s)", path,
+                         spec_json_kind(v));
+    const char *key;
+    json_t *x;
+    json_object_foreach(v, key, x) {
+        if (strcmp(key, "url") != 0 && strcmp(key, "events") != 0) {
+            char p[SPEC_PATH_LEN];
+            spec_path(p, sizeof p, path, key);
+            return spec_fail(e, "unknown_field", p, "unknown field \"%s\"; %s has: url, events",
+                             p, path);
+        }
+    }
+    json_t *url = json_object_get(v, "url");
+    if (!url)
+        return spec_fail(e, "missing_field", "webhook.url",
+                         "webhook.url is required: the http:// or https:// address the job's "
+                         "events are POSTed to");
+    if (!json_is_string(url))
+        return spec_fail(e, "invalid_type", "webhook.url", "webhook.url must be a string (got %s)",
+                         spec_json_kind(url));
+    if (spec_check_string(url, sizeof s->webhook.url, "webhook.url", e))
+        return -1;
+    const char *why = spec_webhook_url_problem(json_string_value(url));
+    if (why)
+        return spec_fail(e, "invalid_value", "webhook.url", "webhook.url %s", why);
+
+    unsigned events = DT_SPEC_WEBHOOK_STATUS;
+    json_t *list = json_object_get(v, "events");
+    if (list) {
+        if (!json_is_array(list))
+            return spec_fail(e, "invalid_type", "webhook.events",
+                             "webhook.events must be an array of event types, e.g. [\"status\", "
+                             "\"checkpoint\"] (got %s)", spec_json_kind(list));
+        if (json_array_size(list) == 0)
+            return spec_fail(e, "invalid_value", "webhook.events",
+                             "webhook.events must name at least one event type (omit webhook, or "
+                             "set it to null, for none)");
+        events = 0;
+        size_t i;
+        json_array_foreach(list, i, x) {
+            if (!json_is_string(x))
+                return spec_fail(e, "invalid_type", "webhook.events",
+                                 "webhook.events[%zu] must be a string (got %s)", i,
+                                 spec_json_kind(x));
+            unsigned bit = strlen(json_string_value(x)) == json_string_length(x)
+                               ? spec_webhook_event_bit(json_string_value(x))
+                               : 0;
+            /* the value is quoted only when short: a cut could split a UTF-8 character */
+            if (!bit)
+                return spec_fail(e, "invalid_value", "webhook.events",
+                                 "webhook.events[%zu] must be one of \"status\", \"progress\", "
+                                 "\"sample\", \"metric\", \"checkpoint\", \"log\", \"error\" "
+                                 "(got %s%s%s)", i, json_string_length(x) <= 40 ? "\"" : "",
+                                 json_string_length(x) <= 40 ? json_string_value(x) : "a longer string",
+                                 json_string_length(x) <= 40 ? "\"" : "");
+            events |= bit; /* a type named twice is the same filter */
+        }
+    }
+    spec_copy_str(s->webhook.url, sizeof s->webhook.url, json_string_value(url));
+    s->webhook.events = events;
+    return 0;
+}
+
+/* null without a url; else the url and the event types in their canonical (bit) order. */
+static json_t *spec_emit_webhook(const dt_spec *s)
+{
+    size_t n = strnlen(s->webhook.url, sizeof s->webhook.url);
+    if (!n)
+        return json_null();
+    json_t *events = json_array();
+    for (unsigned i = 0; events && spec_webhook_event_names[i]; i++)
+        if (s->webhook.events & (1u << i))
+            json_array_append_new(events, json_string(spec_webhook_event_names[i]));
+    json_t *url = json_stringn(s->webhook.url, n);
+    if (!events || !url) {
+        json_decref(events);
+        json_decref(url);
+        return NULL;
+    }
+    return json_pack("{s:o, s:o}", "url", url, "events", events);
+}
+
 /* ---- cross-field checks --------------------------------------------------------------------- */
 
 static int spec_seen(const spec_section *sec, unsigned seen, const char *key);
@@ -456,6 +630,7 @@ static const spec_field spec_job_fields[] = {
     SPEC_F_OBJECT("checkpoint", spec_ckpt_section),
     SPEC_F_CUSTOM("device", spec_parse_device, spec_emit_device),
     SPEC_F_INT("priority", priority, -100, 100, 0),
+    SPEC_F_CUSTOM("webhook", spec_parse_webhook, spec_emit_webhook),
 };
 
 static const spec_section spec_job_section = {

@@ -23,6 +23,8 @@ typedef enum {
 #define DT_SPEC_STR 1024
 #define DT_SPEC_FORGETTING_BUCKETS_MAX 100 /* FORGETTING_MAX_BUCKETS (engine/forgetting.h) */
 #define DT_SPEC_SWITCH_POINTS_MAX 1001
+#define DT_SPEC_WEBHOOK_URL_MAX 2048 /* bytes of webhook.url */
+#define DT_SPEC_WEBHOOK_STATUS 1u    /* the bit of "status", the default webhook filter */
 
 typedef struct {
     char base_model[DT_SPEC_STR]; /* path or id; empty only for pretrain */
@@ -92,6 +94,15 @@ typedef struct {
 
     char device[32];              /* "auto" (default), "cpu", "cuda:N" */
     int priority;                 /* default 0, -100..100 */
+
+    /* Where the server POSTs the job's events, signed (server/webhook.h); null = nowhere. Only
+     * `difftune serve` reads it; the engine ignores it. */
+    struct {
+        char url[DT_SPEC_WEBHOOK_URL_MAX + 1]; /* "" = no webhook; http:// or https://, no
+                                                 * user:password@ */
+        unsigned events;          /* bit i = spec_webhook_event_names[i]; default (with a url)
+                                   * DT_SPEC_WEBHOOK_STATUS, 0 without */
+    } webhook;
 } dt_spec;
 
 typedef struct {
@@ -111,6 +122,11 @@ int spec_from_json(dt_spec *s, json_t *root, dt_spec_error *e);
 json_t *spec_to_json(const dt_spec *s);
 /* "pretrain" | "full" | "diff_tuning" | "forgetting_curve" */
 const char *spec_method_name(dt_method m);
+/* The event types a webhook may ask for (the SSE types: status, progress, sample, metric,
+ * checkpoint, log, error), NULL-terminated; bit i of dt_spec.webhook.events is the i-th. */
+extern const char *const spec_webhook_event_names[];
+/* The bit of an event type in dt_spec.webhook.events; 0 for a type webhooks do not know. */
+unsigned spec_webhook_event_bit(const char *type);
 /* The classifier an eval.extractor names ("classifier:<ref>" -> "<ref>"), or NULL for
  * "inception". Points into s. */
 const char *spec_eval_classifier(const dt_spec *s);

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
 
 #include "bank.h"
 #include "checkpoint.h"
@@ -51,6 +53,7 @@ typedef struct {
     dt_sampler grid;
     char ckpt_dir[4096], sample_dir[4096];
     char *spec_json;
+    const char *err_code;     /* the failure's error.code (events.h); NULL = training_failed */
     int micro;                /* micro-batch size = B / grad_accum */
     /* backend memory */
     float *params, *grads, *ema, *adam_m, *adam_v; /* (num_floats) each */
@@ -105,6 +108,62 @@ static int train_config(trainer *tr, dit_config *cfg, st_file *base, char *err, 
                            err, errlen);
 }
 
+/* Fails the job as out of memory ("oom"): the message names what the user can change (the
+ * parameter count, the batch, the device), then detail (may be NULL; may alias err). */
+static void train_oom(trainer *tr, const char *detail, char *err, size_t errlen) {
+    char why[512] = "";
+    static const char lead[] = "out of memory: "; /* the inner message's own lead, said once */
+    if (detail && !strncmp(detail, lead, sizeof lead - 1)) detail += sizeof lead - 1;
+    if (detail && detail[0]) snprintf(why, sizeof why, " (%.500s)", detail);
+    char micro[48] = "";
+    if (tr->micro > 0 && tr->micro != tr->plan.B)
+        snprintf(micro, sizeof micro, " (micro-batch %d)", tr->micro);
+    tr->err_code = DT_ERR_OOM;
+    snprintf(err, errlen, "out of memory: a %zu-parameter DiT with batch %d%s does not fit on %s%s; "
+             "lower hyperparameters.batch_size, raise grad_accum or choose a smaller model",
+             tr->m.num_floats, tr->plan.B, micro, tr->be->name, why);
+}
+
+/* The backend failed while doing `what` (e.g. "by step 12"): oom when it ran out of memory
+ * (CUDA's cudaErrorMemoryAllocation reads "out of memory"; cuBLAS says
+ * CUBLAS_STATUS_ALLOC_FAILED), else err gives the backend's reason. */
+static void train_backend_error(trainer *tr, const char *what, char *err, size_t errlen) {
+    const char *why = tr->be->last_error(tr->be);
+    if (strstr(why, "out of memory") || strstr(why, "ALLOC_FAILED")) {
+        char detail[512];
+        snprintf(detail, sizeof detail, "%s, %s", why, what);
+        train_oom(tr, detail, err, errlen);
+    } else {
+        snprintf(err, errlen, "backend failure %s on %s: %s", what, tr->be->name, why);
+    }
+}
+
+/* Refuses, before anything is allocated, a plan that cannot fit in host memory: the staging
+ * buffers always live there, and on the CPU so do the parameters, optimizer state, activations
+ * and batch buffers. More than RAM plus swap is either refused by the kernel or ends with the
+ * OOM killer taking the worker, so it fails here as "oom" instead. (A GPU's own memory is
+ * checked by allocating it: its allocator says no cleanly.) Returns 0 or -1. */
+static int train_fits_host(trainer *tr, int grid, char *err, size_t errlen) {
+    const dit_config *c = &tr->m.cfg;
+    const double f = sizeof(float), P = (double)tr->m.num_floats, B = tr->plan.B, mb = tr->micro;
+    const double img = (double)c->in_channels * c->image_size * c->image_size;
+    const double oimg = (double)c->out_channels * c->image_size * c->image_size;
+    double host = f * (2 * P + B * img + 3 * TRAIN_LOSS_RING * B + grid * img);
+    double dev = f * (5 * P + mb * (3 * img + 2 * oimg) + TRAIN_LOSS_RING * B + grid * 5 * img) +
+                 (double)dit_acts_bytes(&tr->m, tr->micro, 1) +
+                 (double)dit_acts_bytes(&tr->m, 2 * grid, 0);
+    double need = strcmp(tr->be->name, "cpu") ? host : host + dev;
+    struct sysinfo si;
+    if (sysinfo(&si) != 0) return 0; /* cannot tell: the allocations will */
+    double have = ((double)si.totalram + (double)si.totalswap) * si.mem_unit;
+    if (need <= have) return 0;
+    char why[160];
+    snprintf(why, sizeof why, "it needs %.1f GiB of host memory; this machine has %.1f GiB of "
+             "memory and swap", need / 1073741824.0, have / 1073741824.0);
+    train_oom(tr, why, err, errlen);
+    return -1;
+}
+
 static int train_alloc(trainer *tr, char *err, size_t errlen) {
     dt_backend *be = tr->be;
     const dit_config *c = &tr->m.cfg;
@@ -112,6 +171,8 @@ static int train_alloc(trainer *tr, char *err, size_t errlen) {
     const size_t img = (size_t)c->in_channels * c->image_size * c->image_size;
     const size_t oimg = (size_t)c->out_channels * c->image_size * c->image_size;
     float **blocks[] = {&tr->params, &tr->grads, &tr->ema, &tr->adam_m, &tr->adam_v};
+    const int G = tr->o->grid_size > 0 ? tr->o->grid_size : 16;
+    if (train_fits_host(tr, G, err, errlen)) return -1;
     for (int i = 0; i < 5; i++)
         if (!(*blocks[i] = be->alloc(be, P * sizeof(float)))) goto oom;
     if (!(tr->x0 = be->alloc(be, mb * img * sizeof(float))) ||
@@ -125,7 +186,6 @@ static int train_alloc(trainer *tr, char *err, size_t errlen) {
         !(tr->y_dev = be->alloc(be, mb * sizeof(int32_t))) ||
         !(tr->w_dev = be->alloc(be, mb * sizeof(float))))
         goto oom;
-    const int G = tr->o->grid_size > 0 ? tr->o->grid_size : 16;
     tr->h_x0 = malloc(B * img * sizeof(float));
     tr->h_w = malloc(B * sizeof(float));
     tr->h_ring_loss = malloc(TRAIN_LOSS_RING * B * sizeof(float));
@@ -139,15 +199,20 @@ static int train_alloc(trainer *tr, char *err, size_t errlen) {
     if (!tr->h_x0 || !tr->h_w || !tr->h_ring_loss || !tr->h_ring_w || !tr->h_ring_t || !tr->h_t || !tr->h_y || !tr->h_stage ||
         !tr->h_grid || !tr->h_grid_labels)
         goto oom;
-    if (dit_acts_alloc(&tr->acts, &tr->m, tr->micro, 1, err, errlen)) return -1;
+    if (dit_acts_alloc(&tr->acts, &tr->m, tr->micro, 1, err, errlen)) {
+        train_oom(tr, err, err, errlen);
+        return -1;
+    }
     dt_sampler_opts so = {.steps = TRAIN_GRID_STEPS, .ddim = 1, .eta = 0.0, .cfg = TRAIN_GRID_CFG,
                           .clip_x0 = 1 /* pixel space */};
-    if (sampler_init(&tr->grid, &tr->m, &tr->sched, &so, G, err, errlen)) return -1;
+    if (sampler_init(&tr->grid, &tr->m, &tr->sched, &so, G, err, errlen)) {
+        train_oom(tr, err, err, errlen); /* its one other failure (bad steps) cannot happen here */
+        return -1;
+    }
     for (int i = 0; i < G; i++) tr->h_grid_labels[i] = i % tr->ds.num_classes;
     return 0;
 oom:
-    snprintf(err, errlen, "out of memory: a %zu-parameter DiT with batch %zu does not fit on %s",
-             P, B, be->name);
+    train_oom(tr, NULL, err, errlen);
     return -1;
 }
 
@@ -252,13 +317,17 @@ static int train_setup(trainer *tr, char *err, size_t errlen) {
         rc = TRAIN_INVALID;
         goto done;
     }
-    if (dit_model_init(&tr->m, &cfg, tr->be, err, errlen)) goto done;
     difftune_plan(&tr->plan, s, cfg.num_classes);
     tr->micro = tr->plan.B / s->hp.grad_accum;
+    if (dit_model_init(&tr->m, &cfg, tr->be, err, errlen)) { /* fails only out of memory */
+        tr->err_code = DT_ERR_OOM;
+        goto done;
+    }
     if (diffusion_schedule_init(&tr->sched, DT_DIFFUSION_T) ||
         diffusion_tables_upload(&tr->tab, &tr->sched, tr->be) ||
         difftune_tdist_init(&tr->td, DT_DIFFUSION_T, s->method, s->diff_tuning.power) ||
         data_order_init(&tr->order, tr->ds.n, s->hp.seed)) {
+        tr->err_code = DT_ERR_OOM;
         snprintf(err, errlen, "out of memory for the diffusion tables");
         goto done;
     }
@@ -312,22 +381,56 @@ static void train_teardown(trainer *tr) {
 
 /* ---- outputs ----------------------------------------------------------------------------- */
 
+static int train_report_checkpoint(trainer *tr, int step, char *err, size_t errlen);
+
+/* A checkpoint of step that could not be written (rc from checkpoint_save_*): removes what
+ * was written of it (its state file: a checkpoint without its model file is never loaded, and
+ * would only hold space), and for a full disk makes the error disk_full, naming the newest
+ * checkpoint, which is intact. Returns -1. */
+static int train_save_failed(trainer *tr, int step, int rc, char *err, size_t errlen) {
+    char path[4200];
+    checkpoint_path(path, sizeof path, tr->ckpt_dir, step, "state");
+    unlink(path);
+    if (rc != FS_NO_SPACE) return -1;
+    tr->err_code = DT_ERR_DISK_FULL;
+    size_t n = strlen(err);
+    int latest = checkpoint_latest(tr->ckpt_dir);
+    char have[64] = "there is no earlier checkpoint";
+    if (latest >= 0) snprintf(have, sizeof have, "the checkpoint of step %d is intact", latest);
+    snprintf(err + n, errlen > n ? errlen - n : 0, "; checkpoint step %d was not written and %s: "
+             "free disk space, then retry the job", step, have);
+    return -1;
+}
+
 static int train_save(trainer *tr, int step, char *err, size_t errlen) {
     dt_backend *be = tr->be;
     const size_t P = tr->m.num_floats, bytes = P * sizeof(float);
     events_emit(tr->ev, "progress", json_pack("{s:s, s:i, s:i}", "phase", "saving", "step", step,
                                               "total_steps", tr->spec->hp.steps));
+    /* The free-space guard: the new checkpoint and the reserve must fit before older ones are
+     * pruned (they stay until the new one is complete). */
+    uint64_t need = checkpoint_bytes_bound(&tr->m, tr->spec_json ? strlen(tr->spec_json) : 0);
+    int rc = fs_check_free(tr->ckpt_dir, "a checkpoint", need, (uint64_t)tr->o->min_free_bytes,
+                           "--min-free-mb", err, errlen);
+    if (rc == FS_NO_SPACE) return train_save_failed(tr, step, rc, err, errlen);
     /* Moments first (state file), then weights and EMA (model file), through one staging area
      * of two parameter blocks. */
     float *a = tr->h_stage, *b = tr->h_stage + P;
     be->download(be, a, tr->adam_m, bytes);
     be->download(be, b, tr->adam_v, bytes);
-    if (checkpoint_save_state(tr->ckpt_dir, step, &tr->m, a, b, tr->spec_json, err, errlen)) return -1;
+    if ((rc = checkpoint_save_state(tr->ckpt_dir, step, &tr->m, a, b, tr->spec_json, err, errlen)))
+        return train_save_failed(tr, step, rc, err, errlen);
     be->download(be, a, tr->ema, bytes);
     be->download(be, b, tr->params, bytes);
-    if (checkpoint_save_model(tr->ckpt_dir, step, &tr->m, a, b, tr->spec_json, err, errlen)) return -1;
-    checkpoint_prune(tr->ckpt_dir, tr->spec->checkpoint.keep);
+    if ((rc = checkpoint_save_model(tr->ckpt_dir, step, &tr->m, a, b, tr->spec_json, err, errlen)))
+        return train_save_failed(tr, step, rc, err, errlen);
+    if (!tr->o->retention_by_caller) checkpoint_prune(tr->ckpt_dir, tr->spec->checkpoint.keep);
+    return train_report_checkpoint(tr, step, err, errlen);
+}
 
+/* The "checkpoint" event of the complete checkpoint of step: name, path, size and sha256 of
+ * its model file. Returns 0, or -1 when the file cannot be read. */
+static int train_report_checkpoint(trainer *tr, int step, char *err, size_t errlen) {
     char path[4200], sha[65], name[64];
     checkpoint_path(path, sizeof path, tr->ckpt_dir, step, "");
     if (fs_sha256_file(path, sha, err, errlen)) return -1;
@@ -352,8 +455,7 @@ static int train_grid(trainer *tr, int step, char *err, size_t errlen) {
                                               "total_steps", tr->spec->hp.steps));
     int r = sampler_run(&tr->grid, tr->ema, tr->h_grid_labels, G, TRAIN_GRID_SEED, 0, tr->h_grid, NULL);
     if (r < 0) {
-        snprintf(err, errlen, "backend failure while sampling on %s: %s", tr->be->name,
-                 tr->be->last_error(tr->be));
+        train_backend_error(tr, "while sampling", err, errlen);
         return -1;
     }
     char path[4200];
@@ -500,9 +602,10 @@ static void train_step(trainer *tr, int step) {
 
 /* Waits for the enqueued steps, reads their per-sample losses and folds them into the running
  * statistics (objective, downstream/bank split, loss by timestep). Returns 0; 1 with *bad_step
- * set when a loss is not finite (the weights are garbage from that step on); or -1 when the
- * backend failed (be->last_error says why). */
-static int train_flush(trainer *tr, int *bad_step) {
+ * and *bad_loss set when a step's loss is not finite or its mean passes TRAIN_LOSS_LIMIT (the
+ * weights are garbage from that step on); or -1 when the backend failed (be->last_error says
+ * why). */
+static int train_flush(trainer *tr, int *bad_step, double *bad_loss) {
     dt_backend *be = tr->be;
     const size_t B = (size_t)tr->plan.B;
     const int n = tr->ring_n;
@@ -513,12 +616,16 @@ static int train_flush(trainer *tr, int *bad_step) {
     for (int r = 0; r < n; r++) {
         const float *loss = tr->h_ring_loss + (size_t)r * B, *w = tr->h_ring_w + (size_t)r * B;
         const int32_t *t = tr->h_ring_t + (size_t)r * B;
+        double mean = 0;
+        for (size_t i = 0; i < B; i++) mean += loss[i]; /* NaN and inf carry through */
+        mean /= (double)B;
+        if (!(mean <= TRAIN_LOSS_LIMIT)) {
+            *bad_step = tr->ring_step + r;
+            *bad_loss = mean;
+            return 1;
+        }
         for (size_t i = 0; i < B; i++) {
             double l = loss[i];
-            if (!isfinite(l)) {
-                *bad_step = tr->ring_step + r;
-                return 1;
-            }
             int bank = (int)i >= tr->plan.B_down, bucket = t[i] * TRAIN_BUCKETS / DT_DIFFUSION_T;
             tr->sum_obj += w[i] * l;
             if (bank) { tr->sum_bank += l; tr->n_bank++; }
@@ -531,17 +638,29 @@ static int train_flush(trainer *tr, int *bad_step) {
     return 0;
 }
 
-/* Flushes the loss ring; on failure writes the job's error (divergence at a step, or the
- * backend's reason) and returns nonzero. `saved` is the last checkpointed step. */
+/* Flushes the loss ring; on failure writes the job's error and code (nan_loss naming the step
+ * that diverged; oom when the backend ran out of memory; otherwise the backend's reason) and
+ * returns nonzero. `saved` is the last checkpointed step. */
 static int train_check(trainer *tr, int step, int saved, char *err, size_t errlen) {
-    int bad = 0, fr = train_flush(tr, &bad);
-    if (fr > 0)
-        snprintf(err, errlen, "the loss became non-finite at step %d: training diverged (lower "
-                 "hyperparameters.learning_rate or set grad_clip); the last checkpoint (step %d) "
-                 "is intact", bad, saved);
-    else if (fr < 0)
-        snprintf(err, errlen, "backend failure by step %d on %s: %s", step, tr->be->name,
-                 tr->be->last_error(tr->be));
+    int bad = 0;
+    double loss = 0;
+    int fr = train_flush(tr, &bad, &loss);
+    if (fr > 0) {
+        char what[160];
+        if (isnan(loss)) snprintf(what, sizeof what, "the loss became NaN at step %d", bad);
+        else if (isinf(loss)) snprintf(what, sizeof what, "the loss became infinite at step %d", bad);
+        else snprintf(what, sizeof what, "the loss exploded at step %d (%.3g, past the limit of "
+                      "%.0e no converging run reaches)", bad, loss, TRAIN_LOSS_LIMIT);
+        char kept[64] = "no checkpoint had been written";
+        if (saved > 0) snprintf(kept, sizeof kept, "the last checkpoint (step %d) is intact", saved);
+        tr->err_code = DT_ERR_NAN_LOSS;
+        snprintf(err, errlen, "%s: training diverged (lower hyperparameters.learning_rate or set "
+                 "grad_clip); %s", what, kept);
+    } else if (fr < 0) {
+        char what[64];
+        snprintf(what, sizeof what, "by step %d", step);
+        train_backend_error(tr, what, err, errlen);
+    }
     return fr;
 }
 
@@ -593,7 +712,9 @@ static int train_resume(trainer *tr, int *start, char *err, size_t errlen) {
     tr->be->upload(tr->be, tr->adam_v, b, bytes);
     *start = latest;
     events_log(tr->ev, "info", "resuming from checkpoint step %d", latest);
-    return 0;
+    /* The caller that keeps the books of checkpoints hears of this one again: a worker killed
+     * between writing it and reporting it would otherwise leave it unknown to the server. */
+    return tr->o->retention_by_caller ? train_report_checkpoint(tr, latest, err, errlen) : 0;
 }
 
 static int train_bank(trainer *tr, char *err, size_t errlen) {
@@ -696,7 +817,9 @@ int train_run(const dt_spec *spec, const dt_train_opts *o, char *err, size_t err
     rc = TRAIN_OK;
     goto out;
 fail:
-    events_error(tr.ev, rc == TRAIN_INVALID ? "invalid_input" : "training_failed", err);
+    events_error(tr.ev, rc == TRAIN_INVALID ? "invalid_input"
+                        : tr.err_code             ? tr.err_code
+                                                  : DT_ERR_TRAINING_FAILED, err);
     events_emit(tr.ev, "status", json_pack("{s:s}", "status", "failed"));
 out:
     train_teardown(&tr);

@@ -10,6 +10,7 @@
 #define DT_TRAIN_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "events.h"
 #include "spec.h"
 
@@ -28,6 +29,15 @@ typedef struct {
     const char *eval_cache_dir;    /* reference-statistics cache (NULL = computed every run) */
     const char *classifier_path;   /* the file of eval.extractor "classifier:<ref>" when <ref> is
                                     * an id resolved by the caller; NULL = <ref> is the path */
+    /* Free-space reserve: a checkpoint is written only while the file system of out_dir keeps
+     * at least this many bytes free after it (else the job fails with "disk_full", and earlier
+     * checkpoints stay as they are). 0 = only the checkpoint itself must fit. */
+    int64_t min_free_bytes;
+    /* 1: the caller decides which checkpoints stay (run-job: the server's retention, with pins
+     * and the best evaluation): none is deleted here, and the checkpoint a run resumes from is
+     * reported again as a "checkpoint" event. 0: `difftune train` keeps the newest
+     * spec.checkpoint.keep and deletes the rest after each save. */
+    int retention_by_caller;
     dt_events *events;
     volatile int *stop;    /* set asynchronously (SIGTERM): stop at the next step boundary */
 } dt_train_opts;
@@ -38,8 +48,19 @@ typedef struct {
 #define TRAIN_INVALID (-2) /* bad input, rejected before any work started */
 #define TRAIN_FAILED (-1)  /* failed while working (I/O, backend, out of memory) */
 
+/* A step whose mean per-sample loss passes this has diverged even when the number is finite:
+ * the model predicts unit-variance noise, so predicting zero already scores about 1 (plus a
+ * bounded variational term with learn_sigma), and a loss a million times that means outputs
+ * about a thousand times the scale of anything the model is asked for. The job then fails with
+ * "nan_loss" as for a NaN. */
+#define TRAIN_LOSS_LIMIT 1e6
+
 /* Runs the job described by spec (base_model and dataset are file paths). Returns one of the
- * codes above; on failure err holds the message and an "error" event was emitted. */
+ * codes above; on failure err holds the message and an "error" event was emitted whose code
+ * (events.h) is invalid_input (TRAIN_INVALID), nan_loss (the loss became NaN/inf or passed
+ * TRAIN_LOSS_LIMIT; the message names the step), oom (the model and batch do not fit: the
+ * message names the parameter count, the batch and the device), disk_full (a checkpoint could
+ * not be written for want of space; earlier checkpoints are intact) or training_failed. */
 int train_run(const dt_spec *spec, const dt_train_opts *opts, char *err, size_t errlen);
 
 #endif

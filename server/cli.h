@@ -16,6 +16,12 @@ int cmd_classifier(int argc, char **argv);
 int cmd_fid(int argc, char **argv);
 int cmd_forgetting(int argc, char **argv);
 int cmd_keys(int argc, char **argv);
+int cmd_webhooks(int argc, char **argv);
+
+/* --min-free-mb of serve, run-job and train: MiB that checkpoint writes and uploads leave free
+ * on the file system (the free-space guard; README: Faults). */
+#define DT_MIN_FREE_MB_DEFAULT 1024
+#define DT_MIN_FREE_MB_MAX (1L << 30)
 
 /* Strict integer / number parsing of a whole string ("12abc" fails). Return 0 or -1. */
 /* Matches "--name value" and "--name=value" at argv[*i]; advances *i past what it consumed.

@@ -61,6 +61,9 @@ static void run_job_usage(FILE *f) {
         "  --data-dir DIR     the server's data directory (required)\n"
         "  --device DEV       cpu | auto | cuda:N (default: the device the job was claimed for)\n"
         "  --log-every N      steps between progress events, 1..1000000000 (default 10)\n"
+        "  --min-free-mb N    MiB that must stay free on the data directory's file system after a\n"
+        "                     checkpoint is written, else the job fails with disk_full\n"
+        "                     (default 1024; `difftune serve --min-free-mb` passes its own)\n"
         "  --inception-weights FILE\n"
         "                     FID Inception weights (default $DIFFTUNE_INCEPTION_WEIGHTS, which\n"
         "                     `difftune serve --inception-weights` sets for its workers)\n"
@@ -72,7 +75,7 @@ static void run_job_usage(FILE *f) {
 /* Parses argv strictly; returns -1 after printing the problem (or 1 after --help). */
 static int run_job_parse_args(int argc, char **argv, run_job_args *a) {
     const char *env_weights = getenv("DIFFTUNE_INCEPTION_WEIGHTS");
-    *a = (run_job_args){.log_every = 10,
+    *a = (run_job_args){.log_every = 10, .min_free_mb = DT_MIN_FREE_MB_DEFAULT,
                         .inception_weights = env_weights && env_weights[0] ? env_weights : NULL};
     for (int i = 1; i < argc; i++) {
         const char *opt = argv[i];
@@ -91,7 +94,7 @@ static int run_job_parse_args(int argc, char **argv, run_job_args *a) {
         }
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(opt, "--data-dir") || !strcmp(opt, "--device") || !strcmp(opt, "--log-every") ||
-            !strcmp(opt, "--inception-weights")) {
+            !strcmp(opt, "--inception-weights") || !strcmp(opt, "--min-free-mb")) {
             if (!v || !v[0]) {
                 fprintf(stderr, "difftune run-job: %s needs a value (see --help)\n", opt);
                 return -1;
@@ -104,6 +107,12 @@ static int run_job_parse_args(int argc, char **argv, run_job_args *a) {
             a->device = v;
         } else if (!strcmp(opt, "--inception-weights")) {
             a->inception_weights = v;
+        } else if (!strcmp(opt, "--min-free-mb")) {
+            if (cli_parse_int(v, 0, DT_MIN_FREE_MB_MAX, &a->min_free_mb)) {
+                fprintf(stderr, "difftune run-job: --min-free-mb must be an integer in "
+                        "0..%ld (got \"%s\")\n", (long)DT_MIN_FREE_MB_MAX, v);
+                return -1;
+            }
         } else if (!strcmp(opt, "--log-every")) {
             if (cli_parse_int(v, 1, 1000000000, &a->log_every)) {
                 fprintf(stderr, "difftune run-job: --log-every must be an integer in "
@@ -237,7 +246,7 @@ static int run_job_load(const run_job_args *a, dt_events *ev, json_t **spec_out,
     }
     spec = json_deep_copy(spec);
     if (!spec) {
-        status = run_job_reject(ev, RUN_JOB_FAILED, "training_failed", "out of memory");
+        status = run_job_reject(ev, RUN_JOB_FAILED, DT_ERR_OOM, "out of memory copying the job's spec");
         goto out;
     }
     status = run_job_resolve(st, spec, "dataset", "ds_", ev);
@@ -269,9 +278,12 @@ static int run_job_train(const run_job_args *a, const dt_spec *spec, const run_j
     snprintf(eval_cache, sizeof eval_cache, "%s/%s", a->data_dir, DT_LAYOUT_EVAL_CACHE);
     dt_train_opts o = {.out_dir = out_dir, .bank_dir = bank_dir,
                        .device = device[0] ? device : NULL, .log_every = (int)a->log_every,
+                       .min_free_bytes = (int64_t)a->min_free_mb << 20,
                        .events = ev, .stop = &run_job_stop_flag,
                        .inception_weights = a->inception_weights, .eval_cache_dir = eval_cache,
-                       .classifier_path = classifier[0] ? classifier : NULL};
+                       .classifier_path = classifier[0] ? classifier : NULL,
+                       /* the server keeps the books: pins, the best evaluation, keep-N */
+                       .retention_by_caller = 1};
     int rc = train_run(spec, &o, err, sizeof err);
     switch (rc) {
     case TRAIN_OK: return RUN_JOB_OK;

@@ -21,12 +21,16 @@
 #include "layout.h"
 #include "store.h"
 #include "supervisor.h"
+#include "webhook.h"
 
 #define SERVE_MAX_DEVICES 16
 
 typedef struct {
     const char *host, *data_dir, *devices_arg, *inception_weights;
-    long port, slots, threads, max_upload_mb, grace_s, log_every, heartbeat_s, rate_limit, rate_burst;
+    long port, slots, threads, max_upload_mb, max_unpacked_mb, max_archive_files, grace_s, log_every, heartbeat_s,
+        rate_limit, rate_burst;
+    long min_free_mb; /* free-space reserve for checkpoints and uploads */
+    long webhook_timeout_s, webhook_attempts; /* 0 = webhook.h's defaults */
     int durable;
 } serve_opts;
 
@@ -35,6 +39,7 @@ typedef struct {
     dt_store *store;
     dt_api *api;
     dt_supervisor *sup;
+    dt_webhooks *webhooks;  /* started before the API, stopped after it and the supervisor */
     uv_signal_t sigint, sigterm;
     uv_timer_t prune;
     int stopping;
@@ -62,8 +67,17 @@ static void serve_usage(FILE *f) {
         "                         e.g. while a machine is being serviced)\n"
         "  --threads N            HTTP threads (default: the number of CPUs)\n"
         "  --max-upload-mb N      largest dataset or model upload (default 4096)\n"
+        "  --max-unpacked-mb N    most a dataset archive may extract to (default 4 x --max-upload-mb);\n"
+        "                         extraction stops as soon as it is exceeded (decompression bombs)\n"
+        "  --max-archive-files N  most members a dataset archive may hold (default 1000000)\n"
         "  --cancel-grace S       seconds between SIGTERM and SIGKILL for a cancelled job (default 10)\n"
         "  --log-every N          training steps between progress events (default 10)\n"
+        "  --min-free-mb N        MiB to keep free on the data directory's file system: a checkpoint\n"
+        "                         that would leave less fails its job with disk_full, an upload gets\n"
+        "                         507 disk_full (default 1024)\n"
+        "  --webhook-timeout S    seconds one webhook request may take, connecting included (default 10)\n"
+        "  --webhook-attempts N   attempts per webhook delivery before it counts as failed (default 6;\n"
+        "                         retries after 1, 2, 4, 8, 16 s, or the receiver's Retry-After)\n"
         "  --sse-heartbeat S      seconds of silence before an event stream gets a comment line\n"
         "                         (default 15; keeps proxies from closing idle streams)\n"
         "  --durable              fsync every store commit (default: WAL with synchronous=NORMAL)\n"
@@ -86,7 +100,7 @@ static int serve_parse(int argc, char **argv, serve_opts *o) {
     *o = (serve_opts){.host = "127.0.0.1", .data_dir = cli_default_data_dir(),
                       .inception_weights = weights && weights[0] ? weights : NULL,
                       .devices_arg = "auto", .port = 8080, .slots = 1, .max_upload_mb = 4096,
-                      .grace_s = 10, .log_every = 10, .heartbeat_s = 15, .rate_limit = 50};
+                      .grace_s = 10, .log_every = 10, .heartbeat_s = 15, .rate_limit = 50, .min_free_mb = DT_MIN_FREE_MB_DEFAULT};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { serve_usage(stdout); return 1; }
@@ -101,10 +115,15 @@ static int serve_parse(int argc, char **argv, serve_opts *o) {
         else if (!strcmp(a, "--slots-per-device")) { if (cli_parse_int(v, 0, 64, &o->slots)) return serve_bad("%s must be 0..64", a); }
         else if (!strcmp(a, "--threads")) { if (cli_parse_int(v, 1, 256, &o->threads)) return serve_bad("%s must be 1..256", a); }
         else if (!strcmp(a, "--max-upload-mb")) { if (cli_parse_int(v, 1, 1 << 20, &o->max_upload_mb)) return serve_bad("%s must be 1..1048576", a); }
+        else if (!strcmp(a, "--max-unpacked-mb")) { if (cli_parse_int(v, 1, 1L << 24, &o->max_unpacked_mb)) return serve_bad("%s must be 1..16777216", a); }
+        else if (!strcmp(a, "--max-archive-files")) { if (cli_parse_int(v, 1, 100000000, &o->max_archive_files)) return serve_bad("%s must be 1..100000000", a); }
         else if (!strcmp(a, "--cancel-grace")) { if (cli_parse_int(v, 0, 3600, &o->grace_s)) return serve_bad("%s must be 0..3600 seconds", a); }
         else if (!strcmp(a, "--sse-heartbeat")) { if (cli_parse_int(v, 1, 3600, &o->heartbeat_s)) return serve_bad("%s must be 1..3600 seconds", a); }
         else if (!strcmp(a, "--rate-limit")) { if (cli_parse_int(v, 0, 1000000, &o->rate_limit)) return serve_bad("%s must be 0..1000000 requests a second", a); }
         else if (!strcmp(a, "--rate-burst")) { if (cli_parse_int(v, 1, 1000000, &o->rate_burst)) return serve_bad("%s must be 1..1000000 requests", a); }
+        else if (!strcmp(a, "--min-free-mb")) { if (cli_parse_int(v, 0, DT_MIN_FREE_MB_MAX, &o->min_free_mb)) return serve_bad("%s must be 0..1073741824", a); }
+        else if (!strcmp(a, "--webhook-timeout")) { if (cli_parse_int(v, 1, 600, &o->webhook_timeout_s)) return serve_bad("%s must be 1..600 seconds", a); }
+        else if (!strcmp(a, "--webhook-attempts")) { if (cli_parse_int(v, 1, 20, &o->webhook_attempts)) return serve_bad("%s must be 1..20", a); }
         else if (!strcmp(a, "--log-every")) { if (cli_parse_int(v, 1, 1000000, &o->log_every)) return serve_bad("%s must be a positive integer", a); }
         else return serve_bad("unknown option %s", a);
     }
@@ -205,6 +224,11 @@ static void serve_wake(void *ctx) {
     if (sup) supervisor_wake(sup);
 }
 
+static void serve_checkpoints_changed(void *ctx, const char *job_id) {
+    dt_supervisor *sup = serve_sup(ctx);
+    if (sup) supervisor_checkpoints_changed(sup, job_id);
+}
+
 static json_t *serve_workers(void *ctx) {
     dt_supervisor *sup = serve_sup(ctx);
     return sup ? supervisor_workers_json(sup) : NULL;
@@ -222,9 +246,26 @@ static void serve_stats(void *ctx, json_t *out) {
     json_object_set_new(out, "events_total", json_integer((json_int_t)st.events));
 }
 
+/* Every stored event passes through here or serve_stored: the supervisor's (and the status
+ * changes it makes) wake streams and webhooks; the API's own (create, cancel, retry) wake
+ * webhooks, the API having woken its streams. */
 static void serve_notify(void *ctx, const char *job_id) {
     serve_state *s = ctx;
     if (s->api) api_notify(s->api, job_id);
+    webhook_notify(s->webhooks, job_id);
+}
+
+static void serve_stored(void *ctx, const char *job_id) {
+    serve_state *s = ctx;
+    webhook_notify(s->webhooks, job_id);
+}
+
+static void serve_webhook_stats(void *ctx, dt_api_webhook_stats *out) {
+    serve_state *s = ctx;
+    dt_webhook_stats ws;
+    webhook_stats(s->webhooks, &ws);
+    *out = (dt_api_webhook_stats){.ok = ws.ok, .failed = ws.failed, .dropped = ws.dropped,
+                                  .retries = ws.retries, .pending = ws.pending};
 }
 
 /* ---- shutdown ---------------------------------------------------------------------------- */
@@ -333,23 +374,40 @@ int cmd_serve(int argc, char **argv) {
     }
     dt_api_opts ao = {.host = o.host, .port = (int)o.port, .threads = (int)o.threads, .data_dir = data_dir,
                       .store = s.store, .devices = device_names, .n_devices = n_devices,
-                      .max_upload_bytes = (int64_t)o.max_upload_mb << 20, .heartbeat_s = (int)o.heartbeat_s,
+                      .max_upload_bytes = (int64_t)o.max_upload_mb << 20,
+                      .max_unpacked_bytes = (int64_t)o.max_unpacked_mb << 20, .max_archive_files = o.max_archive_files,
+                      .heartbeat_s = (int)o.heartbeat_s, .min_free_bytes = (int64_t)o.min_free_mb << 20,
                       .open_without_keys = serve_is_loopback(o.host), .rate_limit = (double)o.rate_limit,
                       .rate_burst = (double)o.rate_burst, .wake = serve_wake,
-                      .workers = serve_workers, .stats = serve_stats, .hook_ctx = &s};
+                      .workers = serve_workers, .stats = serve_stats,
+                      .stored = serve_stored, .webhook_stats = serve_webhook_stats,
+                      .checkpoints_changed = serve_checkpoints_changed, .hook_ctx = &s};
+    char agent[64];
+    snprintf(agent, sizeof agent, "difftune/%s (webhooks)", DIFFTUNE_VERSION);
+    dt_webhook_opts wo = {.data_dir = data_dir, .store = s.store, .user_agent = agent,
+                          .timeout_ms = (int)o.webhook_timeout_s * 1000,
+                          .max_attempts = (int)o.webhook_attempts};
+    if (webhook_start(&wo, &s.webhooks, err, sizeof err)) {
+        fprintf(stderr, "difftune serve: %s\n", err);
+        store_close(s.store);
+        return 1;
+    }
     if (api_start(&ao, &s.api, err, sizeof err)) {
         fprintf(stderr, "difftune serve: %s\n", err);
+        webhook_stop(s.webhooks);
         store_close(s.store);
         return 1;
     }
     dt_supervisor_opts sup = {.data_dir = data_dir, .exe = exe, .devices = device_names, .n_devices = n_devices,
                               .slots_per_device = (int)o.slots, .cancel_grace_ms = (int)(o.grace_s * 1000),
-                              .log_every = (int)o.log_every, .store = s.store, .notify = serve_notify,
+                              .log_every = (int)o.log_every, .min_free_mb = o.min_free_mb,
+                              .store = s.store, .notify = serve_notify,
                               .notify_ctx = &s};
     dt_supervisor *started = NULL;
     if (supervisor_start(s.loop, &sup, &started, err, sizeof err)) {
         fprintf(stderr, "difftune serve: %s\n", err);
         api_stop(s.api);
+        webhook_stop(s.webhooks);
         store_close(s.store);
         return 1;
     }
@@ -379,6 +437,7 @@ int cmd_serve(int argc, char **argv) {
     uv_run(s.loop, UV_RUN_DEFAULT);
     api_stop(s.api);
     supervisor_free(s.sup);
+    webhook_stop(s.webhooks); /* after every notifier; undelivered events are dropped */
     store_close(s.store);
     uv_loop_close(s.loop);
     fprintf(stderr, "difftune serve: stopped\n");

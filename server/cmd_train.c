@@ -41,6 +41,8 @@ static void train_usage(FILE *f) {
         "  --precision P      auto | bf16 | fp32: matrix-product inputs on a GPU (default: the\n"
         "                     spec's hyperparameters.precision; the CPU always runs fp32)\n"
         "  --log-every N      steps between progress events (default 10)\n"
+        "  --min-free-mb N    MiB that must stay free on DIR's file system after a checkpoint is\n"
+        "                     written, else training stops with error disk_full (default 1024)\n"
         "  --stop-after N     stop (as if signalled) once step N is done\n"
         "  --grid N           images per sample grid (default 16)\n"
         "  --format F         json (default: one JSON event per line) | text (for people)\n"
@@ -53,7 +55,7 @@ int cmd_train(int argc, char **argv) {
     const char *spec_path = NULL, *out = NULL, *bank_dir = getenv("DIFFTUNE_BANK_DIR"), *device = NULL,
                *precision = NULL, *inception = getenv("DIFFTUNE_INCEPTION_WEIGHTS"),
                *eval_cache = getenv("DIFFTUNE_EVAL_CACHE");
-    long log_every = 10, stop_after = 0, grid = 16;
+    long log_every = 10, stop_after = 0, grid = 16, min_free_mb = DT_MIN_FREE_MB_DEFAULT;
     int quiet = 0, text_mode = 0;
     char home_bank[4096], home_eval[4096];
     for (int i = 1; i < argc; i++) {
@@ -76,6 +78,9 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--format")) {
             if (strcmp(v, "json") && strcmp(v, "text")) { fprintf(stderr, "difftune train: --format must be json or text\n"); return 2; }
             text_mode = !strcmp(v, "text");
+        }
+        else if (!strcmp(a, "--min-free-mb")) {
+            if (cli_parse_int(v, 0, DT_MIN_FREE_MB_MAX, &min_free_mb)) { fprintf(stderr, "difftune train: --min-free-mb must be 0..%ld\n", (long)DT_MIN_FREE_MB_MAX); return 2; }
         }
         else if (!strcmp(a, "--log-every")) {
             if (cli_parse_int(v, 1, 1000000000, &log_every)) { fprintf(stderr, "difftune train: --log-every must be a positive integer\n"); return 2; }
@@ -126,6 +131,7 @@ int cmd_train(int argc, char **argv) {
     dt_events ev = {.out = stdout, .quiet = quiet, .text = text_mode};
     dt_train_opts o = {.out_dir = out, .bank_dir = bank_dir, .device = device, .precision = precision,
                        .log_every = (int)log_every, .stop_after = (int)stop_after,
+                       .min_free_bytes = (int64_t)min_free_mb << 20,
                        .grid_size = (int)grid, .events = &ev, .stop = &train_stop_flag,
                        .inception_weights = inception && inception[0] ? inception : NULL,
                        .eval_cache_dir = eval_cache};

@@ -18,6 +18,7 @@ static const struct {
     {"fid", cmd_fid, "Fréchet distance of a checkpoint's samples to a dataset (FID)"},
     {"forgetting-curve", cmd_forgetting, "what a fine-tuned checkpoint kept of its base model, by timestep"},
     {"keys", cmd_keys, "create, list and revoke the API keys of a data directory"},
+    {"webhooks", cmd_webhooks, "show the secret job webhooks are signed with (webhooks secret)"},
 };
 
 static void usage(FILE *f) {

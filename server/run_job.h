@@ -26,6 +26,7 @@ typedef struct {
     const char *device; /* NULL = the job's claimed device */
     const char *inception_weights; /* NULL = FID unavailable */
     long log_every;
+    long min_free_mb;  /* free-space reserve kept by checkpoint writes (--min-free-mb) */
 } run_job_args;
 
 /* What the stored job resolved to, besides the spec's own ids turned into paths. */

@@ -280,10 +280,11 @@ static int sup_open_job_dir(dt_supervisor *s, sup_worker *w, const char *device,
 
 /* Spawns the worker process with stdout on w->out and stderr on log_fd. Returns a uv error. */
 static int sup_spawn(dt_supervisor *s, sup_worker *w, const char *device, int log_fd) {
-    char log_every[24];
+    char log_every[24], min_free[24];
     snprintf(log_every, sizeof log_every, "%d", s->log_every);
+    snprintf(min_free, sizeof min_free, "%ld", s->min_free_mb);
     char *args[] = {s->exe, "run-job", w->job_id, "--data-dir", s->data_dir, "--device",
-                    (char *)device, "--log-every", log_every, NULL};
+                    (char *)device, "--log-every", log_every, "--min-free-mb", min_free, NULL};
     uv_stdio_container_t stdio[3];
     memset(stdio, 0, sizeof stdio);
     stdio[0].flags = UV_IGNORE; /* /dev/null */
@@ -388,6 +389,7 @@ static void sup_dispatch(dt_supervisor *s) {
 }
 
 static void sup_pass(dt_supervisor *s) {
+    sup_retention_pending(s);
     sup_check_cancels(s);
     sup_dispatch(s);
 }
@@ -408,6 +410,7 @@ static void sup_destroy(dt_supervisor *s) {
     free(s->data_dir);
     free(s->exe);
     free(s->slots);
+    free(s->retention_jobs);
     sup_env_free(s->env);
     uv_mutex_destroy(&s->mu);
     free(s);
@@ -427,6 +430,7 @@ static int sup_copy_opts(dt_supervisor *s, const dt_supervisor_opts *o, char *er
     s->slots_per_device = o->slots_per_device;
     s->grace_ms = o->cancel_grace_ms ? o->cancel_grace_ms : SUP_DEFAULT_GRACE_MS;
     s->log_every = o->log_every ? o->log_every : SUP_DEFAULT_LOG_EVERY;
+    s->min_free_mb = o->min_free_mb > 0 ? o->min_free_mb : 0;
     s->notify = o->notify;
     s->notify_ctx = o->notify_ctx;
     s->data_dir = strdup(o->data_dir);

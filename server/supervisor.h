@@ -7,6 +7,9 @@
  * hook so that stream subscribers wake. When the worker exits it ends the attempt:
  *     exit 0                      -> succeeded
  *     exit 1 (training failed)    -> failed, error.code from the worker's "error" event
+ *                                    (nan_loss, oom, disk_full, training_failed, ...): at once,
+ *                                    whatever attempts are left, since the worker saw the cause
+ *                                    and another attempt on the same settings meets it again
  *     exit 2 (rejected input)     -> failed, error.code "invalid_input"
  *     exit 3 (stopped on request) -> cancelled when a cancel was requested; queued again without
  *                                    spending an attempt when the server is shutting down
@@ -14,6 +17,9 @@
  *                                    checkpoint, or fails once max_attempts are spent
  * Cancel of a running job (the API marks cancel_requested, then calls supervisor_wake): SIGTERM to
  * the worker, SIGKILL after the grace period.
+ * Checkpoint retention: workers delete no checkpoint; after each checkpoint and evaluation a
+ * worker reports (and after an unpin, supervisor_checkpoints_changed) the supervisor deletes
+ * what the store's retention rule no longer keeps (store.h, "checkpoint retention").
  * On start it reconciles: jobs the store says are running have no live worker (this process just
  * started), so they are requeued (store_job_reconcile, "server_restarted").
  */
@@ -45,6 +51,8 @@ typedef struct {
     int slots_per_device;      /* concurrent workers per device, >= 0 (0: jobs only queue) */
     int cancel_grace_ms;       /* SIGTERM -> SIGKILL delay; 0 = 10000 */
     int log_every;             /* --log-every passed to workers; 0 = 10 */
+    long min_free_mb;          /* --min-free-mb passed to workers (their checkpoint free-space
+                                * reserve, MiB); 0 = none */
     dt_store *store;           /* borrowed; outlives the supervisor */
     supervisor_notify_fn notify;
     void *notify_ctx;
@@ -60,6 +68,11 @@ int supervisor_start(uv_loop_t *loop, const dt_supervisor_opts *opts, dt_supervi
  * checks run soon on the loop thread. Callable until supervisor_free (a no-op once the
  * supervisor has shut down). */
 void supervisor_wake(dt_supervisor *s);
+
+/* Thread-safe: the pins of job_id's checkpoints changed (the API unpinned one); checkpoint
+ * retention runs for the job soon on the loop thread, so a checkpoint nothing keeps any more is
+ * deleted without waiting for the job's next checkpoint (a finished job has none). */
+void supervisor_checkpoints_changed(dt_supervisor *s, const char *job_id);
 
 /* Thread-safe: {"data":[{"device","slot","status":"idle"|"busy","job":id|null,"pid":n|null,
  * "started_at":t|null}...]} — one entry per device slot. New reference. */

@@ -6,7 +6,6 @@
  */
 #include "supervisor_internal.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +76,9 @@ static int sup_on_metric(sup_worker *w, json_t *m, double ts) {
     if (value) sup_metric(w, name, step ? json_integer_value(step) : 0, value, rest, ts);
     else if (rest) sup_metric(w, name, step ? json_integer_value(step) : 0, rest, NULL, ts);
     json_decref(rest);
+    /* an evaluation may make another checkpoint the best (it follows its checkpoint's event) */
+    if (json_is_number(value) && (!strcmp(name, "fid") || !strcmp(name, "fd_classifier")))
+        sup_retention_apply(w->sup, w->job_id);
     return sup_append(w, "metric", m, ts);
 }
 
@@ -94,31 +96,6 @@ static int sup_is_sha256(const char *hex) {
     for (const char *p = hex; *p; p++)
         if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) return 0;
     return 1;
-}
-
-/* Forgets checkpoint artifacts whose files are gone (the engine keeps only the newest few). */
-static void sup_prune_checkpoints(sup_worker *w) {
-    dt_store *st = w->sup->store;
-    char err[512];
-    json_t *list = NULL;
-    if (store_artifact_list(st, w->job_id, DT_ARTIFACT_CHECKPOINT, &list, err, sizeof err)) {
-        sup_log("job %s: listing checkpoints failed: %s", w->job_id, err);
-        return;
-    }
-    size_t i;
-    json_t *item;
-    json_array_foreach(json_object_get(list, "data"), i, item) {
-        const char *name = json_string_value(json_object_get(item, "name"));
-        dt_artifact a;
-        struct stat sb;
-        if (!name || store_artifact_get(st, w->job_id, DT_ARTIFACT_CHECKPOINT, name, &a, err,
-                                        sizeof err))
-            continue;
-        if (stat(a.path, &sb) == 0 || errno != ENOENT) continue;
-        if (store_artifact_delete(st, w->job_id, DT_ARTIFACT_CHECKPOINT, name, err, sizeof err))
-            sup_log("job %s: forgetting checkpoint %s failed: %s", w->job_id, name, err);
-    }
-    json_decref(list);
 }
 
 /* sample, checkpoint: the file becomes an artifact of the job, then the event is stored
@@ -149,7 +126,7 @@ static int sup_on_artifact(sup_worker *w, json_t *ev, double ts, dt_artifact_kin
         sup_log("job %s: storing %s %s failed: %s", w->job_id, kind_name, name, err);
         return 0;
     }
-    if (kind == DT_ARTIFACT_CHECKPOINT) sup_prune_checkpoints(w);
+    if (kind == DT_ARTIFACT_CHECKPOINT) sup_retention_apply(w->sup, w->job_id);
     json_object_del(ev, "path");
     return sup_append(w, kind_name, ev, ts);
 }

@@ -3,6 +3,7 @@
  *   supervisor.c          dispatch, spawning workers, stopping them, the life cycle
  *   supervisor_events.c   a worker's stdout: event lines into the store
  *   supervisor_attempt.c  the end of an attempt: exit status or signal into a job status
+ *   supervisor_retention.c  checkpoint retention: deleting what the store no longer keeps
  *
  * All of it runs on the serve process's loop thread, except what supervisor.h marks
  * thread-safe; fields other threads read are marked "under mu".
@@ -65,6 +66,7 @@ struct dt_supervisor {
     char **devices;
     int n_devices, slots_per_device;
     int grace_ms, log_every;
+    long min_free_mb;
     supervisor_notify_fn notify;
     void *notify_ctx;
     char **env;                   /* the environment of workers: ours + the server pid */
@@ -77,8 +79,10 @@ struct dt_supervisor {
     int stopping, closing;
     void (*done)(void *ctx);
     void *done_ctx;
-    uv_mutex_t mu;                /* guards slots[].view, stats and wake_closed */
+    uv_mutex_t mu;                /* guards slots[].view, stats, wake_closed, retention_jobs */
     int wake_closed;
+    char (*retention_jobs)[DT_STORE_ID_MAX]; /* jobs to prune soon (supervisor_checkpoints_changed) */
+    int n_retention, cap_retention;
     dt_supervisor_stats stats;
 };
 
@@ -106,6 +110,16 @@ void sup_events_feed(sup_worker *w, const char *data, size_t n);
 /* At the end of the worker's stdout: stores the last line when it had no newline, and empties
  * w->line. */
 void sup_events_flush(sup_worker *w);
+
+/* ---- supervisor_retention.c ---- */
+
+/* Applies checkpoint retention to job_id: store_checkpoint_prune forgets the checkpoints that
+ * nothing keeps, then their files (model and state) are deleted, and the state files of kept
+ * checkpoints outside the newest. Failures are logged; an unknown job is a no-op. */
+void sup_retention_apply(dt_supervisor *s, const char *job_id);
+
+/* Applies retention to every job supervisor_checkpoints_changed queued. */
+void sup_retention_pending(dt_supervisor *s);
 
 /* ---- supervisor_attempt.c ---- */
 

@@ -16,6 +16,7 @@ SERVER_PID=""
 serve_start() {
   local dir=$1; shift
   mkdir -p "$dir"
+  rm -f "$dir/serve.out" # a restart must not read the port of the server before it
   "$BIN" serve --port 0 --data-dir "$dir" "$@" >"$dir/serve.out" 2>>"$dir/serve.err" &
   SERVER_PID=$!
   local i port=""

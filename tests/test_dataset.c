@@ -168,6 +168,19 @@ static void test_folder_errors(void) {
     expect_load_error(path_in("%s", "corrupt/cat/1.png"), "a PNG file as dataset path", "IDX");
     free(px);
 
+    /* A BMP header alone claiming 16000 x 16000 pixels: refused from its header, before the
+     * decoder allocates (and zero-fills) 768 MB for it. */
+    uint8_t bmp[54] = {'B', 'M'};
+    const uint32_t fields[][2] = {{10, 54}, {14, 40}, {18, 16000}, {22, 16000}};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+        for (int b = 0; b < 4; b++) bmp[fields[i][0] + b] = (uint8_t)(fields[i][1] >> (8 * b));
+    bmp[26] = 1;  /* planes */
+    bmp[28] = 24; /* bits per pixel */
+    mkdir_in("bomb");
+    mkdir_in("bomb/cat");
+    write_bytes(path_in("%s", "bomb/cat/a.bmp"), bmp, sizeof bmp);
+    expect_load_error(path_in("%s", "bomb"), "a 54-byte BMP claiming 16000 x 16000", "16000 x 16000");
+
     dt_dataset ds;
     char err[256];
     CHECK(dataset_load(&ds, path_in("%s", "loose"), 8, 2, err, sizeof err) != 0, "2 channels");

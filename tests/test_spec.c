@@ -59,6 +59,7 @@ static void check_spec_equal(const dt_spec *a, const dt_spec *b, const char *wha
     EQ_S(eval.extractor); EQ_S(eval.sampler); EQ_I(eval.steps); EQ_D(eval.cfg);
     EQ_I(checkpoint.every); EQ_I(checkpoint.keep);
     EQ_S(device); EQ_I(priority);
+    EQ_S(webhook.url); EQ_I(webhook.events);
     /* spec_defaults zeroes padding and string tails, so equal specs are equal bytes too; this
      * catches a field added to dt_spec but forgotten in the tables */
     CHECK(memcmp(a, b, sizeof *a) == 0, "%s: specs differ byte-wise", what);
@@ -264,6 +265,15 @@ static void test_accepted(void)
         "\"samples\":2}}",
         "{\"base_model\":\"m\",\"dataset\":\"d\",\"method\":\"forgetting_curve\",\"forgetting\":"
         "{\"checkpoint\":\"/x/step_0000010.safetensors\",\"buckets\":100,\"switch_points\":1001}}",
+        /* webhooks: null, every event type, the URL forms a receiver may have */
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"webhook\":null}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"webhook\":{\"url\":\"http://h\"}}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"webhook\":{\"url\":\"HTTPS://hooks.example.com:8443/"
+        "a/b?token=x%20y#frag\",\"events\":[\"status\",\"progress\",\"sample\",\"metric\","
+        "\"checkpoint\",\"log\",\"error\"]}}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"webhook\":{\"events\":[\"log\",\"log\"],"
+        "\"url\":\"http://[::1]:65535\"}}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"webhook\":{\"url\":\"http://127.0.0.1:1/x\"}}",
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         dt_spec s;
@@ -611,6 +621,54 @@ static const bad_case bad_cases[] = {
     {BASE_EXAMPLE, "{\"checkpoint\":{\"keep_last\":3}}", NULL, "unknown_field",
      "checkpoint.keep_last"},
     {BASE_PRETRAIN, "{\"model\":{\"mlp_ratio\":4}}", NULL, "unknown_field", "model.mlp_ratio"},
+    /* webhook */
+    {BASE_EXAMPLE, "{\"webhook\":\"http://h/\"}", NULL, "invalid_type", "webhook"},
+    {BASE_EXAMPLE, "{\"webhook\":[]}", NULL, "invalid_type", "webhook"},
+    {BASE_EXAMPLE, "{\"webhook\":{}}", NULL, "missing_field", "webhook.url"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"events\":[\"status\"]}}", NULL, "missing_field", "webhook.url"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"http://h/\",\"secret\":\"s\"}}", NULL, "unknown_field",
+     "webhook.secret"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":null}}", NULL, "invalid_type", "webhook.url"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":5}}", NULL, "invalid_type", "webhook.url"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"\"}}", NULL, "invalid_value", "webhook.url"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"ftp://h/\"}}", NULL, "invalid_value", "webhook.url"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"file:///etc/passwd\"}}", NULL, "invalid_value",
+     "webhook.url"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"hooks.example.com/x\"}}", NULL, "invalid_value",
+     "webhook.url"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"http:///x\"}}", NULL, "invalid_value", "webhook.url"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"http://\"}}", NULL, "invalid_value", "webhook.url"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"http://user:pw@h/\"}}", NULL, "invalid_value",
+     "webhook.url"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"http://h /x\"}}", NULL, "invalid_value", "webhook.url"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"http://h/\\n\"}}", NULL, "invalid_value", "webhook.url"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"http://h\\u00e9/\"}}", NULL, "invalid_value",
+     "webhook.url"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"http://h:0/\"}}", NULL, "invalid_value", "webhook.url"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"http://h:65536/\"}}", NULL, "invalid_value", "webhook.url"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"http://h:/\"}}", NULL, "invalid_value", "webhook.url"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"http://h:8x/\"}}", NULL, "invalid_value", "webhook.url"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"http://[::1/\"}}", NULL, "invalid_value", "webhook.url"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"http://[]/\"}}", NULL, "invalid_value", "webhook.url"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"http://[::1]x/\"}}", NULL, "invalid_value", "webhook.url"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"http://h,i/\"}}", NULL, "invalid_value", "webhook.url"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"http://h/\",\"events\":\"status\"}}", NULL,
+     "invalid_type", "webhook.events"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"http://h/\",\"events\":null}}", NULL, "invalid_type",
+     "webhook.events"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"http://h/\",\"events\":[]}}", NULL, "invalid_value",
+     "webhook.events"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"http://h/\",\"events\":[\"status\",1]}}", NULL,
+     "invalid_type", "webhook.events"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"http://h/\",\"events\":[\"status\",\"done\"]}}", NULL,
+     "invalid_value", "webhook.events"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"http://h/\",\"events\":[\"Status\"]}}", NULL,
+     "invalid_value", "webhook.events"},
+    /* unknown keys are reported before a bad url, and a bad url before bad events */
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"ftp://h/\",\"event\":[\"log\"]}}", NULL,
+     "unknown_field", "webhook.event"},
+    {BASE_EXAMPLE, "{\"webhook\":{\"url\":\"ftp://h/\",\"events\":[]}}", NULL, "invalid_value",
+     "webhook.url"},
 };
 
 static json_t *base_doc(int base)
@@ -755,6 +813,27 @@ static void test_long_strings(void)
     json_object_set_new(root, "method", json_stringn("full\0", 5));
     check_error("method with NUL", spec_from_json(&s, root, &e), &e, "invalid_value", "method");
     json_decref(root);
+
+    /* An unknown key too long for the error's param (or message) is cut at a character, never
+     * inside one: the API sends both as JSON strings (found by fuzz/fuzz_request.c). */
+    static const int pads[] = {118, 119, 120, 121, 122, 123, 124, 125, 126, 127,
+                               232, 233, 234, 235, 236, 237, 238, 239, 240, 241};
+    for (size_t i = 0; i < sizeof pads / sizeof pads[0]; i++) {
+        char key[300];
+        memset(key, 'k', (size_t)pads[i]);
+        strcpy(key + pads[i], "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"); /* U+00E9 U+20AC U+1F600 */
+        root = base_doc(BASE_EXAMPLE);
+        json_object_set_new(root, key, json_integer(1));
+        int rc = spec_from_json(&s, root, &e);
+        json_t *param = json_string(e.param), *msg = json_string(e.message);
+        CHECK(rc == -1 && !strcmp(e.code, "unknown_field") && strlen(e.param) >= 118,
+              "unknown key of %d + 9 bytes: %s '%s'", pads[i], e.code, e.param);
+        CHECK(param && msg, "unknown key of %d + 9 bytes: param or message is not UTF-8: '%s' '%s'",
+              pads[i], e.param, e.message);
+        json_decref(param);
+        json_decref(msg);
+        json_decref(root);
+    }
 }
 
 static void test_malformed(void)
@@ -819,7 +898,7 @@ static void test_canonical(void)
         return;
     static const char *const top[] = {"base_model", "dataset", "method", "peft", "model",
                                       "hyperparameters", "diff_tuning", "forgetting", "eval",
-                                      "checkpoint", "device", "priority", NULL};
+                                      "checkpoint", "device", "priority", "webhook", NULL};
     static const char *const model[] = {"arch", "depth", "hidden_size", "num_heads", "patch_size",
                                         "image_size", "channels", "learn_sigma", "num_classes",
                                         NULL};
@@ -844,6 +923,7 @@ static void test_canonical(void)
     check_keys(json_object_get(j, "checkpoint"), ck, "checkpoint");
     CHECK(json_is_null(json_object_get(j, "base_model")), "empty base_model printed as null");
     CHECK(json_is_null(json_object_get(j, "peft")), "empty peft printed as null");
+    CHECK(json_is_null(json_object_get(j, "webhook")), "no webhook printed as null");
     CHECK(json_is_null(json_object_get(json_object_get(j, "model"), "num_classes")),
           "num_classes 0 printed as null");
     CHECK(!strcmp(json_string_value(json_object_get(j, "method")), "pretrain"), "method name");
@@ -909,6 +989,8 @@ static void test_round_trip(void)
         "\"forgetting\":{\"checkpoint\":\"job_1\",\"buckets\":4,\"loss_images\":8,"
         "\"switch_points\":0,\"samples\":6},\"eval\":{\"extractor\":\"classifier:mdl_2\","
         "\"steps\":4}}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"webhook\":{\"url\":\"https://h.example/x?y=1\","
+        "\"events\":[\"error\",\"checkpoint\",\"status\"]}}",
     };
     for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
         dt_spec s;
@@ -922,6 +1004,69 @@ static void test_round_trip(void)
     }
 }
 
+/* The webhook object: what it stores, its defaults, its canonical form and its length bound. */
+static void test_webhook(void)
+{
+    dt_spec s;
+    dt_spec_error e;
+    CHECK(parse_str(&s, EXAMPLE, &e) == 0 && s.webhook.url[0] == 0 && s.webhook.events == 0,
+          "no webhook by default");
+    int rc = parse_str(&s, "{\"base_model\":\"m\",\"dataset\":\"d\",\"webhook\":{\"url\":"
+                           "\"http://127.0.0.1:9/hook\"}}", &e);
+    CHECK(rc == 0 && !strcmp(s.webhook.url, "http://127.0.0.1:9/hook") &&
+          s.webhook.events == DT_SPEC_WEBHOOK_STATUS, "events default to status: %s", e.message);
+    rc = parse_str(&s, "{\"base_model\":\"m\",\"dataset\":\"d\",\"webhook\":{\"url\":\"http://h\","
+                       "\"events\":[\"error\",\"checkpoint\",\"status\",\"checkpoint\"]}}", &e);
+    CHECK(rc == 0, "events: %s", e.message);
+    CHECK(s.webhook.events == (spec_webhook_event_bit("status") | spec_webhook_event_bit("checkpoint") |
+                               spec_webhook_event_bit("error")), "events bits %#x", s.webhook.events);
+    json_t *j = spec_to_json(&s);
+    char *text = json_dumps(json_object_get(j, "webhook"), JSON_COMPACT | JSON_PRESERVE_ORDER);
+    CHECK(text && !strcmp(text, "{\"url\":\"http://h\",\"events\":[\"status\",\"checkpoint\",\"error\"]}"),
+          "canonical webhook: %s", text ? text : "(null)");
+    free(text);
+    json_decref(j);
+
+    /* every SSE type has a bit of its own; nothing else has one */
+    unsigned all = 0;
+    for (int i = 0; spec_webhook_event_names[i]; i++) {
+        unsigned bit = spec_webhook_event_bit(spec_webhook_event_names[i]);
+        CHECK(bit && !(all & bit), "bit of %s", spec_webhook_event_names[i]);
+        all |= bit;
+    }
+    CHECK(all == 0x7f, "seven event types (%#x)", all);
+    CHECK(!spec_webhook_event_bit("heartbeat") && !spec_webhook_event_bit("") &&
+          !spec_webhook_event_bit(NULL), "unknown types have no bit");
+
+    /* credentials are refused by name (they would show in GET /jobs/{id}); '@' in the path is fine */
+    rc = parse_str(&s, "{\"base_model\":\"m\",\"dataset\":\"d\",\"webhook\":{\"url\":"
+                       "\"https://user:pw@h.example/x\"}}", &e);
+    check_error("credentials in webhook.url", rc, &e, "invalid_value", "webhook.url");
+    CHECK(strstr(e.message, "password") != NULL, "the message says why: %s", e.message);
+    rc = parse_str(&s, "{\"base_model\":\"m\",\"dataset\":\"d\",\"webhook\":{\"url\":"
+                       "\"https://h.example/a@b?c=d@e\"}}", &e);
+    CHECK(rc == 0, "'@' after the host: %s", e.message);
+
+    /* the URL may be DT_SPEC_WEBHOOK_URL_MAX bytes, not one more */
+    for (int len = DT_SPEC_WEBHOOK_URL_MAX; len <= DT_SPEC_WEBHOOK_URL_MAX + 1; len++) {
+        char *url = malloc((size_t)len + 1);
+        memcpy(url, "http://h/", 9);
+        memset(url + 9, 'p', (size_t)len - 9);
+        url[len] = 0;
+        json_t *root = base_doc(BASE_EXAMPLE);
+        json_object_set_new(root, "webhook", json_pack("{s:s}", "url", url));
+        rc = spec_from_json(&s, root, &e);
+        char label[64];
+        snprintf(label, sizeof label, "webhook.url of %d bytes", len);
+        if (len <= DT_SPEC_WEBHOOK_URL_MAX)
+            CHECK(rc == 0 && strlen(s.webhook.url) == (size_t)len, "%s: %s", label, e.message);
+        else
+            check_error(label, rc, &e, "invalid_value", "webhook.url");
+        json_decref(root);
+        free(url);
+    }
+}
+
 int main(void)
 {
     test_defaults();
@@ -932,5 +1077,6 @@ int main(void)
     test_malformed();
     test_canonical();
     test_round_trip();
+    test_webhook();
     return check_done("test_spec");
 }

@@ -7,27 +7,17 @@
  * older schemas, and two threads writing at once without losing anything. */
 #include "store.h"
 #include "check.h"
+#include "store_check.h"
 
 #include <pthread.h>
 #include <sqlite3.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static char db_path[1200];
 static char err[512];
 
-/* Runs a store call and checks its result code; on a mismatch prints the call and the message. */
-#define EXPECT(call, want) do { \
-    err[0] = '\0'; \
-    int got_ = (call); \
-    CHECK(got_ == (want), "%s returned %d (%s), want %d: %s", #call, got_, \
-          store_code_name(got_), (want), err); \
-    if (got_ != DT_STORE_OK && got_ < 0) \
-        CHECK(err[0] != '\0', "%s failed without a message", #call); \
-} while (0)
-
-#define OK(call) EXPECT(call, DT_STORE_OK)
-#define E sizeof err /* the err length argument, short so calls stay on one line */
 
 /* 1 when o[key] is the string want (0 when absent or not a string, so a wrong answer fails
  * instead of crashing). */
@@ -614,6 +604,9 @@ static void test_counts(const char *dir) {
     OK(store_open(path, NULL, &s, err, E));
     if (!s) return;
     check_counts(s, (int64_t[5]){0, 0, 0, 0, 0}, "empty store");
+    int64_t newest = -1;
+    OK(store_event_last_id(s, &newest, err, E));
+    CHECK(newest == 0, "no event yet: the newest event id is 0 (%lld)", (long long)newest);
     char ids[7][DT_STORE_ID_MAX], got[DT_STORE_ID_MAX];
     for (int i = 0; i < 7; i++) make_job(s, 0, "auto", ids[i]);
     check_counts(s, (int64_t[5]){7, 0, 0, 0, 0}, "seven queued");
@@ -694,6 +687,10 @@ static void test_events(dt_store *s) {
     CHECK(!strcmp(first_type, "status"), "creation writes a status event first");
     CHECK(!strcmp(last_type, "status") && !strcmp(last_status, "succeeded"),
           "the terminal status is the last event (%s %s)", last_type, last_status);
+    int64_t newest = -1;
+    OK(store_event_last_id(s, &newest, err, E));
+    CHECK(newest == last, "the newest event id of the store is this job's last (%lld, %lld)",
+          (long long)newest, (long long)last);
 
     json_t *p = NULL;
     OK(store_event_list(s, id, last, 10, &p, err, E));
@@ -1248,10 +1245,11 @@ static void test_keys_threads(const char *dir) {
     store_close(s);
 }
 
-/* Undoes migration 5 (key scopes) on a raw connection, for the tests that rebuild an older
- * schema. */
+/* Undoes migrations 6 (checkpoint pins) and 5 (key scopes) on a raw connection, for the tests
+ * that rebuild an older schema. */
 #define UNDO_KEY_SCOPES \
-    "DROP INDEX api_keys_active; DROP INDEX api_keys_by_created;" \
+    "ALTER TABLE artifacts DROP COLUMN pinned;" \
+    " DROP INDEX api_keys_active; DROP INDEX api_keys_by_created;" \
     " ALTER TABLE api_keys DROP COLUMN revoked_at; ALTER TABLE api_keys DROP COLUMN scope;"
 
 /* Makes a store at path (the latest schema), runs sql on it raw (what takes it back to an older
@@ -1369,6 +1367,66 @@ static void test_reopen(const char *dir) {
     s = NULL;
     EXPECT(store_open(path, NULL, &s, err, E), DT_STORE_ERROR);
     CHECK(s == NULL && strstr(err, "newer"), "a newer schema is refused: %s", err);
+}
+
+/* 1 when the file at path holds exactly want[0..n) (0 when it cannot be read). */
+static int file_is(const char *path, const uint8_t *want, size_t n) {
+    size_t len = 0;
+    uint8_t *got = check_read_file(path, &len);
+    int same = got && want && len == n && !memcmp(got, want, n);
+    free(got);
+    return same;
+}
+
+/* A database written by a newer difftune (user_version above the latest) is refused by
+ * store_open, which must leave it exactly as it found it: a rollback-journal file keeps its
+ * journal mode (no switch to WAL), and a WAL file keeps its uncheckpointed frames (closing
+ * does not fold them into the main file). Both are readable afterwards at their version. */
+static void test_newer_schema_untouched(const char *dir) {
+    static const char *const modes[] = {"delete", "wal"};
+    for (int m = 0; m < 2; m++) {
+        char *path = check_path(dir, m ? "newer_wal.db" : "newer_delete.db");
+        char wal[1300], sql[256];
+        snprintf(wal, sizeof wal, "%s-wal", path);
+        int newer = store_schema_latest() + 1;
+        snprintf(sql, sizeof sql, "PRAGMA journal_mode = %s; CREATE TABLE future (x INTEGER);"
+                 " INSERT INTO future VALUES (42); PRAGMA user_version = %d;", modes[m], newer);
+        sqlite3 *db = NULL;
+        CHECK(sqlite3_open(path, &db) == SQLITE_OK, "raw open %s", path);
+        CHECK(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK, "%s: %s", modes[m],
+              sqlite3_errmsg(db));
+        /* the WAL case: leave the frames in the -wal file, as a crashed newer server would */
+        sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+        sqlite3_close(db);
+        size_t n_main = 0, n_wal = 0;
+        uint8_t *main_before = check_read_file(path, &n_main);
+        uint8_t *wal_before = m ? check_read_file(wal, &n_wal) : NULL;
+        CHECK(main_before && (!m || (wal_before && n_wal > 0)), "%s: the files before", modes[m]);
+
+        dt_store *s = NULL;
+        EXPECT(store_open(path, NULL, &s, err, E), DT_STORE_ERROR);
+        CHECK(s == NULL && strstr(err, "newer") && strstr(err, "upgrade difftune"),
+              "%s: refused with a clear message: %s", modes[m], err);
+        store_close(s);
+        CHECK(file_is(path, main_before, n_main), "%s: the main file is untouched", modes[m]);
+        if (m) CHECK(file_is(wal, wal_before, n_wal), "wal: the -wal frames are untouched");
+        else CHECK(access(wal, F_OK) != 0, "delete: no -wal file appeared (still not WAL)");
+        free(main_before);
+        free(wal_before);
+
+        db = NULL;
+        sqlite3_stmt *st = NULL;
+        CHECK(sqlite3_open(path, &db) == SQLITE_OK, "raw reopen");
+        sqlite3_prepare_v2(db, "SELECT (SELECT x FROM future),"
+                           " (SELECT user_version FROM pragma_user_version),"
+                           " (SELECT journal_mode FROM pragma_journal_mode)", -1, &st, NULL);
+        CHECK(st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 42 &&
+              sqlite3_column_int(st, 1) == newer &&
+              !strcmp((const char *)sqlite3_column_text(st, 2), modes[m]),
+              "%s: the newer database reads back whole at version %d", modes[m], newer);
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+    }
 }
 
 /* ---- threads --------------------------------------------------------------------------------- */
@@ -1489,6 +1547,7 @@ int main(void) {
     test_keys(s);
     store_close(s);
     test_reopen(dir);
+    test_newer_schema_untouched(dir);
     test_migrate_class_counts(dir);
     test_migrate_key_scopes(dir);
     test_keys_threads(dir);

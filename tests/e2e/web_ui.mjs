@@ -190,6 +190,18 @@ await step('job page', async () => {
   }
   const models = (await api('GET', '/models')).body.data;
   check('promote made a model from the checkpoint', models.some((m) => m.source_job === jobId && m.source_checkpoint === name));
+
+  // pin and unpin: the tag and the button follow, the API agrees
+  check('the newest checkpoint is tagged newest', (await row.locator('[data-kept]').allInnerTexts()).includes('newest'));
+  await row.locator('button[data-action=pin]').click();
+  const pinnedRow = root.locator(`tr[data-checkpoint="${name}"][data-pinned=true]`);
+  await pinnedRow.waitFor();
+  check('pinning tags it pinned and offers Unpin', (await pinnedRow.locator('[data-kept=pinned]').count()) === 1 &&
+    (await pinnedRow.locator('button[data-action=pin]').innerText()).trim() === 'Unpin');
+  check('the API says pinned', (await api('GET', `/jobs/${jobId}/checkpoints`)).body.data.find((c) => c.name === name)?.pinned === true);
+  await pinnedRow.locator('button[data-action=pin]').click();
+  await root.locator(`tr[data-checkpoint="${name}"][data-pinned=false]`).waitFor();
+  check('unpinned again', (await api('GET', `/jobs/${jobId}/checkpoints`)).body.data.find((c) => c.name === name)?.pinned === false);
 });
 
 // ---- the models page lists it ------------------------------------------------------------
@@ -228,8 +240,8 @@ await step('failed job', async () => {
   await page.goto(`${BASE}/#/jobs/${r.body.id}`);
   const panel = page.locator(`section[data-job="${r.body.id}"] [data-field=error]`);
   await panel.waitFor({ timeout: 60000 });
-  await page.waitForFunction((id) => /training_failed/.test(document.querySelector(`section[data-job="${id}"] [data-field=error]`)?.innerText || ''), r.body.id);
-  check('the failure panel names the error code', /training_failed/.test(await panel.innerText()));
+  await page.waitForFunction((id) => /nan_loss/.test(document.querySelector(`section[data-job="${id}"] [data-field=error]`)?.innerText || ''), r.body.id);
+  check('the failure panel names the error code', /nan_loss/.test(await panel.innerText()));
   await screenshot('job-failed');
 });
 

@@ -4,7 +4,7 @@
 // A replay can deliver thousands of events at once, so events only update plain state and the
 // DOM is redrawn at most about four times a second.
 
-import { get, post, followEvents } from '../api.js';
+import { get, post, del, followEvents } from '../api.js';
 import {
   h, fill, statusBadge, progressBar, fmtInt, fmtNum, fmtBytes, fmtDuration, fmtTime, shortId,
   errorBox, toast, section, lightbox, TERMINAL,
@@ -31,6 +31,17 @@ export function render(main, parts) {
 function pushPoint(points, x, y) {
   while (points.length && points[points.length - 1][0] >= x) points.pop();
   points.push([x, y]);
+}
+
+// Why retention keeps a checkpoint, as tags: "newest", "best" (best_fid, best_fd_classifier)
+// and "pinned"; none when the server deletes it at its next prune.
+function keptTags(reasons) {
+  return (reasons || []).map((r) => {
+    const label = r.startsWith('best_') ? 'best' : r;
+    const title = r.startsWith('best_') ? `lowest ${r.slice(5)} among the evaluated checkpoints`
+      : r === 'newest' ? 'among the newest checkpoint.keep' : 'pinned: never deleted by retention';
+    return [' ', h('span', { class: 'tag', 'data-kept': label, title }, label)];
+  });
 }
 
 // "0–99" for bucket i of n over T timesteps.
@@ -555,8 +566,8 @@ class JobPage {
       h('thead', {}, h('tr', {},
         h('th', {}, 'Name'), h('th', { class: 'num' }, 'Step'), h('th', { class: 'num' }, 'Size'),
         h('th', {}, 'SHA-256'), h('th', {}, ''))),
-      h('tbody', {}, list.map((c) => h('tr', { 'data-checkpoint': c.name },
-        h('td', {}, h('code', {}, c.name)),
+      h('tbody', {}, list.map((c) => h('tr', { 'data-checkpoint': c.name, 'data-pinned': c.pinned ? 'true' : 'false' },
+        h('td', {}, h('code', {}, c.name), keptTags(c.kept_because)),
         h('td', { class: 'num' }, fmtInt(c.step)),
         h('td', { class: 'num', 'data-field': 'size' }, fmtBytes(c.bytes)),
         h('td', { class: 'sha' }, h('code', { 'data-field': 'sha256', class: 'sha256' }, c.sha256 || '—')),
@@ -564,7 +575,29 @@ class JobPage {
           h('div', { class: 'row' },
             h('a', { class: 'button small', 'data-action': 'download', href: c.url, download: c.name }, 'Download'),
             h('button', { type: 'button', class: 'small', 'data-action': 'promote',
-                          onclick: (e) => this.promote(c, e.currentTarget) }, 'Promote'))))))));
+                          onclick: (e) => this.promote(c, e.currentTarget) }, 'Promote'),
+            h('button', { type: 'button', class: 'small', 'data-action': 'pin', 'aria-pressed': c.pinned ? 'true' : 'false',
+                          title: c.pinned ? 'Let retention delete it when nothing else keeps it' : 'Keep it whatever retention says',
+                          onclick: (e) => this.togglePin(c, e.currentTarget) }, c.pinned ? 'Unpin' : 'Pin'))))))));
+  }
+
+  // Pins or unpins a checkpoint. An unpinned one that nothing else keeps is deleted by the
+  // server right after, so the list is read again a moment later too.
+  async togglePin(ckpt, button) {
+    const path = `/jobs/${encodeURIComponent(this.id)}/checkpoints/${encodeURIComponent(ckpt.name)}/pin`;
+    button.disabled = true;
+    fill(this.el.checkpointMsg);
+    try {
+      const now = ckpt.pinned ? await del(path) : await post(path);
+      toast(now.pinned ? `${ckpt.name} pinned.`
+        : now.kept_because?.length ? `${ckpt.name} unpinned.` : `${ckpt.name} unpinned; it will be deleted.`);
+      this.refreshCheckpoints();
+      if (!now.pinned) setTimeout(() => { if (!this.stopped) this.refreshCheckpoints(); }, 1000);
+    } catch (e) {
+      button.disabled = false;
+      toast(`${ckpt.pinned ? 'Unpin' : 'Pin'} failed: ${e.message}`, 'error');
+      fill(this.el.checkpointMsg, errorBox(e, `${ckpt.name} could not be ${ckpt.pinned ? 'unpinned' : 'pinned'}`));
+    }
   }
 
   async promote(ckpt, button) {
