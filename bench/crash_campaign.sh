@@ -12,23 +12,10 @@
 #   ROUNDS=20  MACHINE=dev-2core  OUT=bench/results  NO_BUILD=1 (skip bringing the build up to date)
 # Result: $OUT/crash_campaign_<date>.json; exit status 0 only when every check passed.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=${BUILD:-$ROOT/build-bench}
-case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
-OUT=${OUT:-$ROOT/bench/results}
-MACHINE=${MACHINE:-dev-2core}
+source "$(dirname "$0")/server_bench_env.sh"
 ROUNDS=${ROUNDS:-20}
-PY=$(command -v /usr/bin/python3 || command -v python3)
-
-[ -f "$BUILD/CMakeCache.txt" ] || { echo "configure $BUILD first (see the header of $0)" >&2; exit 2; }
-[ -n "${NO_BUILD:-}" ] || cmake --build "$BUILD" -j"$(nproc)" --target difftune >/dev/null
-COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -v '^??' || true)" ]; then
-  COMMIT="$COMMIT+changes"
-fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/crash_campaign.XXXXXX")
-mkdir -p "$OUT"
 JSON="$OUT/crash_campaign_$(date +%Y-%m-%d).json"
 rc=0
 "$PY" "$ROOT/bench/crash_campaign.py" --bin "$BUILD/difftune" --data-dir "$WORK/data" \

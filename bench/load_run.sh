@@ -12,28 +12,13 @@
 #   CLIENTS=300  DURATION=180 (seconds)  MACHINE=dev-2core  OUT=bench/results  NO_BUILD=1
 # Result: $OUT/load_run_<date>.json (the RSS series included); exit status 0 only on a pass.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=${BUILD:-$ROOT/build-bench}
-case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
-OUT=${OUT:-$ROOT/bench/results}
-MACHINE=${MACHINE:-dev-2core}
+source "$(dirname "$0")/server_bench_env.sh"
 CLIENTS=${CLIENTS:-300}
 DURATION=${DURATION:-180}
-PY=$(command -v /usr/bin/python3 || command -v python3)
-
-[ -f "$BUILD/CMakeCache.txt" ] || { echo "configure $BUILD first (see the header of $0)" >&2; exit 2; }
-BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD/CMakeCache.txt")
-[ "$BUILD_TYPE" = Release ] || echo "warning: $BUILD is a '$BUILD_TYPE' build; record Release numbers" >&2
-[ -n "${NO_BUILD:-}" ] || cmake --build "$BUILD" -j"$(nproc)" --target difftune >/dev/null
-COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -v '^??' || true)" ]; then
-  COMMIT="$COMMIT+changes"
-fi
 # one connection per client plus the streams they open
 [ "$(ulimit -n)" -ge $((CLIENTS * 3 + 100)) ] || ulimit -n $((CLIENTS * 3 + 100)) 2>/dev/null || true
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/load_run.XXXXXX")
-mkdir -p "$OUT"
 JSON="$OUT/load_run_$(date +%Y-%m-%d).json"
 rc=0
 "$PY" "$ROOT/bench/load_run.py" --bin "$BUILD/difftune" --data-dir "$WORK/data" \
