@@ -26,7 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 
 #include "clock.h"
 #include "http.h"
@@ -57,15 +56,10 @@ int api_auth_init(dt_api *a, char *err, size_t errlen) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    size_t got = 0;
-    while (got < sizeof au->secret) {
-        ssize_t n = getrandom(au->secret + got, sizeof au->secret - got, 0);
-        if (n < 0) {
-            snprintf(err, errlen, "no randomness for session tokens (getrandom failed)");
-            free(au);
-            return -1;
-        }
-        got += (size_t)n;
+    if (store_random_bytes(au->secret, sizeof au->secret)) {
+        snprintf(err, errlen, "no randomness for session tokens (getrandom failed)");
+        free(au);
+        return -1;
     }
     pthread_mutex_init(&au->mu, NULL);
     a->auth = au;

@@ -90,6 +90,9 @@ int store_schema_latest(void);
  * Returns 0, or DT_STORE_ERROR when the random source fails or out is too small. Callers use
  * it to name a directory before the row that points at it exists. */
 int store_new_id(const char *prefix, char *out, size_t outlen);
+/* Fills buf with n bytes from the kernel's random source, retrying interrupted reads. Returns 0,
+ * or -1 when no randomness is available. */
+int store_random_bytes(void *buf, size_t n);
 
 /* ---- jobs ------------------------------------------------------------------------------------ */
 

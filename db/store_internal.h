@@ -106,6 +106,11 @@ int store_event_insert(dt_store *s, const char *job_id, const char *type, json_t
 /* migrations.c: DT_STORE_OK when db's schema version is one this build knows (not newer than
  * store_schema_latest()), else DT_STORE_ERROR with the reason in err. Only reads. */
 int store_schema_check(sqlite3 *db, char *err, size_t errlen);
+/* Writes n bytes as 2n lower-case hex digits and a NUL into out. */
+void store_hex_encode(const unsigned char *raw, size_t n, char *out);
+/* Writes prefix and 2 x nbytes random hex digits (nbytes <= 64) into out. Returns DT_STORE_OK, or
+ * DT_STORE_ERROR when out is too small or the random source fails. */
+int store_random_hex(const char *prefix, size_t nbytes, char *out, size_t outlen);
 /* migrations.c: brings db to store_schema_latest(), one transaction per migration. */
 int store_migrate(sqlite3 *db, char *err, size_t errlen);
 

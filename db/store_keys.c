@@ -3,25 +3,13 @@
 #include "store_internal.h"
 
 #include <assert.h>
-#include <errno.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
 
 #define KEY_PREFIX "dtk_"
 #define KEY_RANDOM_BYTES 32 /* 64 hex digits: 256 bits, beyond any guessing */
 #define KEY_NAME_MAX 200    /* bytes of a key's display name */
-
-static const char HEX[] = "0123456789abcdef";
-
-static void hex_encode(const unsigned char *raw, size_t n, char *out) {
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = HEX[raw[i] >> 4];
-        out[2 * i + 1] = HEX[raw[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
 
 const char *store_scope_name(dt_scope scope) {
     switch (scope) {
@@ -46,19 +34,7 @@ int store_scope_parse(const char *name, dt_scope *out) {
 int store_key_generate(char out[DT_KEY_SECRET_MAX]) {
     assert(out);
     out[0] = '\0';
-    unsigned char raw[KEY_RANDOM_BYTES];
-    size_t got = 0;
-    while (got < sizeof raw) {
-        ssize_t n = getrandom(raw + got, sizeof raw - got, 0);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        got += (size_t)n;
-    }
-    memcpy(out, KEY_PREFIX, sizeof KEY_PREFIX - 1);
-    hex_encode(raw, sizeof raw, out + sizeof KEY_PREFIX - 1);
-    return 0;
+    return store_random_hex(KEY_PREFIX, KEY_RANDOM_BYTES, out, DT_KEY_SECRET_MAX) ? -1 : 0;
 }
 
 void store_key_hash(const char *secret, char out[DT_KEY_HASH_HEX]) {
@@ -69,7 +45,7 @@ void store_key_hash(const char *secret, char out[DT_KEY_HASH_HEX]) {
     /* SHA-256 of a memory buffer fails only when OpenSSL itself is broken */
     assert(ok == 1 && len == 32);
     (void)ok;
-    hex_encode(md, 32, out);
+    store_hex_encode(md, 32, out);
 }
 
 /* 64 lower-case hex digits, as store_key_hash writes them */

@@ -38,28 +38,41 @@ double store_now(void) {
     return (double)tv.tv_sec + tv.tv_usec * 1e-6;
 }
 
-int store_new_id(const char *prefix, char *out, size_t outlen) {
-    assert(prefix && out);
-    size_t plen = strlen(prefix);
-    if (outlen < plen + 25) return DT_STORE_ERROR;
-    unsigned char raw[12];
+int store_random_bytes(void *buf, size_t n) {
+    assert(buf || !n);
     size_t got = 0;
-    while (got < sizeof raw) {
-        ssize_t n = getrandom(raw + got, sizeof raw - got, 0);
-        if (n < 0) {
+    while (got < n) {
+        ssize_t r = getrandom((unsigned char *)buf + got, n - got, 0);
+        if (r < 0) {
             if (errno == EINTR) continue;
-            return DT_STORE_ERROR;
+            return -1;
         }
-        got += (size_t)n;
+        got += (size_t)r;
     }
+    return 0;
+}
+
+void store_hex_encode(const unsigned char *raw, size_t n, char *out) {
     static const char hex[] = "0123456789abcdef";
-    memcpy(out, prefix, plen);
-    for (size_t i = 0; i < sizeof raw; i++) {
-        out[plen + 2 * i] = hex[raw[i] >> 4];
-        out[plen + 2 * i + 1] = hex[raw[i] & 15];
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hex[raw[i] >> 4];
+        out[2 * i + 1] = hex[raw[i] & 15];
     }
-    out[plen + 24] = '\0';
+    out[2 * n] = '\0';
+}
+
+int store_random_hex(const char *prefix, size_t nbytes, char *out, size_t outlen) {
+    assert(prefix && out && nbytes <= 64);
+    size_t plen = strlen(prefix);
+    unsigned char raw[64];
+    if (outlen < plen + 2 * nbytes + 1 || store_random_bytes(raw, nbytes)) return DT_STORE_ERROR;
+    memcpy(out, prefix, plen);
+    store_hex_encode(raw, nbytes, out + plen);
     return DT_STORE_OK;
+}
+
+int store_new_id(const char *prefix, char *out, size_t outlen) {
+    return store_random_hex(prefix, 12, out, outlen);
 }
 
 void store_lock(dt_store *s) {
