@@ -9,17 +9,25 @@
  * best matmul rate measured in the same run (cuBLAS at the run's precision on CUDA, cblas_sgemm
  * on the CPU) and peak memory. With --max-batch it first finds the largest batch that fits.
  *
+ * With --vae FILE the step encodes its batch on the fly instead of reading cached latents: each
+ * step uploads B random images of (8 x image) pixels, runs the SD VAE encoder on them
+ * (engine/vae.h) and trains on the posterior mean (the sample's elementwise mean + std * noise is
+ * left out: it costs nothing next to the encoder). Without it the batch is latents as the cache
+ * gives them. The two runs side by side are the cost of not caching.
+ *
  * usage: bench_gpu_train [--device cuda:0] [--precision bf16|fp32] [--arch DiT-XL/2] [--image 32]
  *                        [--channels 4] [--classes 1000] [--batch 32] [--max-batch]
  *                        [--max-batch-cap 4096] [--steps 20] [--warmup 3] [--phase-sync 1]
- *                        [--json FILE]
+ *                        [--vae FILE] [--json FILE]
  */
 #include "bench_gpu_common.h"
 #include "diffusion.h"
 #include "rng.h"
+#include "vae.h"
 
 typedef struct {
     const char *device, *precision, *arch, *json_path;
+    const char *vae_path; /* encode every batch on the fly with this VAE; NULL = cached latents */
     int image, channels, classes, learn_sigma, batch, steps, warmup;
     int max_batch;     /* search for the largest batch that fits */
     int max_batch_cap; /* never try more than this (CPU memory is overcommitted, not refused) */
@@ -30,6 +38,7 @@ typedef struct {
     size_t params;
     double step_median, step_mean, step_min;             /* seconds */
     double data, forward, backward, update;             /* seconds per step, phase means */
+    double encode;                                      /* of data: the VAE encoder (--vae) */
     double loss;                                        /* mean per-sample loss of the last step */
     size_t tracked_peak, device_peak, device_total;     /* bytes */
     char device_name[256];
@@ -45,16 +54,19 @@ typedef struct {
     float *params, *grads, *ema, *mom, *vel;
     float *x0, *eps, *xt, *out, *dout, *loss, *w;
     int32_t *t, *y;
+    vae_model *vae;        /* --vae: the encoder of on-the-fly batches */
+    float *pixels, *std;   /* (B, 3, 8 image, 8 image) images, (B, C, image, image) posterior std */
 } train_state;
 
 static void train_close(train_state *s) {
     if (s->be) {
         dt_backend *be = s->be;
         void *bufs[] = {s->params, s->grads, s->ema, s->mom, s->vel, s->x0, s->eps, s->xt,
-                        s->out, s->dout, s->loss, s->w, s->t, s->y};
+                        s->out, s->dout, s->loss, s->w, s->t, s->y, s->pixels, s->std};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             if (bufs[i]) be->free(be, bufs[i]);
         if (s->a.block) dit_acts_free(&s->a, &s->m);
+        vae_free(s->vae);
         diffusion_tables_free(&s->tab, be); /* NULL-safe */
         if (s->m.params) dit_model_free(&s->m);
         be->destroy(be);
@@ -90,6 +102,19 @@ static int train_open(train_state *s, const train_opts *o, const dit_config *c, 
     }
     bench_init_params(&s->m, s->params, 1);
     be->copy(be, s->ema, s->params, P * sizeof(float));
+    if (o->vae_path) {
+        const int px = c->image_size * 8;
+        if (vae_load(&s->vae, o->vae_path, be, err, errlen)) return -1;
+        if (vae_get_config(s->vae)->latent_channels != c->in_channels ||
+            vae_get_config(s->vae)->downsample != 8) {
+            snprintf(err, errlen, "the VAE's latents are not %dx%dx%d", c->in_channels,
+                     c->image_size, c->image_size);
+            return -1;
+        }
+        if (!(s->pixels = be->alloc(be, B * 3 * px * px * 4)) || !(s->std = be->alloc(be, B * img * 4)) ||
+            vae_reserve(s->vae, batch, px, err, errlen))
+            return 1;
+    }
     return 0;
 oom:
     snprintf(err, errlen, "out of memory: parameters, optimizer state and batch-%d buffers (%.2f GiB "
@@ -119,7 +144,8 @@ static int train_bench(const train_opts *o, const dit_config *c, int batch, int 
     r->params = P;
 
     /* Host data, allocated once: a fixed random batch, fresh timesteps and labels every step. */
-    float *hx = malloc(B * img * 4), *hw = malloc(B * 4), *hloss = malloc(B * 4);
+    const size_t pix = s.vae ? (size_t)3 * 64 * HW : 0; /* floats of one on-the-fly image */
+    float *hx = malloc(B * (s.vae ? pix : img) * 4), *hw = malloc(B * 4), *hloss = malloc(B * 4);
     int32_t *ht = malloc(B * 4), *hy = malloc(B * 4);
     double *times = calloc((size_t)steps + 1, sizeof(double));
     if (!hx || !hw || !hloss || !ht || !hy || !times) {
@@ -127,7 +153,8 @@ static int train_bench(const train_opts *o, const dit_config *c, int batch, int 
         rc = -1;
         goto done;
     }
-    for (size_t i = 0; i < B * img; i++) hx[i] = dt_philox_normal(2, 2, i);
+    for (size_t i = 0; i < B * (s.vae ? pix : img); i++)
+        hx[i] = s.vae ? 2.0f * dt_rng_uniform(2, 2, i) - 1.0f : dt_philox_normal(2, 2, i);
     for (size_t i = 0; i < B; i++) hw[i] = 1.0f / (float)B;
 
     const int total = warmup + steps;
@@ -138,7 +165,18 @@ static int train_bench(const train_opts *o, const dit_config *c, int batch, int 
         }
         double t0 = bench_now();
         be->zero(be, s.grads, P * sizeof(float));
-        be->upload(be, s.x0, hx, B * img * 4);
+        double te = 0;
+        if (s.vae) { /* on the fly: the images go up and through the encoder every step */
+            const int px = c->image_size * 8;
+            be->upload(be, s.pixels, hx, B * pix * 4);
+            if (o->phase_sync) be->sync(be);
+            double e0 = bench_now();
+            vae_encode(s.vae, s.pixels, batch, px, px, s.x0, s.std);
+            if (o->phase_sync) be->sync(be);
+            te = bench_now() - e0;
+        } else {
+            be->upload(be, s.x0, hx, B * img * 4);
+        }
         be->upload(be, s.t, ht, B * 4);
         be->upload(be, s.y, hy, B * 4);
         be->upload(be, s.w, hw, B * 4);
@@ -172,6 +210,7 @@ static int train_bench(const train_opts *o, const dit_config *c, int batch, int 
         if (step > warmup) {
             times[step - warmup - 1] = t4 - t0;
             r->data += t1 - t0;
+            r->encode += te;
             r->forward += t2 - t1;
             r->backward += t3 - t2;
             r->update += t4 - t3;
@@ -188,6 +227,7 @@ static int train_bench(const train_opts *o, const dit_config *c, int batch, int 
     if (steps) {
         r->step_mean = sum / steps;
         r->data /= steps;
+        r->encode /= steps;
         r->forward /= steps;
         r->backward /= steps;
         r->update /= steps;
@@ -249,7 +289,7 @@ static void train_usage(void) {
     fprintf(stderr, "usage: bench_gpu_train [--device cuda:0|cpu] [--precision bf16|fp32] [--arch DiT-XL/2]\n"
                     "         [--image 32] [--channels 4] [--classes 1000] [--learn-sigma 1] [--batch 32]\n"
                     "         [--max-batch] [--max-batch-cap 4096] [--steps 20] [--warmup 3]\n"
-                    "         [--phase-sync 1] [--json FILE]\n");
+                    "         [--phase-sync 1] [--vae FILE] [--json FILE]\n");
 }
 
 int main(int argc, char **argv) {
@@ -274,6 +314,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--warmup")) o.warmup = atoi(v);
         else if (!strcmp(a, "--phase-sync")) o.phase_sync = atoi(v);
         else if (!strcmp(a, "--json")) o.json_path = v;
+        else if (!strcmp(a, "--vae")) o.vae_path = v;
         else { fprintf(stderr, "unknown option %s\n", a); train_usage(); return 2; }
     }
     if (o.steps < 1 || o.warmup < 0 || o.batch < 1) { train_usage(); return 2; }
@@ -312,9 +353,12 @@ int main(int argc, char **argv) {
            o.device, r.device_name, eff, o.image, o.image, o.channels, o.classes, batch, r.params);
     printf("  step %.2f ms median (mean %.2f, min %.2f) over %d steps after %d warm-up\n",
            r.step_median * 1e3, r.step_mean * 1e3, r.step_min * 1e3, o.steps, o.warmup);
-    printf("  phases (mean ms%s): data %.2f, forward %.2f, loss+backward %.2f, AdamW+EMA %.2f\n",
+    printf("  phases (mean ms%s): data %.2f%s, forward %.2f, loss+backward %.2f, AdamW+EMA %.2f\n",
            o.phase_sync ? ", synced" : ", unsynced: only the total is meaningful", r.data * 1e3,
+           o.vae_path ? " (of it the VAE encoder, on the fly)" : " (cached latents)",
            r.forward * 1e3, r.backward * 1e3, r.update * 1e3);
+    if (o.vae_path) printf("  VAE encoder %.2f ms per step; TFLOP/s and MFU below count the DiT only\n",
+                           r.encode * 1e3);
     printf("  %.2f images/s, %.2f GFLOP/image forward, %.2f TFLOP/s achieved, last loss %.4f\n", ips,
            fwd * 1e-9, tflops, r.loss);
     printf("  matmul ceiling %.2f TFLOP/s (%dx%dx%d: %.2f, model shapes: %.2f; %s): MFU %.1f%%\n",
@@ -333,7 +377,7 @@ int main(int argc, char **argv) {
                    "\"classes\":%d,\"learn_sigma\":%d,\"batch\":%d,\"max_batch_search\":%s,\"max_batch_capped\":%s,"
                    "\"params\":%zu,\"threads\":%d,\"steps\":%d,\"warmup\":%d,\"phase_sync\":%s,"
                    "\"step_ms_median\":%.4f,\"step_ms_mean\":%.4f,\"step_ms_min\":%.4f,"
-                   "\"phase_ms\":{\"data\":%.4f,\"forward\":%.4f,\"backward\":%.4f,\"update\":%.4f},"
+                   "\"latents\":\"%s\",\"phase_ms\":{\"data\":%.4f,\"encode\":%.4f,\"forward\":%.4f,\"backward\":%.4f,\"update\":%.4f},"
                    "\"images_per_second\":%.4f,\"gflop_per_image_forward\":%.4f,\"flop_per_step\":%.6e,"
                    "\"tflops\":%.4f,\"matmul_ceiling_tflops\":%.4f,\"matmul_ceiling_square_tflops\":%.4f,"
                    "\"matmul_ceiling_model_tflops\":%.4f,\"matmul_ceiling_method\":\"%s\",\"mfu\":%.5f,"
@@ -342,7 +386,7 @@ int main(int argc, char **argv) {
                 o.device, r.device_name, eff, o.arch, o.image, o.channels, o.classes, o.learn_sigma, batch,
                 o.max_batch ? "true" : "false", capped ? "true" : "false", r.params, threads, o.steps,
                 o.warmup, o.phase_sync ? "true" : "false", r.step_median * 1e3, r.step_mean * 1e3,
-                r.step_min * 1e3, r.data * 1e3, r.forward * 1e3, r.backward * 1e3, r.update * 1e3, ips,
+                r.step_min * 1e3, o.vae_path ? "on_the_fly" : "cached", r.data * 1e3, r.encode * 1e3, r.forward * 1e3, r.backward * 1e3, r.update * 1e3, ips,
                 fwd * 1e-9, step_flops, tflops, ceil.best_tflops, ceil.square_tflops, ceil.model_tflops,
                 ceil.method, mfu, peak / 1073741824.0, r.tracked_peak / 1073741824.0,
                 r.device_peak / 1073741824.0, r.device_total / 1073741824.0,

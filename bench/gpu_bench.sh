@@ -9,7 +9,8 @@
 # cuDNN FID Inception against the CPU) and bench_inception --device cuda:0 (60 s each at most;
 # skipped, exit 77, in a build without cuDNN); 4. bench_gpu_train (DiT-XL/2,
 # 32x32x4 latents, 1000 classes) bf16 at batch 32, bf16 at the largest batch that fits, fp32 at
-# batch 32; 5. the PyTorch reference train step (eager); 6. bench_gpu_sample DDIM-50 and DDPM-250
+# batch 32, then (SD VAE) bench_vae encode/decode images/s at 128-512 px and the bf16 step with
+# the batch encoded on the fly by the VAE; 5. the PyTorch reference train step (eager); 6. bench_gpu_sample DDIM-50 and DDPM-250
 # with CFG 4; 7. the PyTorch reference sampling (eager); 8. last, the PyTorch train step under
 # torch.compile (it may take minutes to compile, so it gets what is left of the budget).
 #
@@ -19,7 +20,7 @@
 # (copied to $OUT/results too), with a combined bench/results/gpu_summary.json and a table at the
 # end. Exit status 0 when no step failed or timed out. Settings (environment): BUDGET (s, default
 # 510), BUILD (build-gpu), DEVICE (cuda:0), ARCH (DiT-XL/2), IMAGE (32), BATCH (32), TRAIN_STEPS
-# (20), MAX_BATCH_CAP (4096), INCEPTION_BATCH (64), RESULTS (bench/results), PYTHON (python3),
+# (20), MAX_BATCH_CAP (4096), INCEPTION_BATCH (64), VAE_BATCH (16), RESULTS (bench/results), PYTHON (python3),
 # NO_BUILD=1 (reuse the build). A dry run on a CPU (toy sizes, results kept out of the tree):
 #   NO_BUILD=1 BUILD=build DEVICE=cpu ARCH=DiT-S/8 IMAGE=16 BATCH=2 TRAIN_STEPS=2 MAX_BATCH_CAP=8 \
 #     INCEPTION_BATCH=2 bench/gpu_bench.sh
@@ -36,6 +37,7 @@ BATCH=${BATCH:-32}
 MAX_BATCH_CAP=${MAX_BATCH_CAP:-4096}
 TRAIN_STEPS=${TRAIN_STEPS:-20}
 INCEPTION_BATCH=${INCEPTION_BATCH:-64}
+VAE_BATCH=${VAE_BATCH:-16}
 PYTHON=${PYTHON:-python3}
 RESULTS=${RESULTS:-bench/results}
 LOGDIR=${OUT:-$BUILD/bench-logs}
@@ -118,7 +120,7 @@ main() {
     grep -q "CUDA backend ON" "$LOGDIR/configure.log" ||
       echo "WARNING: the configure log does not say 'CUDA backend ON': the benchmarks will not find cuda:0"
     run_step build 300 - cmake --build "$BUILD" -j"$(nproc)" --target bench_gpu_train bench_gpu_sample \
-      bench_inception
+      bench_inception bench_vae gen_vae
     if [ $gpu_tests = ON ]; then
       run_step build_gpu_tests 180 - cmake --build "$BUILD" -j"$(nproc)" --target test_backend_vs_cpu \
         test_inception_gpu
@@ -161,6 +163,27 @@ main() {
       --batch "$BATCH" --steps 5 --warmup 1 --json "$j"
   else
     skip_step train "no $train"
+  fi
+
+  # ---- the SD VAE (published shapes, generated weights: the speed does not depend on them) ----
+  local vae_w=/tmp/difftune-bench-vae.safetensors vae_bench="$BUILD/bench/bench_vae"
+  [ -x "$BUILD/tests/tools/gen_vae" ] && "$BUILD/tests/tools/gen_vae" --out "$vae_w" --dtype f16 >/dev/null
+  if [ -x "$vae_bench" ] && [ -s "$vae_w" ]; then
+    j=$RESULTS/gpu_vae_bs${VAE_BATCH}_bf16.json
+    run_step vae_bf16 90 "$j" "$vae_bench" --weights "$vae_w" --device "$DEVICE" --precision bf16 \
+      --sizes 128,256,512 --batch "$VAE_BATCH" --reps 5 --json "$j"
+    j=$RESULTS/gpu_vae_bs${VAE_BATCH}_fp32.json
+    run_step vae_fp32 90 "$j" "$vae_bench" --weights "$vae_w" --device "$DEVICE" --precision fp32 \
+      --sizes 256 --batch "$VAE_BATCH" --reps 5 --json "$j"
+    # The whole step with the batch encoded on the fly, against the cached-latent run above.
+    if [ -x "$train" ]; then
+      j=$RESULTS/gpu_train_${TAG}_bs${BATCH}_bf16_vae_on_the_fly.json
+      run_step "train_bf16_bs${BATCH}_vae_on_the_fly" 150 "$j" "$train" --device "$DEVICE" \
+        --precision bf16 "${MODEL[@]}" --batch "$BATCH" --steps "$TRAIN_STEPS" --warmup 3 \
+        --vae "$vae_w" --json "$j"
+    fi
+  else
+    skip_step vae "no $vae_bench or no generated VAE weights"
   fi
 
   # ---- training: the PyTorch reference, eager ----

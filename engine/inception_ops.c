@@ -1,69 +1,19 @@
-/* inception_ops.c — convolution (im2col + sgemm), pools and the input resize of the FID
- * Inception network, for one image at a time. */
+/* inception_ops.c — convolution (the shared CPU core of kernels/cpu_conv.h, then ReLU), pools
+ * and the input resize of the FID Inception network, for one image at a time. */
 #include "inception_ops.h"
 
-#include <cblas.h>
 #include <float.h>
 #include <string.h>
 
-/* Rows [r0, r0 + nr) of the im2col matrix of in (cin, H, W) for conv c: col (K, nr * Wo) with
- * K = cin * kh * kw in PyTorch's weight order (channel, kernel row, kernel column); taps that
- * fall in the padding are zero. */
-static void inception_im2col(const inception_conv *c, const float *in, int H, int W, int r0,
-                             int nr, int Wo, float *col) {
-    const int s = c->stride, N = nr * Wo;
-    for (int ci = 0; ci < c->cin; ci++)
-        for (int ki = 0; ki < c->kh; ki++)
-            for (int kj = 0; kj < c->kw; kj++) {
-                float *dst = col + ((size_t)(ci * c->kh + ki) * c->kw + kj) * N;
-                const int dx = kj - c->pw;
-                /* Columns ox with 0 <= ox * s + dx < W: a contiguous range [lo, hi). */
-                int lo = dx >= 0 ? 0 : (-dx + s - 1) / s;
-                int hi = W - dx <= 0 ? 0 : (W - dx - 1) / s + 1;
-                if (hi > Wo) hi = Wo;
-                if (lo > hi) lo = hi;
-                for (int r = 0; r < nr; r++) {
-                    float *row = dst + (size_t)r * Wo;
-                    const int iy = (r0 + r) * s - c->ph + ki;
-                    if (iy < 0 || iy >= H) { memset(row, 0, sizeof(float) * Wo); continue; }
-                    const float *src = in + ((size_t)ci * H + iy) * W + dx;
-                    for (int ox = 0; ox < lo; ox++) row[ox] = 0.0f;
-                    if (s == 1) memcpy(row + lo, src + lo, sizeof(float) * (hi - lo));
-                    else for (int ox = lo; ox < hi; ox++) row[ox] = src[ox * s];
-                    for (int ox = hi; ox < Wo; ox++) row[ox] = 0.0f;
-                }
-            }
-}
+#include "cpu_conv.h"
 
 void inception_op_conv(const inception_conv *c, const float *in, int H, int W, float *out,
                        float *col, size_t col_floats) {
-    const int Ho = inception_out_len(H, c->kh, c->stride, c->ph);
-    const int Wo = inception_out_len(W, c->kw, c->stride, c->pw);
-    const int K = c->cin * c->kh * c->kw, HWo = Ho * Wo;
-    if (c->kh == 1 && c->kw == 1 && c->stride == 1 && c->ph == 0 && c->pw == 0) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, HWo, K, 1.0f, c->weight,
-                    K, in, HWo, 0.0f, out, HWo);
-    } else {
-        /* Bands of whole output rows keep the im2col matrix within col_floats (and in cache)
-         * whatever the image size; the band height depends only on the layer, never on n. */
-        int rows = (int)(col_floats / ((size_t)K * Wo));
-        if (rows < 1) rows = 1;
-        if (rows > Ho) rows = Ho;
-        for (int r0 = 0; r0 < Ho; r0 += rows) {
-            const int nr = r0 + rows <= Ho ? rows : Ho - r0;
-            inception_im2col(c, in, H, W, r0, nr, Wo, col);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, nr * Wo, K, 1.0f,
-                        c->weight, K, col, nr * Wo, 0.0f, out + (size_t)r0 * Wo, HWo);
-        }
-    }
-    for (int co = 0; co < c->cout; co++) {
-        float *o = out + (size_t)co * HWo;
-        const float b = c->bias[co];
-        for (int i = 0; i < HWo; i++) {
-            float v = o[i] + b;
-            o[i] = v > 0.0f ? v : 0.0f;
-        }
-    }
+    const cpu_conv_geom g = {c->cin, H, W, c->cout, c->kh, c->kw, c->stride,
+                             c->ph, c->pw, c->ph, c->pw};
+    cpu_conv2d_image(&g, out, in, c->weight, c->bias, col, col_floats);
+    const size_t n = (size_t)c->cout * cpu_conv_out_h(&g) * cpu_conv_out_w(&g);
+    for (size_t i = 0; i < n; i++) out[i] = out[i] > 0.0f ? out[i] : 0.0f;
 }
 
 void inception_op_maxpool3(const float *in, int C, int H, int W, int stride, int pad, float *out) {

@@ -1,6 +1,6 @@
 /* inception_ops.h — the CPU operators of the FID Inception network (internal to inception.c and
- * its tests). Tensors are one image's (C, H, W), row-major; nothing here allocates or threads:
- * the caller runs one image per thread and hands in its scratch.
+ * its tests). Tensors are one image's (C, H, W), row-major; nothing here allocates: the caller
+ * runs one image per thread and hands in its scratch.
  */
 #ifndef DT_INCEPTION_OPS_H
 #define DT_INCEPTION_OPS_H
@@ -22,10 +22,11 @@ static inline int inception_out_len(int n, int k, int stride, int pad) {
     return (n + 2 * pad - k) / stride + 1;
 }
 
-/* Convolution + bias + ReLU of in (cin, H, W) into out (cout, Ho, Wo). Anything but a 1x1
- * stride-1 unpadded conv goes through im2col in bands of output rows, each band at most
- * col_floats floats of col (the caller guarantees col_floats >= cin * kh * kw * Wo). sgemm runs
- * single-threaded inside a parallel region, BLAS-threaded outside one. */
+/* Convolution + bias + ReLU of in (cin, H, W) into out (cout, Ho, Wo), on the CPU convolution
+ * core shared with the CPU backend (kernels/cpu_conv.h): anything but a 1x1 stride-1 unpadded
+ * conv goes through im2col in bands of output rows, each band at most col_floats floats of col
+ * (the caller guarantees col_floats >= cin * kh * kw * Wo). Inside a parallel region everything
+ * runs on the calling thread; outside one the im2col and sgemm use the threads. */
 void inception_op_conv(const inception_conv *c, const float *in, int H, int W, float *out,
                        float *col, size_t col_floats);
 

@@ -188,6 +188,32 @@ struct dt_backend {
     void (*ddim_step)(dt_backend *be, float *x, const float *model_out, const float *noise,
                       const dt_step_coefs *k, int B, int C, int HW, int learn_sigma);
 
+    /* ---- convolution and image layers (the VAE; forward only, NCHW) ---- */
+    /* Bytes of scratch conv2d_forward needs for this shape (im2col tiles on the CPU, the
+     * convolution workspace on a GPU); the caller allocates the largest over its layers once.
+     * The answer also covers a batch of fewer images of the same layer, and either precision. */
+    size_t (*conv2d_scratch_bytes)(dt_backend *be, int B, int C, int H, int W, int OC, int KH,
+                                   int KW, int stride, int pad_t, int pad_l, int pad_b, int pad_r);
+    /* out (B,OC,Ho,Wo) = conv2d(inp (B,C,H,W), w (OC,C,KH,KW)) + bias (OC), cross-correlation as
+     * PyTorch computes it, with `stride` and zero padding pad_t rows above, pad_b below, pad_l
+     * columns left and pad_r right: Ho = (H + pad_t + pad_b - KH) / stride + 1 (Wo alike).
+     * bias may be NULL. scratch holds conv2d_scratch_bytes of the same shape (clobbered).
+     * Matrix-product precision follows be->precision. out must not alias inp. */
+    void (*conv2d_forward)(dt_backend *be, float *out, const float *inp, const float *w,
+                           const float *bias, void *scratch, int B, int C, int H, int W, int OC,
+                           int KH, int KW, int stride, int pad_t, int pad_l, int pad_b, int pad_r);
+    /* out (B,C,HW) = GroupNorm(x) * gamma[c] + beta[c] over G groups of C/G consecutive channels
+     * (statistics over the group's channels and HW, biased variance, fp32), then SiLU when silu
+     * is non-zero. C % G == 0. out may alias x. */
+    void (*group_norm_forward)(dt_backend *be, float *out, const float *x, const float *gamma,
+                               const float *beta, int B, int C, int HW, int G, float eps, int silu);
+    /* out (B,C,2H,2W): nearest-neighbour upsampling by 2 of x (B,C,H,W). */
+    void (*upsample2x_forward)(dt_backend *be, float *out, const float *x, int B, int C, int H,
+                               int W);
+    /* out (B,C,R) = the transpose of each sample's x (B,R,C) (e.g. NCHW <-> tokens). out must
+     * not alias x. */
+    void (*transpose)(dt_backend *be, float *out, const float *x, int B, int R, int C);
+
     /* ---- optimisation ---- */
     /* *out = sum_i x[i]^2 over n floats (out is one float of backend memory). */
     void (*sum_squares)(dt_backend *be, float *out, const float *x, size_t n);

@@ -5,7 +5,9 @@
  * element by element at small sizes, and along random directions at sizes large enough to take
  * the OpenMP paths. Forward ops are checked against naive loops or the scalar formulas of
  * shared/reference/dit.md written out here; diffusion_loss is also checked against an
- * independent float64 Python implementation (tests/ref_diffusion_loss.py).
+ * independent float64 Python implementation (tests/ref_diffusion_loss.py). The VAE's forward-only
+ * image ops (conv2d, group norm, upsampling, transpose) and the shared one-image convolution core
+ * (kernels/cpu_conv.h) are checked against direct loops.
  * Environment: DIFFTUNE_SOURCE (repo root, for the Python reference), DIFFTUNE_TEST_TMP.
  */
 #include <math.h>
@@ -17,6 +19,7 @@
 
 #include "backend.h"
 #include "check.h"
+#include "cpu_conv.h"
 #include "philox.h"
 
 static dt_backend *be;
@@ -227,6 +230,8 @@ static void test_memory_and_create(void) {
     OPS_HAS(unpatchify); OPS_HAS(unpatchify_backward); OPS_HAS(randn); OPS_HAS(q_sample);
     OPS_HAS(diffusion_loss); OPS_HAS(cfg_combine); OPS_HAS(ddpm_step); OPS_HAS(ddim_step);
     OPS_HAS(sum_squares); OPS_HAS(clip_by_norm); OPS_HAS(adamw_update); OPS_HAS(ema_update);
+    OPS_HAS(conv2d_scratch_bytes); OPS_HAS(conv2d_forward); OPS_HAS(group_norm_forward);
+    OPS_HAS(upsample2x_forward); OPS_HAS(transpose);
 #undef OPS_HAS
     CHECK(be->name && strcmp(be->name, "cpu") == 0, "backend name %s", be->name ? be->name : "?");
     CHECK(be->last_error && be->last_error(be)[0] == '\0', "last_error is empty on the CPU");
@@ -1177,6 +1182,188 @@ static void test_optim(void) {
     CHECK(worst < 1e-6, "ema_update: %.3g", worst);
 }
 
+/* ---- convolution and image layers --------------------------------------------------------- */
+
+/* Naive direct convolution in double: ref (B,OC,Ho,Wo) with the padding of each side written as
+ * a bounds test on the input index. */
+static void conv_reference(const float *in, const float *w, const float *bias, double *ref, int B,
+                           int C, int H, int W, int OC, int KH, int KW, int s, int pt, int pl,
+                           int Ho, int Wo) {
+    for (int b = 0; b < B; b++)
+        for (int o = 0; o < OC; o++)
+            for (int oy = 0; oy < Ho; oy++)
+                for (int ox = 0; ox < Wo; ox++) {
+                    double acc = bias ? bias[o] : 0.0;
+                    for (int c = 0; c < C; c++)
+                        for (int ki = 0; ki < KH; ki++)
+                            for (int kj = 0; kj < KW; kj++) {
+                                int iy = oy * s - pt + ki, ix = ox * s - pl + kj;
+                                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                                acc += (double)w[((o * C + c) * KH + ki) * KW + kj] *
+                                       in[(((size_t)b * C + c) * H + iy) * W + ix];
+                            }
+                    ref[(((size_t)b * OC + o) * Ho + oy) * Wo + ox] = acc;
+                }
+}
+
+/* max |a - ref| / max |ref| */
+static double rel_err(const float *a, const double *ref, size_t n) {
+    double scale = 1e-30;
+    for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(ref[i]));
+    return max_abs_diff(a, ref, n) / scale;
+}
+
+/* conv2d_forward through the op table against the naive loops; out starts as junk so an
+ * element never written shows. */
+static void conv_case(int B, int C, int H, int W, int OC, int KH, int KW, int s, int pt, int pl,
+                      int pb, int pr, int with_bias) {
+    const int Ho = (H + pt + pb - KH) / s + 1, Wo = (W + pl + pr - KW) / s + 1;
+    const size_t nin = (size_t)B * C * H * W, nout = (size_t)B * OC * Ho * Wo;
+    float *in = fbuf(nin), *w = fbuf((size_t)OC * C * KH * KW), *bias = fbuf(OC), *out = fbuf(nout);
+    fill_uniform(in, nin, -1, 1);
+    fill_normal(w, (size_t)OC * C * KH * KW, 1.0 / sqrt(C * KH * KW));
+    fill_uniform(bias, OC, -1, 1);
+    for (size_t i = 0; i < nout; i++) out[i] = 777.0f;
+    size_t sb = be->conv2d_scratch_bytes(be, B, C, H, W, OC, KH, KW, s, pt, pl, pb, pr);
+    void *scratch = sb ? fbuf((sb + sizeof(float) - 1) / sizeof(float)) : NULL;
+    be->conv2d_forward(be, out, in, w, with_bias ? bias : NULL, scratch, B, C, H, W, OC, KH, KW, s,
+                       pt, pl, pb, pr);
+    double *ref = malloc(nout * sizeof(double));
+    conv_reference(in, w, with_bias ? bias : NULL, ref, B, C, H, W, OC, KH, KW, s, pt, pl, Ho, Wo);
+    double err = rel_err(out, ref, nout);
+    CHECK(err < 1e-5, "conv2d B%d C%d %dx%d -> OC%d k%dx%d s%d pad t%d l%d b%d r%d bias %s: "
+          "error %.3g", B, C, H, W, OC, KH, KW, s, pt, pl, pb, pr, with_bias ? "on" : "NULL", err);
+    free(ref);
+}
+
+/* The shared one-image core with a deliberately small band: several bands, a partial last one. */
+static void conv_band_case(int rows_per_band) {
+    const cpu_conv_geom g = {6, 13, 11, 5, 3, 3, 1, 1, 1, 1, 1};
+    const int Ho = cpu_conv_out_h(&g), Wo = cpu_conv_out_w(&g);
+    float *in = fbuf((size_t)g.C * g.H * g.W), *w = fbuf((size_t)g.OC * g.C * 9);
+    float *bias = fbuf(g.OC), *out = fbuf((size_t)g.OC * Ho * Wo);
+    size_t col_floats = cpu_conv_row_floats(&g) * rows_per_band;
+    float *col = fbuf(col_floats);
+    fill_uniform(in, (size_t)g.C * g.H * g.W, -1, 1);
+    fill_uniform(w, (size_t)g.OC * g.C * 9, -1, 1);
+    fill_uniform(bias, g.OC, -1, 1);
+    cpu_conv2d_image(&g, out, in, w, bias, col, col_floats);
+    double *ref = malloc((size_t)g.OC * Ho * Wo * sizeof(double));
+    conv_reference(in, w, bias, ref, 1, g.C, g.H, g.W, g.OC, 3, 3, 1, 1, 1, Ho, Wo);
+    double err = rel_err(out, ref, (size_t)g.OC * Ho * Wo);
+    CHECK(err < 1e-5, "cpu_conv2d_image with bands of %d rows: error %.3g", rows_per_band, err);
+    free(ref);
+}
+
+static void test_conv(void) {
+    conv_case(2, 3, 7, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1);   /* the VAE's 3x3 stride 1 pad 1 */
+    conv_case(3, 5, 9, 8, 6, 3, 3, 2, 0, 0, 1, 1, 1);   /* Downsample2D: odd H, even W */
+    conv_case(1, 4, 10, 7, 3, 3, 3, 2, 0, 0, 1, 1, 0);  /* the same, one image, no bias */
+    conv_case(2, 7, 6, 5, 3, 1, 1, 1, 0, 0, 0, 0, 0);   /* 1x1: no im2col */
+    conv_case(1, 9, 4, 6, 5, 1, 1, 1, 0, 0, 0, 0, 1);
+    conv_case(2, 3, 5, 6, 2, 1, 3, 1, 2, 0, 1, 1, 1);   /* 1x3, every side padded differently */
+    conv_case(3, 2, 8, 8, 4, 1, 1, 2, 0, 0, 0, 0, 1);   /* strided 1x1 goes through im2col */
+    conv_case(4, 32, 12, 12, 16, 3, 3, 1, 1, 1, 1, 1, 1); /* the OpenMP bias and im2col paths */
+    conv_case(1, 64, 64, 64, 16, 3, 3, 1, 1, 1, 1, 1, 1); /* one image in bands of 28, 28, 8 rows */
+    conv_case(1, 128, 128, 128, 8, 3, 3, 2, 0, 0, 1, 1, 0); /* strided, 5 bands */
+    conv_band_case(1);
+    conv_band_case(4); /* bands of 4, 4, 4, 1 rows */
+
+    /* scratch: none for 1x1, bounded for the largest VAE layers at 512 px and a batch of 32 */
+    CHECK(be->conv2d_scratch_bytes(be, 8, 512, 64, 64, 512, 1, 1, 1, 0, 0, 0, 0) == 0,
+          "a 1x1 convolution needs no scratch");
+    const size_t cap = (size_t)64 << 20;
+    size_t big[3] = {
+        be->conv2d_scratch_bytes(be, 32, 128, 512, 512, 128, 3, 3, 1, 1, 1, 1, 1),
+        be->conv2d_scratch_bytes(be, 32, 512, 256, 256, 512, 3, 3, 1, 1, 1, 1, 1),
+        be->conv2d_scratch_bytes(be, 32, 128, 512, 512, 128, 3, 3, 2, 0, 0, 1, 1)};
+    for (int i = 0; i < 3; i++)
+        CHECK(big[i] > 0 && big[i] <= cap, "conv2d scratch %d: %zu bytes", i, big[i]);
+}
+
+/* GroupNorm against double loops: an offset mean (a one-pass variance would lose digits), SiLU
+ * on and off, and in place. */
+static void gn_case(int B, int C, int HW, int G, int silu) {
+    const size_t n = (size_t)B * C * HW;
+    float *x = fbuf(n), *gamma = fbuf(C), *beta = fbuf(C), *out = fbuf(n);
+    for (size_t i = 0; i < n; i++) x[i] = (float)(3.0 + 1.5 * nrand());
+    fill_uniform(gamma, C, 0.5, 1.5);
+    fill_uniform(beta, C, -0.5, 0.5);
+    for (size_t i = 0; i < n; i++) out[i] = 777.0f;
+    const float eps = 1e-6f;
+    be->group_norm_forward(be, out, x, gamma, beta, B, C, HW, G, eps, silu);
+    double *ref = malloc(n * sizeof(double));
+    const int cg = C / G;
+    for (int b = 0; b < B; b++)
+        for (int g = 0; g < G; g++) {
+            const float *xs = x + ((size_t)b * C + (size_t)g * cg) * HW;
+            const size_t m = (size_t)cg * HW;
+            double mu = 0.0, var = 0.0;
+            for (size_t i = 0; i < m; i++) mu += xs[i];
+            mu /= m;
+            for (size_t i = 0; i < m; i++) var += (xs[i] - mu) * (xs[i] - mu);
+            var /= m;
+            for (size_t i = 0; i < m; i++) {
+                int c = g * cg + (int)(i / HW);
+                double v = (xs[i] - mu) / sqrt(var + eps) * gamma[c] + beta[c];
+                ref[((size_t)b * C + (size_t)g * cg) * HW + i] = silu ? v / (1.0 + exp(-v)) : v;
+            }
+        }
+    double err = max_abs_diff(out, ref, n);
+    CHECK(err < 2e-5, "group_norm B%d C%d HW%d G%d silu %d: %.3g", B, C, HW, G, silu, err);
+    float *inplace = copy_of(x, n);
+    be->group_norm_forward(be, inplace, inplace, gamma, beta, B, C, HW, G, eps, silu);
+    CHECK(memcmp(inplace, out, n * sizeof(float)) == 0, "group_norm in place (out == x) differs");
+    free(ref);
+}
+
+static void test_image_layers(void) {
+    gn_case(2, 64, 35, 32, 0);
+    gn_case(2, 64, 35, 32, 1);
+    gn_case(3, 12, 11, 4, 1);
+    gn_case(2, 128, 256, 32, 1); /* the OpenMP path */
+
+    /* upsample: every output pixel is its source pixel, bit for bit */
+    const int B = 2, C = 3, H = 5, W = 7;
+    float *x = fbuf((size_t)B * C * H * W), *up = fbuf((size_t)B * C * 4 * H * W);
+    fill_uniform(x, (size_t)B * C * H * W, -1, 1);
+    fill_uniform(up, (size_t)B * C * 4 * H * W, 5, 6);
+    be->upsample2x_forward(be, up, x, B, C, H, W);
+    int bad = 0;
+    for (int bc = 0; bc < B * C; bc++)
+        for (int y = 0; y < 2 * H; y++)
+            for (int xx = 0; xx < 2 * W; xx++)
+                bad += up[((size_t)bc * 2 * H + y) * 2 * W + xx] !=
+                       x[((size_t)bc * H + y / 2) * W + xx / 2];
+    CHECK(bad == 0, "upsample2x: %d wrong pixels", bad);
+    float *big = fbuf((size_t)4 * 8 * 32 * 32), *bigup = fbuf((size_t)4 * 8 * 64 * 64);
+    fill_uniform(big, (size_t)4 * 8 * 32 * 32, -1, 1);
+    be->upsample2x_forward(be, bigup, big, 4, 8, 32, 32);
+    bad = 0;
+    for (int bc = 0; bc < 32; bc++)
+        for (int y = 0; y < 64; y++)
+            for (int xx = 0; xx < 64; xx++)
+                bad += bigup[((size_t)bc * 64 + y) * 64 + xx] !=
+                       big[((size_t)bc * 32 + y / 2) * 32 + xx / 2];
+    CHECK(bad == 0, "upsample2x (OpenMP path): %d wrong pixels", bad);
+
+    /* transpose: partial tiles on both axes, and a size that takes the OpenMP path */
+    const int shapes[2][3] = {{3, 37, 45}, {2, 1024, 33}};
+    for (int k = 0; k < 2; k++) {
+        const int TB = shapes[k][0], R = shapes[k][1], TC = shapes[k][2];
+        const size_t n = (size_t)TB * R * TC;
+        float *src = fbuf(n), *dst = fbuf(n);
+        fill_uniform(src, n, -1, 1);
+        be->transpose(be, dst, src, TB, R, TC);
+        bad = 0;
+        for (int b = 0; b < TB; b++)
+            for (int r = 0; r < R; r++)
+                for (int c = 0; c < TC; c++)
+                    bad += dst[((size_t)b * TC + c) * R + r] != src[((size_t)b * R + r) * TC + c];
+        CHECK(bad == 0, "transpose (%d, %d, %d): %d wrong elements", TB, R, TC, bad);
+    }
+}
+
 int main(void) {
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -1201,6 +1388,8 @@ int main(void) {
     test_diffusion_loss(&tab);
     test_diffusion_steps(&sched, &tab);
     test_optim();
+    test_conv();
+    test_image_layers();
 
     free_bufs();
     be->destroy(be);

@@ -76,5 +76,7 @@ dt_backend *dt_backend_cpu_create(void) {
     cpu_diffusion_install(be);
     cpu_loss_install(be);
     cpu_optim_install(be);
+    cpu_conv_install(be);
+    cpu_image_install(be);
     return be;
 }

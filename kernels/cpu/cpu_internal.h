@@ -23,5 +23,7 @@ void cpu_embed_install(dt_backend *be);     /* embeddings, patchify family (cpu_
 void cpu_diffusion_install(dt_backend *be); /* q_sample, cfg_combine, ddpm/ddim steps */
 void cpu_loss_install(dt_backend *be);      /* diffusion_loss (cpu_loss.c) */
 void cpu_optim_install(dt_backend *be);     /* sum_squares, clip, adamw, ema (cpu_optim.c) */
+void cpu_conv_install(dt_backend *be);      /* conv2d_scratch_bytes, conv2d_forward (cpu_conv.c) */
+void cpu_image_install(dt_backend *be);     /* group_norm, upsample2x, transpose (cpu_image.c) */
 
 #endif

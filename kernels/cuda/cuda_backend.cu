@@ -174,6 +174,7 @@ static const char *cuda_last_error(dt_backend *be) {
 static void cuda_ctx_release(cuda_ctx *cx) {
     cudaSetDevice(cx->device);
     if (cx->stream) cudaStreamSynchronize(cx->stream);
+    cuda_conv_release(cx);
     for (int i = 0; i < CUDA_SCRATCH_SLOTS; i++)
         if (cx->scratch[i]) cudaFree(cx->scratch[i]);
     if (cx->cublas) cublasDestroy(cx->cublas);
@@ -325,5 +326,7 @@ dt_backend *dt_backend_cuda_create(int index, char *err, size_t errlen) {
     cuda_diffusion_install(be);
     cuda_loss_install(be);
     cuda_optim_install(be);
+    cuda_conv_install(be);
+    cuda_image_install(be);
     return be;
 }

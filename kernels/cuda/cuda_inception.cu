@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cuda_backend.h"
+#include "cuda_dnn.h"
 #include "cuda_inception_internal.h"
 
 /* A workspace larger than this rules an algorithm out (the GEMM algorithm's im2col copy of a stem
@@ -32,12 +33,8 @@ int cuinc_check(cuda_inception *g, cudaError_t e, const char *op) {
 
 int cuinc_check_dnn(cuda_inception *g, cudnnStatus_t s, const char *op) {
     if (s == CUDNN_STATUS_SUCCESS) return 0;
-    char last[256] = "", reason[400];
-#if CUDNN_MAJOR >= 9
-    cudnnGetLastErrorString(last, sizeof last); /* the detail behind the status, when there is one */
-#endif
-    snprintf(reason, sizeof reason, "cuDNN %s%s%s", cudnnGetErrorString(s), last[0] ? ": " : "",
-             last);
+    char reason[400];
+    cuda_dnn_status_text(s, reason, sizeof reason);
     return cuinc_fail(g, op, reason);
 }
 
@@ -336,40 +333,18 @@ int cuda_inception_finish(cuda_inception *g, int *out_channels) {
 
 /* ---- algorithms and buffers ----------------------------------------------------------------- */
 
-/* The first algorithm in cuDNN's heuristic order that runs in FMA math (no TF32),
- * deterministically, without transforming the operands (no FFT, no Winograd), with a workspace
- * of at most CUINC_MAX_WORKSPACE. xdesc and ydesc describe the convolution's tensors. */
+/* The algorithm cuda_dnn_choose_forward picks in FMA math (no TF32, no FFT or Winograd,
+ * deterministic) with a workspace of at most CUINC_MAX_WORKSPACE. xdesc and ydesc describe the
+ * convolution's tensors. */
 static int cuinc_choose(cuda_inception *g, const cuinc_conv *c, int layer, int nb,
                         cudnnConvolutionFwdAlgo_t *algo, size_t *ws) {
-    cudnnConvolutionFwdAlgoPerf_t perf[2 * CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-    int max_count = 0, returned = 0;
-    if (cuinc_check_dnn(g, cudnnGetConvolutionForwardAlgorithmMaxCount(g->dnn, &max_count),
-                        "algorithm count"))
-        return -1;
-    const int want = (int)(sizeof perf / sizeof perf[0]);
-    if (max_count > want || max_count < 1) max_count = want;
-    if (cuinc_check_dnn(g, cudnnGetConvolutionForwardAlgorithm_v7(g->dnn, g->xdesc, c->wdesc,
-                                                                  c->cdesc, g->ydesc, max_count,
-                                                                  &returned, perf),
-                        "cudnnGetConvolutionForwardAlgorithm_v7"))
-        return -1;
-    for (int i = 0; i < returned; i++) {
-        const cudnnConvolutionFwdAlgo_t a = perf[i].algo;
-        if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].mathType != CUDNN_FMA_MATH ||
-            perf[i].determinism != CUDNN_DETERMINISTIC || a == CUDNN_CONVOLUTION_FWD_ALGO_FFT ||
-            a == CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING ||
-            a == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD ||
-            a == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED)
-            continue;
-        size_t bytes = 0;
-        if (cudnnGetConvolutionForwardWorkspaceSize(g->dnn, g->xdesc, c->wdesc, c->cdesc, g->ydesc,
-                                                    a, &bytes) != CUDNN_STATUS_SUCCESS ||
-            bytes > CUINC_MAX_WORKSPACE)
-            continue;
-        *algo = a;
-        *ws = bytes;
-        return 0;
-    }
+    cudnnMathType_t math;
+    int returned = 0;
+    cudnnStatus_t s = cuda_dnn_choose_forward(g->dnn, g->xdesc, c->wdesc, c->cdesc, g->ydesc, 0,
+                                              CUINC_MAX_WORKSPACE, algo, ws, &math, &returned);
+    if (s == CUDNN_STATUS_SUCCESS) return 0;
+    if (s != CUDNN_STATUS_NOT_SUPPORTED)
+        return cuinc_check_dnn(g, s, "cudnnGetConvolutionForwardAlgorithm_v7");
     char reason[240];
     snprintf(reason, sizeof reason, "no deterministic FMA-math algorithm among %d for convolution "
              "%d (%d -> %d, %dx%d, stride %d, %dx%d input) at %d images", returned, layer, c->cin,

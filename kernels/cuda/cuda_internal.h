@@ -5,8 +5,9 @@
  * dt_backend table; cuda_backend.cu creates the context and calls every installer.
  *
  * Execution model:
- *  - One context per backend: one device, one non-blocking stream, one cuBLAS handle. Every op
- *    enqueues work on that stream and returns at once; only download and sync wait.
+ *  - One context per backend: one device, one non-blocking stream, one cuBLAS handle (and, once
+ *    it first convolves, a cuDNN handle on the same stream: cuda_conv.cu). Every op enqueues work
+ *    on that stream and returns at once; only download and sync wait.
  *  - Errors are sticky. The first failure (a launch error, a cuBLAS status, an out-of-memory
  *    scratch request) is recorded with the op's name; later ops become no-ops and `sync` returns
  *    a negative code with `last_error` saying what happened. Nothing aborts the process.
@@ -45,6 +46,7 @@ typedef struct {
     int num_sms;                /* multiprocessor count, for grid sizing */
     void *scratch[CUDA_SCRATCH_SLOTS];
     size_t scratch_bytes[CUDA_SCRATCH_SLOTS];
+    void *conv;                 /* cuda_conv.cu's state (cuDNN handle, plans), made on first use */
     int failed;                 /* sticky: set by the first failure */
     char error[256];            /* what failed, for last_error */
 } cuda_ctx;
@@ -83,6 +85,11 @@ void cuda_embed_install(dt_backend *be);     /* embeddings, patchify family (cud
 void cuda_diffusion_install(dt_backend *be); /* q_sample, cfg_combine, ddpm/ddim steps */
 void cuda_loss_install(dt_backend *be);      /* diffusion_loss (cuda_loss.cu) */
 void cuda_optim_install(dt_backend *be);     /* sum_squares, clip, adamw, ema (cuda_optim.cu) */
+void cuda_conv_install(dt_backend *be);      /* conv2d_scratch_bytes, conv2d_forward (cuda_conv.cu) */
+void cuda_image_install(dt_backend *be);     /* group_norm, upsample2x, transpose (cuda_image.cu) */
+
+/* Releases cx->conv (the cuDNN handle and plans) if it was made; called before the stream goes. */
+void cuda_conv_release(cuda_ctx *cx);
 
 #ifdef __cplusplus
 }

@@ -2,7 +2,7 @@
  *
  * Four groups, one printed line per check:
  *   ops     every op of kernels/backend.h on random inputs at three shapes (tiny, odd sizes,
- *           DiT-like). Identical inputs go to both backends; each output is compared by the
+ *           DiT-like), and the VAE's image ops at odd and SD-VAE shapes. Identical inputs go to both backends; each output is compared by the
  *           normalised error max|dev - ref| / (max|ref| + 1e-6) (rms printed alongside).
  *           Forward outputs start as junk (a skipped element shows); backward gradients start
  *           non-zero and are compared on what the op added (so overwriting instead of += fails);
@@ -49,7 +49,7 @@ static int g_verbose;
 
 /* Op kinds and their bounds on the normalised max error, per device matmul precision. Only
  * matrix products change with bf16: everything else stays fp32 on every backend. */
-typedef enum { K_LAYOUT, K_POINT, K_TRANS, K_REDUCE, K_TEMB, K_LOSS, K_MATMUL, K_ATTN, K_NKINDS } op_kind;
+typedef enum { K_LAYOUT, K_POINT, K_TRANS, K_REDUCE, K_TEMB, K_LOSS, K_MATMUL, K_ATTN, K_CONV, K_NKINDS } op_kind;
 static const struct { const char *name; double fp32, bf16; } KINDS[K_NKINDS] = {
     [K_LAYOUT] = {"layout", 0.0, 0.0},      /* copies and single adds: bit-exact */
     [K_POINT] = {"pointwise", 1e-6, 1e-6},  /* a few flops per element (FMA contraction) */
@@ -59,6 +59,7 @@ static const struct { const char *name; double fp32, bf16; } KINDS[K_NKINDS] = {
     [K_LOSS] = {"loss", 1e-4, 1e-4},        /* float vs double log/exp/cdf chains, cancellations */
     [K_MATMUL] = {"matmul", 5e-5, 2e-2},    /* fp32 bound catches accidental TF32 (~5e-4) */
     [K_ATTN] = {"attention", 5e-5, 2e-2},
+    [K_CONV] = {"conv", 5e-5, 2e-2},        /* as matmul: sums of up to 4608 products */
 };
 
 /* Bounds of the engine-level checks (always fp32 on the device, except the bf16 loss curve). */
@@ -373,6 +374,27 @@ static void pt_ema_update(dt_backend *be, float *ema, const float *param, size_t
     PT.ema_update(be, ema, param, n, decay);
     damage(be, ema, n);
 }
+static void pt_conv2d_forward(dt_backend *be, float *out, const float *inp, const float *w,
+                              const float *bias, void *scratch, int B, int C, int H, int W, int OC,
+                              int KH, int KW, int s, int pt, int pl, int pb, int pr) {
+    PT.conv2d_forward(be, out, inp, w, bias, scratch, B, C, H, W, OC, KH, KW, s, pt, pl, pb, pr);
+    damage(be, out, (size_t)B * OC * ((H + pt + pb - KH) / s + 1) * ((W + pl + pr - KW) / s + 1));
+}
+static void pt_group_norm_forward(dt_backend *be, float *out, const float *x, const float *gamma,
+                                  const float *beta, int B, int C, int HW, int G, float eps,
+                                  int silu) {
+    PT.group_norm_forward(be, out, x, gamma, beta, B, C, HW, G, eps, silu);
+    damage(be, out, (size_t)B * C * HW);
+}
+static void pt_upsample2x_forward(dt_backend *be, float *out, const float *x, int B, int C, int H,
+                                  int W) {
+    PT.upsample2x_forward(be, out, x, B, C, H, W);
+    damage(be, out, (size_t)B * C * 4 * H * W);
+}
+static void pt_transpose(dt_backend *be, float *out, const float *x, int B, int R, int C) {
+    PT.transpose(be, out, x, B, R, C);
+    damage(be, out, (size_t)B * R * C);
+}
 #undef PT
 
 /* Every op --perturb accepts, in table order. */
@@ -383,7 +405,7 @@ static const char *const PERTURBABLE[] = {
     "axpy", "scale", "add_rows", "embedding_forward", "embedding_backward", "timestep_embedding",
     "patchify", "unpatchify", "unpatchify_backward", "randn", "q_sample", "diffusion_loss",
     "cfg_combine", "ddpm_step", "ddim_step", "sum_squares", "clip_by_norm", "adamw_update",
-    "ema_update",
+    "ema_update", "conv2d_forward", "group_norm_forward", "upsample2x_forward", "transpose",
 };
 
 /* 1 when be implements op `name` (a backend under construction may leave entries NULL). */
@@ -396,8 +418,9 @@ static int op_present(const dt_backend *be, const char *name) {
     HAS(embedding_backward) HAS(timestep_embedding) HAS(patchify) HAS(unpatchify)
     HAS(unpatchify_backward) HAS(randn) HAS(q_sample) HAS(diffusion_loss) HAS(cfg_combine)
     HAS(ddpm_step) HAS(ddim_step) HAS(sum_squares) HAS(clip_by_norm) HAS(adamw_update)
-    HAS(ema_update)
+    HAS(ema_update) HAS(group_norm_forward) HAS(upsample2x_forward) HAS(transpose)
 #undef HAS
+    if (!strcmp(name, "conv2d_forward")) return be->conv2d_forward && be->conv2d_scratch_bytes;
     return 1;
 }
 
@@ -421,7 +444,8 @@ static int perturb_install(dt_backend *be, const char *name) {
     PT_SET(timestep_embedding) PT_SET(patchify) PT_SET(unpatchify) PT_SET(unpatchify_backward)
     PT_SET(randn) PT_SET(q_sample) PT_SET(diffusion_loss) PT_SET(cfg_combine) PT_SET(ddpm_step)
     PT_SET(ddim_step) PT_SET(sum_squares) PT_SET(clip_by_norm) PT_SET(adamw_update)
-    PT_SET(ema_update)
+    PT_SET(ema_update) PT_SET(conv2d_forward) PT_SET(group_norm_forward)
+    PT_SET(upsample2x_forward) PT_SET(transpose)
 #undef PT_SET
     return -1;
 }
@@ -802,6 +826,35 @@ static void call_adamw_update(dt_backend *be, int w, void **p, const opcase *c) 
 }
 static void call_ema_update(dt_backend *be, int w, void **p, const opcase *c) {
     be->ema_update(be, F(0), F(1), (size_t)c->iv[0], c->fv[0]);
+}
+/* p: out, inp, w, bias; each backend sizes and owns its scratch. iv: B C H W OC KH KW stride
+ * pad_t pad_l pad_b pad_r; uv[0]: the batch the scratch is sized for, when larger than B */
+static void call_conv2d_forward(dt_backend *be, int w, void **p, const opcase *c) {
+    const int *v = c->iv;
+    const int sized_for = c->uv[0] > (uint64_t)v[0] ? (int)c->uv[0] : v[0];
+    size_t bytes = be->conv2d_scratch_bytes(be, sized_for, v[1], v[2], v[3], v[4], v[5], v[6],
+                                            v[7], v[8], v[9], v[10], v[11]);
+    void *scratch = bytes ? be->alloc(be, bytes) : NULL;
+    if (bytes && !scratch) {
+        verdict_bool("ops", c->op, c->shape, 0, "alloc of the convolution scratch failed");
+        return;
+    }
+    be->conv2d_forward(be, F(0), F(1), F(2), F(3), scratch, v[0], v[1], v[2], v[3], v[4], v[5],
+                       v[6], v[7], v[8], v[9], v[10], v[11]);
+    be->sync(be); /* before freeing memory queued work may still use */
+    if (scratch) be->free(be, scratch);
+}
+/* p: out (or NULL when in place), x, gamma, beta */
+static void call_group_norm_forward(dt_backend *be, int w, void **p, const opcase *c) {
+    float *out = c->iv[5] ? F(1) : F(0);
+    be->group_norm_forward(be, out, F(1), F(2), F(3), c->iv[0], c->iv[1], c->iv[2], c->iv[3],
+                           c->fv[0], c->iv[4]);
+}
+static void call_upsample2x_forward(dt_backend *be, int w, void **p, const opcase *c) {
+    be->upsample2x_forward(be, F(0), F(1), c->iv[0], c->iv[1], c->iv[2], c->iv[3]);
+}
+static void call_transpose(dt_backend *be, int w, void **p, const opcase *c) {
+    be->transpose(be, F(0), F(1), c->iv[0], c->iv[1], c->iv[2]);
 }
 
 #undef F
@@ -1185,6 +1238,96 @@ static void ops_optim(const op_shape *s) {
     }
 }
 
+/* The VAE's layers (forward only, NCHW): convolutions of odd sizes and of the SD VAE's widths,
+ * GroupNorm with and without SiLU and in place, upsampling, transposes. */
+static void ops_vae(void) {
+    /* B C H W OC KH KW stride pad_t pad_l pad_b pad_r bias, scratch sized for a batch of */
+    static const int convs[][14] = {
+        {2, 3, 7, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1},        /* odd sizes */
+        {3, 5, 9, 8, 6, 3, 3, 2, 0, 0, 1, 1, 1},        /* Downsample2D, odd H */
+        {2, 7, 6, 5, 3, 1, 1, 1, 0, 0, 0, 0, 0},        /* 1x1, bias NULL */
+        {2, 3, 5, 6, 2, 1, 3, 1, 2, 0, 1, 1, 1},        /* every side padded differently */
+        {2, 3, 64, 64, 128, 3, 3, 1, 1, 1, 1, 1, 1},    /* conv_in */
+        {2, 128, 32, 32, 128, 3, 3, 1, 1, 1, 1, 1, 1},  /* resnet conv */
+        {2, 128, 32, 32, 128, 3, 3, 2, 0, 0, 1, 1, 1},  /* downsample */
+        {1, 512, 16, 16, 512, 3, 3, 1, 1, 1, 1, 1, 1},  /* mid block width */
+        {2, 256, 16, 16, 512, 1, 1, 1, 0, 0, 0, 0, 1},  /* conv_shortcut */
+        {4, 64, 512, 512, 64, 3, 3, 2, 0, 0, 1, 1, 1},  /* padded copy in chunks of 3 and 1 */
+        /* a last, smaller batch on scratch sized for the full one */
+        {3, 128, 32, 32, 128, 3, 3, 2, 0, 0, 1, 1, 1, 16},
+        {1, 256, 24, 24, 256, 3, 3, 1, 1, 1, 1, 1, 1, 9},
+    };
+    for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++) {
+        const int *v = convs[i];
+        const int Ho = (v[2] + v[8] + v[10] - v[5]) / v[7] + 1;
+        const int Wo = (v[3] + v[9] + v[11] - v[6]) / v[7] + 1;
+        char sized[32] = "";
+        if (v[13]) snprintf(sized, sizeof sized, " scratch for B%d", v[13]);
+        opcase *c = oc_begin("conv2d_forward", K_CONV, call_conv2d_forward,
+                             "B%d C%d %dx%d OC%d k%dx%d s%d pad %d,%d,%d,%d%s%s", v[0], v[1],
+                             v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11],
+                             v[12] ? "" : " bias=NULL", sized);
+        memcpy(c->iv, v, 12 * sizeof(int));
+        c->uv[0] = (uint64_t)v[13];
+        oc_add(c, "out", R_OUT, (size_t)v[0] * v[4] * Ho * Wo);
+        oc_in(c, "inp", (size_t)v[0] * v[1] * v[2] * v[3], 0.0, 1.0);
+        oc_in(c, "w", (size_t)v[4] * v[1] * v[5] * v[6], 0.0, 1.0 / sqrt(v[1] * v[5] * v[6]));
+        if (v[12]) oc_in(c, "bias", (size_t)v[4], 0.0, 1.0);
+        else oc_add(c, "bias", R_NULL, (size_t)v[4]);
+        oc_run(c);
+    }
+
+    /* B C HW G silu in-place */
+    static const int norms[][6] = {
+        {2, 64, 35, 32, 0, 0}, {2, 64, 35, 32, 1, 0}, {3, 12, 11, 4, 1, 1},
+        {2, 128, 128 * 128, 32, 1, 0}, /* 4 chunks per slab */
+        {1, 512, 32 * 32, 32, 0, 1},   /* exactly one chunk, in place */
+    };
+    for (size_t i = 0; i < sizeof norms / sizeof norms[0]; i++) {
+        const int *v = norms[i];
+        const size_t n = (size_t)v[0] * v[1] * v[2];
+        opcase *c = oc_begin("group_norm_forward", K_REDUCE, call_group_norm_forward,
+                             "B%d C%d HW%d G%d%s%s", v[0], v[1], v[2], v[3], v[4] ? " silu" : "",
+                             v[5] ? " out=x" : "");
+        memcpy(c->iv, v, 6 * sizeof(int));
+        c->fv[0] = 1e-6f;
+        if (v[5]) {
+            oc_add(c, "out", R_NULL, n);
+            fill_normal(oc_add(c, "x", R_INOUT, n), n, 3.0, 1.5);
+        } else {
+            oc_add(c, "out", R_OUT, n);
+            oc_in(c, "x", n, 3.0, 1.5); /* an offset mean: a one-pass variance loses digits */
+        }
+        oc_in(c, "gamma", (size_t)v[1], 1.0, 0.3);
+        oc_in(c, "beta", (size_t)v[1], 0.0, 0.5);
+        oc_run(c);
+    }
+
+    static const int ups[][4] = {{2, 3, 5, 7}, {2, 128, 32, 32}};
+    for (size_t i = 0; i < 2; i++) {
+        const int *v = ups[i];
+        const size_t n = (size_t)v[0] * v[1] * v[2] * v[3];
+        opcase *c = oc_begin("upsample2x_forward", K_LAYOUT, call_upsample2x_forward,
+                             "B%d C%d %dx%d", v[0], v[1], v[2], v[3]);
+        memcpy(c->iv, v, 4 * sizeof(int));
+        oc_add(c, "out", R_OUT, 4 * n);
+        oc_in(c, "x", n, 0.0, 1.0);
+        oc_run(c);
+    }
+
+    static const int trs[][3] = {{3, 37, 45}, {2, 4096, 128}, {2, 128, 4096}};
+    for (size_t i = 0; i < 3; i++) {
+        const int *v = trs[i];
+        const size_t n = (size_t)v[0] * v[1] * v[2];
+        opcase *c = oc_begin("transpose", K_LAYOUT, call_transpose, "B%d R%d C%d", v[0], v[1],
+                             v[2]);
+        memcpy(c->iv, v, 3 * sizeof(int));
+        oc_add(c, "out", R_OUT, n);
+        oc_in(c, "x", n, 0.0, 1.0);
+        oc_run(c);
+    }
+}
+
 /* Every op at every shape, at the device's current precision. */
 static void run_op_suite(void) {
     for (size_t i = 0; i < sizeof SHAPES / sizeof SHAPES[0]; i++) {
@@ -1197,6 +1340,7 @@ static void run_op_suite(void) {
         ops_diffusion(s);
         ops_optim(s);
     }
+    ops_vae();
 }
 
 /* ---- engine level: a small DiT trained and sampled on both backends ---------------------- */
