@@ -71,24 +71,44 @@ int ingest_dataset(const char *archive_path, const char *dest_dir, const dt_inge
 void ingest_dataset_clear(dt_ingest_dataset *d);
 
 typedef struct {
-    char kind[16];       /* "dit" | "classifier" */
+    char kind[16];       /* "dit" | "classifier" | "vae" */
     json_t *config;      /* new reference. A DiT: its config {"arch"?, "depth", "hidden_size",
                           * "num_heads", "patch_size", "image_size", "in_channels",
-                          * "num_classes", "learn_sigma"} as checkpoint_config_json writes it.
-                          * A classifier: {"image_size", "channels", "num_classes",
-                          * "features", "train_accuracy"?, "held_out_accuracy"?,
-                          * "class_names"?} from its metadata. */
+                          * "num_classes", "learn_sigma"} as checkpoint_config_json writes it,
+                          * plus "layout": "official" | "diffusers". A classifier:
+                          * {"image_size", "channels", "num_classes", "features",
+                          * "train_accuracy"?, "held_out_accuracy"?, "class_names"?} from its
+                          * metadata. A VAE: {"latent_channels", "block_out_channels",
+                          * "layers_per_block", "downsample_factor", "scaling_factor",
+                          * "attention_names": "diffusers" | "legacy"}. */
     int64_t bytes;
     char sha256[65];
+    const char *param;   /* on DT_INGEST_INVALID: the request parameter at fault, "file" or one
+                          * of the dt_ingest_model_opts names ("input_size", "num_heads"); a
+                          * static string */
 } dt_ingest_model;
+
+/* What an upload may add to a DiT file that does not say it itself. */
+typedef struct {
+    int input_size; /* the DiT's input size (latent cells per side): needed for diffusers'
+                     * layout, which stores no pos_embed; 0 = not given */
+    int num_heads;  /* attention heads, for a hidden size that matches no preset; 0 = not given */
+} dt_ingest_model_opts;
 
 /* Validates a safetensors model file and hashes it. A file whose __metadata__.difftune_kind is
  * "classifier" is a difftune classifier and is read with classifier_load (every tensor present
- * with its shape, none foreign); any other is a DiT checkpoint: parses the header, reads the
- * config (metadata or shapes), checks every DiT parameter tensor is present with its shape and
- * no foreign tensor is there (checkpoint_read_config / checkpoint_read_weights). On success
- * *out is filled (json_decref out->config). */
-int ingest_model(const char *path, dt_ingest_model *out, char *err, size_t errlen);
+ * with its shape, none foreign). A file with "encoder.conv_in.weight" is a VAE (diffusers'
+ * AutoencoderKL layout): vae_read_config, then vae_load of every weight on the CPU. Any other is
+ * a DiT checkpoint in the official or diffusers layout: parses the header, reads the config
+ * (metadata or shapes, with opts), checks every DiT parameter tensor is present with its shape
+ * and no foreign tensor is there (checkpoint_read_config / checkpoint_read_weights). A DiT
+ * whose config needed opts (no config metadata, and an input size or head count from opts) is
+ * rewritten in place with that config as __metadata__.config, tensors unchanged, so that every
+ * later load reads the same DiT without being told. opts may be NULL (none given); an option
+ * that contradicts the file is refused. On success *out is filled (json_decref out->config);
+ * on DT_INGEST_INVALID out->param names the parameter at fault. */
+int ingest_model(const char *path, const dt_ingest_model_opts *opts, dt_ingest_model *out,
+                 char *err, size_t errlen);
 
 /* Removes path and everything under it (no symlink is followed). Returns 0 or -1. */
 int ingest_remove_tree(const char *path);

@@ -1,13 +1,17 @@
-/* ingest_model.c — validating an uploaded safetensors model: a DiT checkpoint, or a difftune
- * classifier (__metadata__.difftune_kind "classifier").
+/* ingest_model.c — validating an uploaded safetensors model: a DiT checkpoint (official or
+ * diffusers layout), a difftune classifier (__metadata__.difftune_kind "classifier"), or an SD VAE
+ * (diffusers' AutoencoderKL layout, told by encoder.conv_in.weight).
  *
  * The file is read exactly as a job will read it (a DiT: checkpoint_read_config, then
- * checkpoint_read_weights into a scratch host buffer; a classifier: classifier_load), so an
- * accepted model is one that loads. A DiT's config is bounded before any model is built: its
- * sizes come from the upload and decide how much memory the check allocates.
+ * checkpoint_read_weights into a scratch host buffer; a classifier: classifier_load; a VAE:
+ * vae_load on the CPU), so an accepted model is one that loads. A DiT's config is bounded before
+ * any model is built: its sizes come from the upload and decide how much memory the check
+ * allocates. A DiT that needed the upload's options to be read (diffusers' files store no input
+ * size) gets that config written into its __metadata__, so jobs read it unaided.
  */
 #include "ingest.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,9 +20,11 @@
 
 #include "checkpoint.h"
 #include "classifier.h"
+#include "dit_layout.h"
 #include "errmsg.h"
 #include "fsutil.h"
 #include "safetensors.h"
+#include "vae.h"
 
 /* Far above any DiT (XL/2 at 512 px is a 64-cell latent, hidden 1152) yet small enough that no
  * size the engine derives from a config (tokens, pos_embed, table sizes) overflows. */
@@ -111,13 +117,15 @@ static int ingest_model_read(const st_file *f, const dit_config *cfg, char *err,
     return rc;
 }
 
-/* The config as JSON (new reference), with "arch" when it is a preset; NULL when out of memory. */
-static json_t *ingest_model_config_json(const dit_config *cfg) {
+/* The config as JSON (new reference), with "arch" when it is a preset and the file's "layout";
+ * NULL when out of memory. */
+static json_t *ingest_model_config_json(const dit_config *cfg, dit_layout layout) {
     char *text = checkpoint_config_json(cfg);
     json_t *o = text ? json_loads(text, 0, NULL) : NULL;
     free(text);
     const char *arch = ingest_model_arch(cfg);
-    if (o && arch && json_object_set_new(o, "arch", json_string(arch)) != 0) {
+    if (o && ((arch && json_object_set_new(o, "arch", json_string(arch)) != 0) ||
+              json_object_set_new(o, "layout", json_string(dit_layout_name(layout))) != 0)) {
         json_decref(o);
         return NULL;
     }
@@ -172,16 +180,113 @@ static int ingest_model_classifier(const char *path, const st_file *f, json_t **
     return DT_INGEST_OK;
 }
 
+/* Rewrites the file f was opened from with cfg as __metadata__.config (the other metadata kept,
+ * the tensors' bytes unchanged), crash-safely: a new file renamed over the old, whose mapping f
+ * still reads. */
+static int ingest_model_add_config(const st_file *f, const dit_config *cfg, char *err, size_t errlen) {
+    st_write_tensor *t = calloc((size_t)f->n + 1, sizeof *t);
+    const char **kv = calloc(2 * (size_t)f->n_meta + 3, sizeof *kv);
+    char *config = checkpoint_config_json(cfg);
+    int rc = DT_INGEST_ERROR;
+    if (!t || !kv || !config) {
+        dt_errorf(err, errlen, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < f->n; i++) {
+        const st_tensor *s = &f->tensors[i];
+        t[i].name = s->name;
+        t[i].dtype = s->dtype;
+        t[i].ndim = s->ndim;
+        memcpy(t[i].shape, s->shape, sizeof t[i].shape);
+        t[i].data = f->data + s->offset;
+    }
+    int k = 0;
+    for (int i = 0; i < f->n_meta; i++) {
+        if (!strcmp(f->meta_keys[i], "config")) continue;
+        kv[k++] = f->meta_keys[i];
+        kv[k++] = f->meta_values[i];
+    }
+    kv[k++] = "config";
+    kv[k++] = config;
+    kv[k] = NULL;
+    int w = safetensors_write(f->path, t, f->n, kv, err, errlen);
+    rc = w == 0 ? DT_INGEST_OK : w == FS_NO_SPACE ? DT_INGEST_NO_SPACE : DT_INGEST_ERROR;
+done:
+    free(config);
+    free(kv);
+    free(t);
+    return rc;
+}
+
+/* The input size the file itself states (config metadata, else pos_embed), 0 when it states none
+ * (or says it wrongly: checkpoint_read_config reports that). */
+static int ingest_model_stated_size(const st_file *f) {
+    dit_config cfg;
+    char ignored[256];
+    if (!safetensors_meta(f, "config") && !safetensors_find(f, "pos_embed")) return 0;
+    return checkpoint_read_config(f, 0, 0, &cfg, ignored, sizeof ignored) == 0 ? cfg.image_size : 0;
+}
+
 /* Validates a DiT checkpoint (config bounds, config, every weight) into *config (new
- * reference). */
-static int ingest_model_dit(const st_file *f, json_t **config, char *err, size_t errlen) {
+ * reference); writes the config into the file when opts supplied part of it. */
+static int ingest_model_dit(const st_file *f, const dt_ingest_model_opts *opts, json_t **config,
+                            const char **param, char *err, size_t errlen) {
     dit_config cfg = {0};
-    int rc = ingest_model_check_sizes(f, err, errlen);
-    if (rc == DT_INGEST_OK && checkpoint_read_config(f, 0, &cfg, err, errlen) != 0)
-        rc = DT_INGEST_INVALID;
-    if (rc == DT_INGEST_OK) rc = ingest_model_read(f, &cfg, err, errlen);
+    const dit_layout layout = dit_layout_detect(f, "");
+    const int has_meta = safetensors_meta(f, "config") != NULL;
+    int rc = ingest_model_check_sizes(f, err, errlen); /* before any config is built from it */
     if (rc != DT_INGEST_OK) return rc;
-    *config = ingest_model_config_json(&cfg);
+    const int stated = ingest_model_stated_size(f);
+    char names[DIT_LAYOUT_MAX_PARTS][DIT_LAYOUT_NAME_MAX];
+    const st_tensor *x = dit_layout_names(layout, "", "x_embedder.proj.weight", 0, names) == 1
+                             ? safetensors_find(f, names[0]) : NULL;
+    /* (without a patch embedding it is no DiT at all: checkpoint_read_config says so) */
+    if (x && !has_meta && !safetensors_find(f, "pos_embed") && opts->input_size <= 0) {
+        *param = "input_size";
+        dt_errorf(err, errlen, "this DiT (%s layout) does not store its input size (no pos_embed, "
+                  "no config metadata): give it as the input_size query parameter, the latent "
+                  "side: POST /models?input_size=32 for DiT-XL-2-256 (64 for DiT-XL-2-512)",
+                  dit_layout_name(layout));
+        return DT_INGEST_INVALID;
+    }
+    if (opts->input_size > 0 && stated > 0 && opts->input_size != stated) {
+        *param = "input_size";
+        dt_errorf(err, errlen, "input_size=%d contradicts the file, whose %s says %d; leave "
+                  "input_size out", opts->input_size, has_meta ? "config metadata" : "pos_embed",
+                  stated);
+        return DT_INGEST_INVALID;
+    }
+    if (opts->num_heads > 0 && has_meta) {
+        *param = "num_heads";
+        dt_errorf(err, errlen, "num_heads is only for a file without config metadata; this one "
+                  "has it; leave num_heads out");
+        return DT_INGEST_INVALID;
+    }
+    const int input_hint = stated > 0 ? 0 : opts->input_size;
+    if (input_hint > 0 && x && x->ndim == 4 && x->shape[2] > 0 && input_hint % x->shape[2] != 0) {
+        *param = "input_size";
+        dt_errorf(err, errlen, "input_size=%d is not a multiple of the DiT's patch size %lld",
+                  input_hint, (long long)x->shape[2]);
+        return DT_INGEST_INVALID;
+    }
+    if (checkpoint_read_config(f, opts->num_heads, input_hint, &cfg, err, errlen) != 0)
+        return DT_INGEST_INVALID;
+    /* shapes bound what the metadata bounds above did not see */
+    if (cfg.image_size > INGEST_MAX_IMAGE_SIZE || cfg.hidden > INGEST_MAX_HIDDEN ||
+        cfg.num_classes > INGEST_MAX_CLASSES) {
+        *param = input_hint && cfg.image_size > INGEST_MAX_IMAGE_SIZE ? "input_size" : "file";
+        dt_errorf(err, errlen, "input size %d, hidden size %d or %d classes is beyond the "
+                  "supported maximum (%d, %d, %d)", cfg.image_size, cfg.hidden, cfg.num_classes,
+                  INGEST_MAX_IMAGE_SIZE, INGEST_MAX_HIDDEN, INGEST_MAX_CLASSES);
+        return DT_INGEST_INVALID;
+    }
+    rc = ingest_model_read(f, &cfg, err, errlen);
+    if (rc != DT_INGEST_OK) return rc;
+    if (!has_meta && (input_hint > 0 || opts->num_heads > 0)) {
+        rc = ingest_model_add_config(f, &cfg, err, errlen);
+        if (rc != DT_INGEST_OK) return rc;
+    }
+    *config = ingest_model_config_json(&cfg, layout);
     if (!*config) {
         dt_errorf(err, errlen, "out of memory");
         return DT_INGEST_ERROR;
@@ -189,8 +294,48 @@ static int ingest_model_dit(const st_file *f, json_t **config, char *err, size_t
     return DT_INGEST_OK;
 }
 
-int ingest_model(const char *path, dt_ingest_model *out, char *err, size_t errlen) {
+/* Validates an SD VAE as a job loads it (vae_read_config, then every weight onto the CPU) and
+ * describes it into *config (new reference). */
+static int ingest_model_vae(const char *path, const st_file *f, json_t **config, char *err,
+                            size_t errlen) {
+    vae_config vc;
+    if (vae_read_config(f, &vc, err, errlen) != 0) return DT_INGEST_INVALID;
+    if (f->data_len / 2 < vc.num_floats) { /* every weight takes at least 2 bytes */
+        dt_errorf(err, errlen, "the VAE has %zu parameters but the file holds only %zu bytes of "
+                  "tensors", vc.num_floats, f->data_len);
+        return DT_INGEST_INVALID;
+    }
+    dt_backend *be = dt_backend_create("cpu", err, errlen);
+    if (!be) return DT_INGEST_ERROR;
+    vae_model *v = NULL;
+    int rc = vae_load(&v, path, be, err, errlen) == 0 ? DT_INGEST_OK : DT_INGEST_INVALID;
+    vae_free(v);
+    be->destroy(be);
+    if (rc != DT_INGEST_OK) return rc;
+    const double scale = floor((double)VAE_SCALE * 1e6 + 0.5) / 1e6; /* 0.18215, not the float's tail */
+    json_t *levels = json_array();
+    for (int i = 0; levels && i < vc.levels; i++) json_array_append_new(levels, json_integer(vc.block_out[i]));
+    json_t *o = levels ? json_pack("{s:i, s:o, s:i, s:i, s:f, s:s}", "latent_channels",
+                                   vc.latent_channels, "block_out_channels", levels,
+                                   "layers_per_block", vc.layers_per_block, "downsample_factor",
+                                   vc.downsample, "scaling_factor", scale,
+                                   "attention_names",
+                                   vc.attn_names == VAE_ATTN_LEGACY ? "legacy" : "diffusers")
+                       : NULL;
+    if (!o) {
+        dt_errorf(err, errlen, "out of memory");
+        return DT_INGEST_ERROR;
+    }
+    *config = o;
+    return DT_INGEST_OK;
+}
+
+int ingest_model(const char *path, const dt_ingest_model_opts *opts, dt_ingest_model *out,
+                 char *err, size_t errlen) {
+    static const dt_ingest_model_opts none = {0};
+    if (!opts) opts = &none;
     memset(out, 0, sizeof *out);
+    out->param = "file";
     struct stat sb;
     if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         dt_errorf(err, errlen, "cannot read the uploaded file %s", path);
@@ -201,19 +346,34 @@ int ingest_model(const char *path, dt_ingest_model *out, char *err, size_t errle
     int rc = DT_INGEST_INVALID;
     if (safetensors_open(&f, path, err, errlen) == 0) {
         const char *kind = safetensors_meta(&f, "difftune_kind");
-        if (!kind) {
-            rc = ingest_model_dit(&f, &config, err, errlen);
-        } else if (!strcmp(kind, "classifier")) {
+        const char *what = kind && !strcmp(kind, "classifier") ? "classifier"
+                           : !kind && safetensors_find(&f, "encoder.conv_in.weight") ? "vae" : "dit";
+        if (strcmp(what, "dit") && (opts->input_size > 0 || opts->num_heads > 0)) {
+            out->param = opts->input_size > 0 ? "input_size" : "num_heads";
+            dt_errorf(err, errlen, "%s is only for a DiT; this file is a %s", out->param, what);
+        } else if (!strcmp(what, "classifier")) {
             rc = ingest_model_classifier(path, &f, &config, err, errlen);
-        } else {
+        } else if (kind) {
             dt_errorf(err, errlen, "__metadata__.difftune_kind is \"%.60s\"; a model is a DiT "
-                      "checkpoint (no difftune_kind) or a classifier (\"classifier\")", kind);
+                      "checkpoint or a VAE (no difftune_kind) or a classifier (\"classifier\")", kind);
+        } else if (!strcmp(what, "vae")) {
+            rc = ingest_model_vae(path, &f, &config, err, errlen);
+        } else {
+            rc = ingest_model_dit(&f, opts, &config, &out->param, err, errlen);
         }
-        snprintf(out->kind, sizeof out->kind, "%s", kind ? "classifier" : "dit");
+        snprintf(out->kind, sizeof out->kind, "%s", what);
     }
     safetensors_close(&f);
     if (rc == DT_INGEST_INVALID) ingest_model_unpath(err, errlen, path);
-    if (rc != DT_INGEST_OK) return rc;
+    if (rc != DT_INGEST_OK) {
+        json_decref(config);
+        return rc;
+    }
+    if (stat(path, &sb) != 0) { /* again: a DiT given its config was rewritten */
+        dt_errorf(err, errlen, "cannot read the stored file %s", path);
+        json_decref(config);
+        return DT_INGEST_ERROR;
+    }
     if (fs_sha256_file(path, out->sha256, err, errlen) != 0) {
         json_decref(config);
         return DT_INGEST_ERROR;

@@ -59,7 +59,7 @@ static void jobs_reply_job(api_req *r, int status, const char *id, const char *c
 }
 
 /* Checks that a referenced dataset or model id is well formed and exists (and that a
- * base_model is a DiT). */
+ * base_model is a DiT, a vae a VAE). */
 static int jobs_check_ref(api_req *r, const char *param, const char *id, const char *prefix) {
     if (!api_id_valid(id, prefix)) {
         api_reply_error(r, 400, "invalid_value", param, "%s must be the id of an uploaded %s (%s...), not '%.80s'",
@@ -80,7 +80,7 @@ static int jobs_check_ref(api_req *r, const char *param, const char *id, const c
         json_decref(obj);
         return -1;
     }
-    /* A base model is fine-tuned: it must be a DiT, not a classifier. */
+    /* A base model is fine-tuned: it must be a DiT, not a classifier or a VAE. */
     const char *kind = json_string_value(json_object_get(obj, "kind"));
     if (!strcmp(param, "base_model") && kind && strcmp(kind, "dit") != 0) {
         api_reply_error(r, 400, "invalid_value", param, "%s %s is a %s, not a DiT checkpoint to "
@@ -88,8 +88,61 @@ static int jobs_check_ref(api_req *r, const char *param, const char *id, const c
         json_decref(obj);
         return -1;
     }
+    if (!strcmp(param, "vae") && (!kind || strcmp(kind, "vae") != 0)) {
+        api_reply_error(r, 400, "invalid_value", param, "%s %s is a %s, not a VAE (upload the SD "
+                        "VAE's diffusion_pytorch_model.safetensors with POST /models)", param, id,
+                        kind ? kind : "model of unknown kind");
+        json_decref(obj);
+        return -1;
+    }
     json_decref(obj);
     return 0;
+}
+
+/* An integer of a stored model's config, or -1 when the model or the key is not there. */
+static long jobs_model_config_int(api_req *r, const char *id, const char *key) {
+    char err[512];
+    json_t *model = NULL;
+    long v = -1;
+    if (store_model_get(r->api->opts.store, id, &model, err, sizeof err) == DT_STORE_OK) {
+        json_t *x = json_object_get(json_object_get(model, "config"), key);
+        if (json_is_integer(x)) v = (long)json_integer_value(x);
+    }
+    json_decref(model);
+    return v;
+}
+
+/* Pixel or latent space (after jobs_check_ref): a DiT that takes 4-channel latents (base_model's
+ * in_channels, or model.channels for pretrain) needs a vae, and a vae's latent channels must be
+ * the DiT's input channels. The worker checks the files again; this answers before queueing. */
+static int jobs_check_space(api_req *r, const dt_spec *spec) {
+    long channels = spec->method == DT_METHOD_PRETRAIN
+                        ? spec->model.channels
+                        : jobs_model_config_int(r, spec->base_model, "in_channels");
+    if (channels < 0) return 0; /* a config without it: the worker decides */
+    if (!spec->vae[0]) {
+        if (channels != 4) return 0;
+        if (spec->method == DT_METHOD_FORGETTING_CURVE) {
+            api_reply_error(r, 400, "invalid_value", "vae",
+                            "base_model %s is a latent DiT (4-channel latents, it needs a vae): "
+                            "forgetting_curve measures pixel-space DiTs only for now",
+                            spec->base_model);
+            return -1;
+        }
+        api_reply_error(r, 400, "invalid_value", "vae",
+                        "%s %s takes 4-channel latents: a latent DiT needs vae, the id of the VAE "
+                        "whose latents it models (the SD VAE uploaded with POST /models)",
+                        spec->base_model[0] ? "base_model" : "model.channels",
+                        spec->base_model[0] ? spec->base_model : "4");
+        return -1;
+    }
+    long latent = jobs_model_config_int(r, spec->vae, "latent_channels");
+    if (latent < 0 || latent == channels) return 0;
+    api_reply_error(r, 400, "invalid_value", "vae",
+                    "vae %s makes %ld-channel latents but the DiT (%s) takes %ld channels",
+                    spec->vae, latent, spec->base_model[0] ? spec->base_model : "model.channels",
+                    channels);
+    return -1;
 }
 
 /* eval.extractor "classifier:<id>" must name a stored classifier model: the API takes ids, never
@@ -217,6 +270,8 @@ void api_jobs_create(api_req *r) {
     }
     if (jobs_check_ref(r, "dataset", spec.dataset, "ds_")) return;
     if (spec.base_model[0] && jobs_check_ref(r, "base_model", spec.base_model, "mdl_")) return;
+    if (spec.vae[0] && jobs_check_ref(r, "vae", spec.vae, "mdl_")) return;
+    if (jobs_check_space(r, &spec)) return;
     if (jobs_check_classifier(r, &spec)) return;
     if (jobs_check_forgetting(r, &spec)) return;
     if (jobs_check_device(r, spec.device)) return;

@@ -1,5 +1,6 @@
-/* models.c — the model resource: upload a safetensors DiT checkpoint or difftune classifier
- * (kind "dit" or "classifier", told apart by __metadata__.difftune_kind), or promote a job's
+/* models.c — the model resource: upload a safetensors DiT checkpoint (official or diffusers
+ * layout; ?input_size= and ?num_heads= for a file that does not say them), difftune classifier or
+ * SD VAE (kind "dit", "classifier" or "vae", ingest_model tells them apart), or promote a job's
  * checkpoint (JSON body {"job","checkpoint","name"?}); all are validated (tensor names, shapes,
  * config) before the model is stored. List, get, delete. */
 #include <errno.h>
@@ -54,13 +55,15 @@ static int models_copy(const char *src, const char *dst, char *err, size_t errle
 /* Validates the model file now at DIR/models/{id}/model.safetensors and stores its row; replies
  * 201 with the model, or the error (removing the directory). */
 static void models_finish(api_req *r, const char *id, const char *dir, const char *file, const char *name,
-                          const char *source_job, const char *source_checkpoint) {
+                          const char *source_job, const char *source_checkpoint,
+                          const dt_ingest_model_opts *opts) {
     char err[1024];
     dt_ingest_model info = {0};
-    int rc = ingest_model(file, &info, err, sizeof err);
+    int rc = ingest_model(file, opts, &info, err, sizeof err);
     if (rc) {
         ingest_remove_tree(dir);
-        if (rc == DT_INGEST_INVALID) api_reply_error(r, 422, "invalid_model", "file", "%s", err);
+        if (rc == DT_INGEST_INVALID) api_reply_error(r, 422, "invalid_model", info.param, "%s", err);
+        else if (rc == DT_INGEST_NO_SPACE) api_reply_error(r, 507, "disk_full", NULL, "%s", err);
         else api_reply_error(r, 500, "internal_error", NULL, "%s", err);
         return;
     }
@@ -150,7 +153,7 @@ static void models_promote(api_req *r) {
             if (copied == FS_NO_SPACE) api_reply_error(r, 507, "disk_full", NULL, "%s", err);
             else api_reply_error(r, 404, "not_found", "checkpoint", "%s", err);
         } else {
-            models_finish(r, id, dir, file, name ? name : dflt, job, ckpt);
+            models_finish(r, id, dir, file, name ? name : dflt, job, ckpt, NULL);
         }
     }
     json_decref(body);
@@ -161,6 +164,12 @@ void api_models_create(api_req *r) {
         models_promote(r);
         return;
     }
+    /* what a DiT file may not say itself (diffusers' layout stores no input size) */
+    int64_t input_size, num_heads;
+    if (api_query_int(r, "input_size", 1, 4096, 0, &input_size) ||
+        api_query_int(r, "num_heads", 1, 1024, 0, &num_heads))
+        return;
+    const dt_ingest_model_opts opts = {.input_size = (int)input_size, .num_heads = (int)num_heads};
     const char *tmp = api_upload_require(r, "the safetensors file");
     if (!tmp) return;
     const char *name = api_upload_display_name(r, "model");
@@ -172,7 +181,7 @@ void api_models_create(api_req *r) {
         api_reply_error(r, 500, "internal_error", NULL, "cannot store the model: %s", strerror(errno));
         return;
     }
-    models_finish(r, id, dir, file, name, NULL, NULL);
+    models_finish(r, id, dir, file, name, NULL, NULL, &opts);
 }
 
 void api_models_list(api_req *r) { api_catalog_list(r, "mdl_", store_model_list); }

@@ -143,6 +143,28 @@ static const store_migration MIGRATIONS[] = {
     {"checkpoint pins",
      "ALTER TABLE artifacts ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0"
      "  CHECK (pinned IN (0, 1));"},
+    /* a third kind of model, the SD VAE of latent DiTs: SQLite cannot change a CHECK, so the
+     * table is rebuilt with the same columns in the same order (nothing references models) */
+    {"model kind vae",
+     "CREATE TABLE models_new ("
+     "  id TEXT PRIMARY KEY,"
+     "  name TEXT NOT NULL,"
+     "  path TEXT NOT NULL,"
+     "  config TEXT NOT NULL,"
+     "  source_job TEXT REFERENCES jobs(id) ON DELETE SET NULL,"
+     "  source_checkpoint TEXT,"
+     "  bytes INTEGER NOT NULL,"
+     "  sha256 TEXT,"
+     "  created_at REAL NOT NULL,"
+     "  kind TEXT NOT NULL DEFAULT 'dit' CHECK (kind IN ('dit', 'classifier', 'vae'))"
+     ") STRICT;"
+     "INSERT INTO models_new (id, name, path, config, source_job, source_checkpoint, bytes, sha256,"
+     "  created_at, kind)"
+     "  SELECT id, name, path, config, source_job, source_checkpoint, bytes, sha256, created_at, kind"
+     "  FROM models;"
+     "DROP TABLE models;"
+     "ALTER TABLE models_new RENAME TO models;"
+     "CREATE INDEX models_by_created ON models (created_at, id);"},
 };
 
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))

@@ -285,8 +285,8 @@ int store_model_create(dt_store *s, const dt_model_new *m, char id_out[DT_STORE_
         return DT_STORE_INVALID;
     }
     const char *kind = m->kind ? m->kind : "dit";
-    if (strcmp(kind, "dit") != 0 && strcmp(kind, "classifier") != 0) {
-        store_errorf(err, errlen, "a model's kind is \"dit\" or \"classifier\", not \"%s\"", kind);
+    if (strcmp(kind, "dit") != 0 && strcmp(kind, "classifier") != 0 && strcmp(kind, "vae") != 0) {
+        store_errorf(err, errlen, "a model's kind is \"dit\", \"classifier\" or \"vae\", not \"%s\"", kind);
         return DT_STORE_INVALID;
     }
     char id[DT_STORE_ID_MAX];

@@ -24,14 +24,16 @@ void bank_settings_from_spec(dt_bank_settings *s, const dt_spec *spec) {
     s->cfg = spec->diff_tuning.bank_cfg;
     s->chunk = spec->hp.batch_size < s->size ? spec->hp.batch_size : s->size;
     if (s->chunk < 1) s->chunk = 1;
+    s->latent = spec->vae[0] != '\0';
 }
 
 int bank_key(const char *base_model_path, const dt_bank_settings *s, char key[65], char *err, size_t errlen) {
     char model_hash[65], text[256];
     if (fs_sha256_file(base_model_path, model_hash, err, errlen)) return -1;
     /* chunk only changes how the work is split, not the images, so it is not part of the key */
-    snprintf(text, sizeof text, "%s|n=%d|steps=%d|sampler=%s|cfg=%.6g|seed=%llu|clip_x0=1", model_hash,
-             s->size, s->steps, s->ddim ? "ddim" : "ddpm", s->cfg, (unsigned long long)BANK_SEED);
+    snprintf(text, sizeof text, "%s|n=%d|steps=%d|sampler=%s|cfg=%.6g|seed=%llu|%s", model_hash,
+             s->size, s->steps, s->ddim ? "ddim" : "ddpm", s->cfg, (unsigned long long)BANK_SEED,
+             s->latent ? "clip_x0=0|store=latents" : "clip_x0=1");
     fs_sha256_hex(text, strlen(text), key);
     return 0;
 }
@@ -40,16 +42,19 @@ static int bank_read(dt_bank *bank, const char *path, const dt_bank_settings *s,
                      const dit_config *c, char *err, size_t errlen) {
     st_file f;
     if (safetensors_open(&f, path, err, errlen)) return -1;
-    const st_tensor *t = safetensors_find(&f, "images");
+    const st_tensor *t = safetensors_find(&f, s->latent ? "latents" : "images");
+    void *data = NULL;
     int rc = -1;
-    if (!t || t->dtype != ST_U8 || t->ndim != 4 || t->shape[0] != s->size ||
+    if (!t || t->dtype != (s->latent ? ST_F32 : ST_U8) || t->ndim != 4 || t->shape[0] != s->size ||
         t->shape[1] != c->in_channels || t->shape[2] != c->image_size || t->shape[3] != c->image_size) {
-        snprintf(err, errlen, "%s: not a knowledge bank of %d images of %dx%dx%d", path, s->size,
-                 c->in_channels, c->image_size, c->image_size);
-    } else if (!(bank->images = malloc(t->nbytes))) {
+        snprintf(err, errlen, "%s: not a knowledge bank of %d %s of %dx%dx%d", path, s->size,
+                 s->latent ? "latents" : "images", c->in_channels, c->image_size, c->image_size);
+    } else if (!(data = malloc(t->nbytes))) {
         snprintf(err, errlen, "out of memory loading %s", path);
     } else {
-        memcpy(bank->images, f.data + t->offset, t->nbytes);
+        memcpy(data, f.data + t->offset, t->nbytes);
+        if (s->latent) bank->latents = data;
+        else bank->images = data;
         bank->n = s->size;
         bank->C = c->in_channels;
         bank->H = bank->W = c->image_size;
@@ -59,7 +64,8 @@ static int bank_read(dt_bank *bank, const char *path, const dt_bank_settings *s,
     return rc;
 }
 
-/* Reads a finished chunk file (raw uint8) into dst; 0 when present and whole. */
+/* Reads a finished chunk file (raw uint8 images or float latents) into dst; 0 when present and
+ * whole. */
 static int bank_read_chunk(const char *path, uint8_t *dst, size_t bytes) {
     FILE *f = fopen(path, "rb");
     if (!f) return -1;
@@ -105,19 +111,22 @@ int bank_load_or_generate(dt_bank *bank, const char *root, const char *key,
 
     const size_t img = (size_t)c->in_channels * c->image_size * c->image_size;
     const int chunks = (s->size + s->chunk - 1) / s->chunk;
-    uint8_t *images = malloc(img * s->size);
+    /* Pixel banks are quantised images (as a saved PNG); latent banks keep the sampler's floats. */
+    const size_t elem = s->latent ? sizeof(float) : 1;
+    const char *suffix = s->latent ? "f32" : "u8";
+    uint8_t *store = malloc(elem * img * s->size);
     int32_t *labels = malloc(sizeof(int32_t) * s->size);
-    float *host = malloc(sizeof(float) * img * s->chunk);
+    float *host = s->latent ? NULL : malloc(sizeof(float) * img * s->chunk);
     dt_schedule sched = {0};
     dt_sampler smp = {0};
     int rc = -1;
-    if (!images || !labels || !host || diffusion_schedule_init(&sched, DT_DIFFUSION_T)) {
+    if (!store || !labels || (!s->latent && !host) || diffusion_schedule_init(&sched, DT_DIFFUSION_T)) {
         snprintf(err, errlen, "out of memory for a knowledge bank of %d images", s->size);
         goto done;
     }
-    /* Pixel-space models sample with x0 clipped (latent DiTs, with the VAE, will not). */
+    /* Pixel-space models sample with x0 clipped; latents are sampled unclipped, as DiT does. */
     dt_sampler_opts so = {.steps = s->steps, .ddim = s->ddim, .eta = 0.0, .cfg = (float)s->cfg,
-                          .clip_x0 = 1};
+                          .clip_x0 = !s->latent};
     if (sampler_init(&smp, m, &sched, &so, s->chunk, err, errlen)) goto done;
     /* Random source classes, as the reference sampler draws them. */
     for (int i = 0; i < s->size; i++)
@@ -130,9 +139,11 @@ int bank_load_or_generate(dt_bank *bank, const char *root, const char *key,
     for (int k = 0; k < chunks; k++) {
         int first = k * s->chunk, n = s->size - first < s->chunk ? s->size - first : s->chunk;
         char cpath[4400];
-        snprintf(cpath, sizeof cpath, "%s/chunk_%06d.u8", partial, k);
-        if (bank_read_chunk(cpath, images + first * img, img * n) != 0) {
-            int r = sampler_run(&smp, params, labels + first, n, BANK_SEED, (uint64_t)k, host, stop);
+        snprintf(cpath, sizeof cpath, "%s/chunk_%06d.%s", partial, k, suffix);
+        uint8_t *piece = store + elem * img * first;
+        if (bank_read_chunk(cpath, piece, elem * img * n) != 0) {
+            float *out = s->latent ? (float *)piece : host;
+            int r = sampler_run(&smp, params, labels + first, n, BANK_SEED, (uint64_t)k, out, stop);
             if (r == 1) {
                 rc = 1;
                 goto done;
@@ -141,8 +152,8 @@ int bank_load_or_generate(dt_bank *bank, const char *root, const char *key,
                 snprintf(err, errlen, "backend failure while sampling the knowledge bank (%d)", r);
                 goto done;
             }
-            image_quantize(host, images + first * img, img * n);
-            if (bank_write_chunk(cpath, images + first * img, img * n, err, errlen)) goto done;
+            if (!s->latent) image_quantize(host, piece, img * n);
+            if (bank_write_chunk(cpath, piece, elem * img * n, err, errlen)) goto done;
             fresh += n;
         }
         double el = dt_now() - t0;
@@ -158,22 +169,24 @@ int bank_load_or_generate(dt_bank *bank, const char *root, const char *key,
         snprintf(steps_s, sizeof steps_s, "%d", s->steps);
         snprintf(cfg_s, sizeof cfg_s, "%g", s->cfg);
         const char *meta[] = {"format", "difftune.bank.v1", "size", n_s, "steps", steps_s,
-                              "sampler", s->ddim ? "ddim" : "ddpm", "cfg", cfg_s, NULL};
+                              "sampler", s->ddim ? "ddim" : "ddpm", "cfg", cfg_s,
+                              "space", s->latent ? "latent" : "pixel", NULL};
         st_write_tensor t[2] = {
-            {.name = "images", .dtype = ST_U8, .ndim = 4,
-             .shape = {s->size, c->in_channels, c->image_size, c->image_size}, .data = images},
+            {.name = s->latent ? "latents" : "images", .dtype = s->latent ? ST_F32 : ST_U8, .ndim = 4,
+             .shape = {s->size, c->in_channels, c->image_size, c->image_size}, .data = store},
             {.name = "labels", .dtype = ST_I32, .ndim = 1, .shape = {s->size}, .data = labels},
         };
         if (safetensors_write(path, t, 2, meta, err, errlen)) goto done;
     }
     for (int k = 0; k < chunks; k++) { /* the whole bank is safe: drop the pieces */
         char cpath[4400];
-        snprintf(cpath, sizeof cpath, "%s/chunk_%06d.u8", partial, k);
+        snprintf(cpath, sizeof cpath, "%s/chunk_%06d.%s", partial, k, suffix);
         remove(cpath);
     }
     remove(partial);
-    bank->images = images;
-    images = NULL;
+    if (s->latent) bank->latents = (float *)store;
+    else bank->images = store;
+    store = NULL;
     bank->n = s->size;
     bank->C = c->in_channels;
     bank->H = bank->W = c->image_size;
@@ -181,7 +194,7 @@ int bank_load_or_generate(dt_bank *bank, const char *root, const char *key,
 done:
     sampler_free(&smp);
     diffusion_schedule_free(&sched);
-    free(images);
+    free(store);
     free(labels);
     free(host);
     return rc;
@@ -189,5 +202,6 @@ done:
 
 void bank_free(dt_bank *bank) {
     free(bank->images);
+    free(bank->latents);
     memset(bank, 0, sizeof *bank);
 }

@@ -1,10 +1,12 @@
 /* bank.h — the Diff-Tuning knowledge bank: N images sampled from the base model before
  * fine-tuning, cached on disk and shared by every job with the same base model and settings.
  *
- * Layout: ROOT/<key>/bank.safetensors with "images" (U8, (N, C, H, W)) and "labels" (I32, the
- * source classes used), __metadata__ with the settings. <key> is the SHA-256 of the base model
- * file's bytes and the bank settings. Generation writes finished chunks under ROOT/<key>/partial/
- * so an interrupted generation resumes where it stopped.
+ * Layout: ROOT/<key>/bank.safetensors with "images" (U8, (N, C, H, W)) for a pixel-space DiT or
+ * "latents" (F32, (N, C, H, W), the sampler's output, never decoded) for a latent DiT, and
+ * "labels" (I32, the source classes used), __metadata__ with the settings. <key> is the SHA-256
+ * of the base model file's bytes and the bank settings (latent banks, sampled without clipping
+ * x0, have their own keys). Generation writes finished chunks under ROOT/<key>/partial/ so an
+ * interrupted generation resumes where it stopped.
  */
 #ifndef DT_BANK_H
 #define DT_BANK_H
@@ -21,6 +23,7 @@ typedef struct {
     int ddim;          /* sampler kind */
     double cfg;        /* guidance scale */
     int chunk;         /* images per sampling batch */
+    int latent;        /* 1: a latent DiT (spec "vae"): stored as F32 latents, x0 not clipped */
 } dt_bank_settings;
 
 /* Settings from a spec (chunk = min(batch_size, size), at least 1). */

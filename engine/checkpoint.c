@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dit_layout.h"
 #include "fsutil.h"
 
 void checkpoint_path(char *out, size_t len, const char *dir, int step, const char *kind) {
@@ -245,15 +246,22 @@ int checkpoint_load(const char *dir, int step, const dit_model *m, dt_train_stat
     return rc;
 }
 
-static int ckpt_dim(const st_file *f, const char *name, int ndim, int axis, int64_t *out,
-                    char *err, size_t errlen) {
-    const st_tensor *t = safetensors_find(f, name);
+/* Dimension `axis` of official tensor `official` as layout stores it (its first part). */
+static int ckpt_dim(const st_file *f, dit_layout layout, const char *official, int ndim, int axis,
+                    int64_t *out, char *err, size_t errlen) {
+    char names[DIT_LAYOUT_MAX_PARTS][DIT_LAYOUT_NAME_MAX];
+    if (dit_layout_names(layout, "", official, 0, names) < 1) {
+        snprintf(err, errlen, "%s: internal: no %s name for %s", f->path, dit_layout_name(layout), official);
+        return -1;
+    }
+    const st_tensor *t = safetensors_find(f, names[0]);
     if (!t) {
-        snprintf(err, errlen, "%s: no tensor '%s'; not a DiT checkpoint", f->path, name);
+        snprintf(err, errlen, "%s: no tensor '%s'; not a DiT checkpoint (%s layout)", f->path,
+                 names[0], dit_layout_name(layout));
         return -1;
     }
     if (t->ndim != ndim) {
-        snprintf(err, errlen, "%s: tensor '%s' has %d dims, a DiT has %d", f->path, name, t->ndim, ndim);
+        snprintf(err, errlen, "%s: tensor '%s' has %d dims, a DiT has %d", f->path, names[0], t->ndim, ndim);
         return -1;
     }
     *out = t->shape[axis];
@@ -271,7 +279,24 @@ static int ckpt_heads_for_hidden(int64_t hidden) {
     }
 }
 
-int checkpoint_read_config(const st_file *f, int heads_hint, dit_config *cfg, char *err, size_t errlen) {
+/* The input size (pixels or latent cells per side) the file's pos_embed implies: 0 when there is
+ * no pos_embed, -1 (message) when it is not a square grid of patches. */
+static int ckpt_pos_embed_size(const st_file *f, int64_t hidden, int64_t patch, char *err, size_t errlen) {
+    const st_tensor *pe = safetensors_find(f, "pos_embed");
+    if (!pe) return 0;
+    int64_t tokens = pe->ndim == 3 ? pe->shape[1] : 0;
+    int64_t grid = (int64_t)llround(sqrt((double)tokens));
+    if (pe->ndim != 3 || pe->shape[0] != 1 || pe->shape[2] != hidden || tokens < 1 ||
+        grid * grid != tokens || grid * patch > INT32_MAX) {
+        snprintf(err, errlen, "%s: pos_embed is not (1, N, %lld) with N a square number of tokens",
+                 f->path, (long long)hidden);
+        return -1;
+    }
+    return (int)(grid * patch);
+}
+
+int checkpoint_read_config(const st_file *f, int heads_hint, int input_size_hint, dit_config *cfg,
+                           char *err, size_t errlen) {
     const char *meta = safetensors_meta(f, "config");
     if (meta) {
         json_error_t je;
@@ -286,37 +311,59 @@ int checkpoint_read_config(const st_file *f, int heads_hint, dit_config *cfg, ch
             return -1;
         }
         json_decref(o);
+        if (input_size_hint > 0 && input_size_hint != image) {
+            snprintf(err, errlen, "%s: the file's config says input size %d, not %d", f->path,
+                     image, input_size_hint);
+            return -1;
+        }
         return dit_config_init(cfg, depth, hidden, heads, patch, image, chans, classes, ls, err, errlen);
     }
-    /* No metadata: a converted PyTorch state dict. Infer from shapes. */
-    int64_t hidden, chans, patch, rows, out_dim, tokens = 0;
-    if (ckpt_dim(f, "x_embedder.proj.weight", 4, 0, &hidden, err, errlen) ||
-        ckpt_dim(f, "x_embedder.proj.weight", 4, 1, &chans, err, errlen) ||
-        ckpt_dim(f, "x_embedder.proj.weight", 4, 2, &patch, err, errlen) ||
-        ckpt_dim(f, "y_embedder.embedding_table.weight", 2, 0, &rows, err, errlen) ||
-        ckpt_dim(f, "final_layer.linear.weight", 2, 0, &out_dim, err, errlen))
+    /* No metadata: a converted PyTorch state dict or a diffusers transformer. Infer from shapes. */
+    const dit_layout layout = dit_layout_detect(f, "");
+    int64_t hidden, chans, patch, rows, out_dim;
+    if (ckpt_dim(f, layout, "x_embedder.proj.weight", 4, 0, &hidden, err, errlen) ||
+        ckpt_dim(f, layout, "x_embedder.proj.weight", 4, 1, &chans, err, errlen) ||
+        ckpt_dim(f, layout, "x_embedder.proj.weight", 4, 2, &patch, err, errlen) ||
+        ckpt_dim(f, layout, "y_embedder.embedding_table.weight", 2, 0, &rows, err, errlen) ||
+        ckpt_dim(f, layout, "final_layer.linear.weight", 2, 0, &out_dim, err, errlen))
         return -1;
-    if (ckpt_dim(f, "pos_embed", 3, 1, &tokens, err, errlen)) {
-        snprintf(err, errlen, "%s: no pos_embed and no config metadata: cannot tell the image size",
-                 f->path);
+    if (hidden < 1 || hidden > INT32_MAX || chans < 1 || chans > 16 || patch < 1 || patch > 8 ||
+        rows < 2 || rows > INT32_MAX) {
+        snprintf(err, errlen, "%s: the patch embedding (%lld, %lld, %lld, ..) or the label table "
+                 "(%lld rows) is not a DiT's", f->path, (long long)hidden, (long long)chans,
+                 (long long)patch, (long long)rows);
+        return -1;
+    }
+    int input = ckpt_pos_embed_size(f, hidden, patch, err, errlen);
+    if (input < 0) return -1;
+    if (input > 0 && input_size_hint > 0 && input != input_size_hint) {
+        snprintf(err, errlen, "%s: the file's pos_embed says input size %d, not %d", f->path, input,
+                 input_size_hint);
+        return -1;
+    }
+    if (!input) input = input_size_hint;
+    if (input <= 0) {
+        snprintf(err, errlen, "%s: the file does not say the DiT's input size (no pos_embed and no "
+                 "config metadata, as in diffusers' transformer files): give it (the latent side, "
+                 "32 for a 256-pixel DiT on the SD VAE): ?input_size= on POST /models, "
+                 "--input-size on the command line", f->path);
         return -1;
     }
     int depth = 0;
-    char name[64];
-    for (;; depth++) {
+    char name[64], names[DIT_LAYOUT_MAX_PARTS][DIT_LAYOUT_NAME_MAX];
+    for (; depth <= DIT_MAX_DEPTH; depth++) {
         snprintf(name, sizeof name, "blocks.%d.attn.qkv.weight", depth);
-        if (!safetensors_find(f, name)) break;
+        if (dit_layout_names(layout, "", name, 0, names) < 1 || !safetensors_find(f, names[0])) break;
     }
-    int64_t grid = (int64_t)llround(sqrt((double)tokens));
     int heads = heads_hint > 0 ? heads_hint : ckpt_heads_for_hidden(hidden);
     if (!heads) {
         snprintf(err, errlen, "%s: hidden size %lld matches no DiT preset and the file has no "
                  "config metadata: give the head count", f->path, (long long)hidden);
         return -1;
     }
-    if (grid * grid != tokens || patch < 1 || out_dim % (patch * patch)) {
-        snprintf(err, errlen, "%s: pos_embed has %lld tokens, not a square grid of %lld-patches",
-                 f->path, (long long)tokens, (long long)patch);
+    if (out_dim % (patch * patch)) {
+        snprintf(err, errlen, "%s: the final layer's %lld outputs are not whole %lldx%lld patches",
+                 f->path, (long long)out_dim, (long long)patch, (long long)patch);
         return -1;
     }
     int64_t c_out = out_dim / (patch * patch);
@@ -325,36 +372,11 @@ int checkpoint_read_config(const st_file *f, int heads_hint, dit_config *cfg, ch
                  f->path, (long long)c_out, (long long)chans);
         return -1;
     }
-    return dit_config_init(cfg, depth, (int)hidden, heads, (int)patch, (int)(grid * patch),
-                           (int)chans, (int)rows - 1, c_out == 2 * chans, err, errlen);
+    return dit_config_init(cfg, depth, (int)hidden, heads, (int)patch, input, (int)chans,
+                           (int)rows - 1, c_out == 2 * chans, err, errlen);
 }
 
 int checkpoint_read_weights(const st_file *f, const dit_model *m, const char *prefix, float *host,
                             char *err, size_t errlen) {
-    char name[160];
-    for (int i = 0; i < m->n_params; i++) {
-        const dit_param *p = &m->params[i];
-        snprintf(name, sizeof name, "%s%s", prefix, p->name);
-        const st_tensor *t = safetensors_find(f, name);
-        int same = t && t->ndim == p->ndim;
-        for (int d = 0; same && d < p->ndim; d++) same = t->shape[d] == p->shape[d];
-        if (!same) {
-            if (!t) snprintf(err, errlen, "%s: missing tensor '%s'", f->path, name);
-            else snprintf(err, errlen, "%s: tensor '%s' has the wrong shape for this DiT "
-                          "(expected %lld elements in %d dims)", f->path, name,
-                          (long long)p->numel, p->ndim);
-            return -1;
-        }
-        if (safetensors_read_f32(f, name, host + p->offset, p->numel, err, errlen)) return -1;
-    }
-    /* Anything else that is not ours means this is not the DiT we think it is. */
-    for (int i = 0; i < f->n; i++) {
-        const char *tn = f->tensors[i].name;
-        if (!strncmp(tn, "train.", 6) || !strncmp(tn, "adam.", 5) || !strcmp(tn, "pos_embed")) continue;
-        if (!dit_find_param(m, tn)) {
-            snprintf(err, errlen, "%s: unexpected tensor '%s' (not a parameter of this DiT)", f->path, tn);
-            return -1;
-        }
-    }
-    return 0;
+    return dit_layout_read(f, m, prefix, host, err, errlen);
 }

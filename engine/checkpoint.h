@@ -55,13 +55,19 @@ void checkpoint_prune(const char *dir, int keep);
 int checkpoint_load(const char *dir, int step, const dit_model *m, dt_train_state *st,
                     char *err, size_t errlen);
 
-/* The DiT config of a safetensors model file: from our metadata when present, otherwise
- * inferred from the tensor shapes (heads from the preset of that hidden size, or heads_hint when
- * > 0). Returns 0, or -1 with a message naming what is missing or inconsistent. */
-int checkpoint_read_config(const st_file *f, int heads_hint, dit_config *cfg, char *err, size_t errlen);
-/* Copies the tensors "<prefix><name>" of every DiT parameter into host (m->num_floats), checking
- * each shape. Fails naming the first missing or mis-shaped tensor, or a tensor that is not a DiT
- * parameter (outside the "train.", "adam." and pos_embed names). */
+/* The DiT config of a safetensors model file, in the official or the diffusers layout
+ * (dit_layout.h): from our metadata when present, otherwise inferred from the tensor shapes:
+ * heads from the preset of that hidden size, or heads_hint when > 0; the input size (pixels or
+ * latent cells per side) from pos_embed, or input_size_hint when > 0 and the file has no
+ * pos_embed (diffusers' files do not). A hint > 0 that contradicts the file's metadata or
+ * pos_embed is an error. Returns 0, or -1 with a message naming what is missing or inconsistent
+ * (for a missing input size, how to give it). */
+int checkpoint_read_config(const st_file *f, int heads_hint, int input_size_hint, dit_config *cfg,
+                           char *err, size_t errlen);
+/* Copies the DiT parameters stored under prefix ("" or "train.") into host (m->num_floats, the
+ * official order), in either layout (dit_layout_read). Fails naming the first missing or
+ * mis-shaped tensor, a diffusers embedder copy that differs from block 0's, or a tensor that is
+ * not a DiT parameter (outside the "train.", "adam." and pos_embed names). */
 int checkpoint_read_weights(const st_file *f, const dit_model *m, const char *prefix, float *host,
                             char *err, size_t errlen);
 

@@ -92,9 +92,9 @@ void difftune_plan(dt_batch_plan *p, const dt_spec *spec, int num_classes) {
 }
 
 void difftune_compose(const dt_batch_plan *p, const dt_tdist *td, int64_t step,
-                      const dt_dataset *ds, dt_data_order *order, const dt_bank *bank,
-                      float *x0, int32_t *labels, int32_t *t, float *weight) {
-    const size_t img = (size_t)ds->C * ds->H * ds->W;
+                      const dt_dataset *ds, const dt_latents *lat, dt_data_order *order,
+                      const dt_bank *bank, float *x0, int32_t *labels, int32_t *t, float *weight) {
+    const size_t img = lat ? (size_t)lat->C * lat->h * lat->w : (size_t)ds->C * ds->H * ds->W;
     const uint64_t slot0 = (uint64_t)(step - 1) * (uint64_t)p->B;
     for (int i = 0; i < p->B; i++) {
         const uint64_t slot = slot0 + (uint64_t)i;
@@ -102,14 +102,17 @@ void difftune_compose(const dt_batch_plan *p, const dt_tdist *td, int64_t step,
         const double u = dt_rng_double(p->seed, DT_STREAM_TIMESTEP, slot);
         if (i < p->B_down) {
             int idx = data_order_index(order, (step - 1) * (int64_t)p->B_down + i);
-            dataset_image_to_float(ds, idx, flip, x0 + i * img);
+            if (lat) latents_draw(lat, idx, flip, p->seed, slot, x0 + i * img);
+            else dataset_image_to_float(ds, idx, flip, x0 + i * img);
             int drop = dt_rng_double(p->seed, DT_STREAM_DROPOUT, slot) < p->class_dropout;
-            labels[i] = drop ? p->null_label : ds->labels[idx];
+            labels[i] = drop ? p->null_label : lat ? lat->labels[idx] : ds->labels[idx];
             t[i] = difftune_draw_t(td->down, td->T, u);
             weight[i] = 1.0f / (float)p->B_down;
         } else {
             uint32_t idx = dt_rng_below(p->seed, DT_STREAM_BANK_PICK, slot, (uint32_t)bank->n);
-            dataset_u8_to_float(bank->images + idx * img, bank->C, bank->H, bank->W, flip, x0 + i * img);
+            /* A latent is not flipped: a mirrored latent is not the latent of the mirrored image */
+            if (bank->latents) memcpy(x0 + i * img, bank->latents + idx * img, img * sizeof(float));
+            else dataset_u8_to_float(bank->images + idx * img, bank->C, bank->H, bank->W, flip, x0 + i * img);
             labels[i] = p->null_label; /* retention trains the unconditional branch only */
             t[i] = difftune_draw_t(td->bank, td->T, u);
             weight[i] = (float)(p->replay_weight / p->B_bank);

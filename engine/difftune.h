@@ -13,6 +13,7 @@
 
 #include <stdint.h>
 #include "dataset.h"
+#include "latents.h"
 #include "spec.h"
 
 /* Cumulative distributions over t = 0..T-1. */
@@ -28,10 +29,12 @@ void difftune_tdist_free(dt_tdist *d);
 /* The t whose cumulative interval holds u in [0,1): smallest t with cdf[t] > u. */
 int difftune_draw_t(const double *cdf, int T, double u);
 
-/* The knowledge bank: images sampled from the base model, stored like a dataset. */
+/* The knowledge bank: samples of the base model, stored like a dataset: images for a pixel-space
+ * DiT, the sampler's latents (never decoded) for a latent one. Exactly one of the two is set. */
 typedef struct {
     int n, C, H, W;
-    uint8_t *images; /* (n, C, H, W) */
+    uint8_t *images; /* (n, C, H, W) pixel space */
+    float *latents;  /* (n, C, H, W) latent space */
 } dt_bank;
 
 /* Deterministic epoch-shuffled data order (no state beyond a cached permutation). */
@@ -59,10 +62,13 @@ typedef struct {
 /* The split of spec's batch for a model with num_classes classes. */
 void difftune_plan(dt_batch_plan *p, const dt_spec *spec, int num_classes);
 
-/* Composes the batch of `step` (1-based) into host buffers: x0 (B, C, H, W) in [-1, 1],
- * labels (B), t (B), weight (B). bank may be NULL when p->B_bank == 0. No allocation. */
+/* Composes the batch of `step` (1-based) into host buffers: x0 (B, C, H, W), labels (B), t (B),
+ * weight (B). Downstream samples come from lat when it is not NULL (a posterior draw of the
+ * cached latents, latents_draw, with the slot's flip; labels from lat), else from ds's images
+ * in [-1, 1]. Bank samples are flipped bank images, or bank latents as sampled. bank may be
+ * NULL when p->B_bank == 0. No allocation. */
 void difftune_compose(const dt_batch_plan *p, const dt_tdist *td, int64_t step,
-                      const dt_dataset *ds, dt_data_order *order, const dt_bank *bank,
-                      float *x0, int32_t *labels, int32_t *t, float *weight);
+                      const dt_dataset *ds, const dt_latents *lat, dt_data_order *order,
+                      const dt_bank *bank, float *x0, int32_t *labels, int32_t *t, float *weight);
 
 #endif

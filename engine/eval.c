@@ -31,7 +31,14 @@ int eval_init(dt_evaluator *e, const dit_model *m, const dt_schedule *sched, dt_
                   o->num_classes - 1, c->num_classes);
         return -1;
     }
-    if (extractor_check_shape(x, c->in_channels, c->image_size, c->image_size, err, errlen)) return -1;
+    const dt_latent_decoder *d = o->decoder;
+    if (d && (d->C != c->in_channels || d->h != c->image_size || d->w != c->image_size)) {
+        dt_errorf(err, errlen, "the VAE decodes %dx%dx%d latents, the model makes %dx%dx%d", d->h,
+                  d->w, d->C, c->image_size, c->image_size, c->in_channels);
+        return -1;
+    }
+    const int C = d ? 3 : c->in_channels, S = d ? d->pixels : c->image_size;
+    if (extractor_check_shape(x, C, S, S, err, errlen)) return -1;
     if (extractor_has_labels(x) && extractor_num_classes(x) != o->num_classes) {
         dt_errorf(err, errlen, "%s predicts %d classes but the evaluation samples %d (the "
                   "dataset's classes): use a classifier trained on this dataset",
@@ -41,16 +48,21 @@ int eval_init(dt_evaluator *e, const dit_model *m, const dt_schedule *sched, dt_
     e->m = m;
     e->x = x;
     e->o = *o;
+    e->C = C;
+    e->S = S;
     if (e->o.chunk > o->samples) e->o.chunk = o->samples;
     const int B = e->o.chunk, dim = extractor_dim(x);
-    const size_t img = (size_t)c->in_channels * c->image_size * c->image_size;
+    const size_t img = (size_t)C * S * S;
+    /* x0 is clipped in pixel space, as the sample grids; latents are sampled unclipped */
     dt_sampler_opts so = {.steps = o->steps, .ddim = o->ddim, .eta = 0.0, .cfg = o->cfg,
-                          .clip_x0 = 1 /* pixel space, as the sample grids */};
+                          .clip_x0 = !d};
     e->h_images = malloc(sizeof(float) * B * img);
+    if (d) e->h_latents = malloc(sizeof(float) * B * (size_t)d->C * d->h * d->w);
     e->h_features = malloc(sizeof(float) * (size_t)B * dim);
     e->h_labels = malloc(sizeof(int32_t) * B);
     e->h_pred = malloc(sizeof(int32_t) * B);
-    if (!e->h_images || !e->h_features || !e->h_labels || !e->h_pred || fid_accum_init(&e->acc, dim, B)) {
+    if (!e->h_images || (d && !e->h_latents) || !e->h_features || !e->h_labels || !e->h_pred ||
+        fid_accum_init(&e->acc, dim, B)) {
         dt_errorf(err, errlen, "out of memory for evaluation buffers (%d images of %zu floats, "
                   "%d features)", B, img, dim);
         eval_free(e);
@@ -66,6 +78,7 @@ int eval_init(dt_evaluator *e, const dit_model *m, const dt_schedule *sched, dt_
 void eval_free(dt_evaluator *e) {
     if (e->sampler.m) sampler_free(&e->sampler);
     free(e->h_images);
+    free(e->h_latents);
     free(e->h_features);
     free(e->h_labels);
     free(e->h_pred);
@@ -193,10 +206,9 @@ static int eval_reference_root(dt_eval_reference *ref, double t0, char *err, siz
 int eval_reference(dt_evaluator *e, const dt_dataset *ds, const char *cache_dir,
                    dt_eval_reference *ref, char *err, size_t errlen) {
     memset(ref, 0, sizeof *ref);
-    const dit_config *c = &e->m->cfg;
-    if (ds->C != c->in_channels || ds->H != c->image_size || ds->W != c->image_size) {
-        dt_errorf(err, errlen, "the reference images are %dx%dx%d, the model's %dx%dx%d", ds->H,
-                  ds->W, ds->C, c->image_size, c->image_size, c->in_channels);
+    if (ds->C != e->C || ds->H != e->S || ds->W != e->S || !ds->images) {
+        dt_errorf(err, errlen, "the reference images are %dx%dx%d%s, the evaluated ones %dx%dx%d",
+                  ds->H, ds->W, ds->C, ds->images ? "" : " (not loaded)", e->S, e->S, e->C);
         return -1;
     }
     if (ds->n < 2) {
@@ -247,8 +259,7 @@ int eval_run_hybrid(dt_evaluator *e, const float *params_noise, const float *par
                     int switch_t, int data_unconditional, const dt_eval_reference *ref,
                     dt_eval_result *res, char *err, size_t errlen) {
     memset(res, 0, sizeof *res);
-    const dit_config *c = &e->m->cfg;
-    const int B = e->o.chunk, N = e->o.samples, C = c->in_channels, S = c->image_size;
+    const int B = e->o.chunk, N = e->o.samples, C = e->C, S = e->S;
     if (ref->stats.dim != extractor_dim(e->x)) {
         dt_errorf(err, errlen, "the reference statistics have %d features, %s gives %d",
                   ref->stats.dim, extractor_label(e->x), extractor_dim(e->x));
@@ -266,8 +277,10 @@ int eval_run_hybrid(dt_evaluator *e, const float *params_noise, const float *par
         /* n < B only in the last chunk; its noise is still that of (seed, chunk) */
         int r = sampler_run_hybrid(&e->sampler, params_noise, params_data, switch_t,
                                    data_unconditional, e->h_labels, n, e->o.seed,
-                                   (uint64_t)chunk, e->h_images, e->stop);
+                                   (uint64_t)chunk, e->h_latents ? e->h_latents : e->h_images,
+                                   e->stop);
         if (r == 1) return 1;
+        if (r == 0 && e->o.decoder) r = latent_decode(e->o.decoder, e->h_latents, n, e->h_images);
         if (r < 0) {
             dt_backend *be = e->m->be;
             dt_errorf(err, errlen, "backend failure while sampling for evaluation on %s: %s",

@@ -10,6 +10,10 @@
  * Comparability: sample i of an evaluation has label i % num_classes and the noise of
  * (EVAL_SEED, chunk), so evaluations of successive checkpoints differ only by the weights.
  *
+ * Latent DiTs (dt_eval_opts.decoder): each chunk of sampled latents is decoded to images by the
+ * VAE before the extractor sees it, and the reference statistics come from the dataset's images
+ * at the decoded size (the model's input size times the VAE's downsampling).
+ *
  * Reference cache: CACHE_DIR/<key>.safetensors with "mu" (F64, (dim)) and "sigma" (F64,
  * (dim, dim)) and __metadata__ {format, extractor, weights_sha256, dataset_sha256, images, dim};
  * key = SHA-256 of the dataset's content hash, the extractor label, the extractor's weights hash
@@ -27,6 +31,7 @@
 #include "dit.h"
 #include "extractor.h"
 #include "fid.h"
+#include "latents.h"
 #include "sampler.h"
 
 /* Reference statistics use every dataset image up to this many; larger datasets use this many,
@@ -42,6 +47,9 @@ typedef struct {
     int num_classes; /* sample labels cycle over 0..num_classes-1 (>= 1) */
     int chunk;       /* images per sampling and feature batch (>= 1) */
     uint64_t seed;   /* sampling noise (EVAL_SEED unless a caller wants other noise) */
+    dt_latent_decoder *decoder; /* latent DiT: decodes the samples (borrowed, must outlive the
+                                 * evaluator); NULL = pixel space (samples are images, x0 is
+                                 * clipped while sampling) */
 } dt_eval_opts;
 
 typedef struct {
@@ -77,7 +85,9 @@ typedef struct {
     dt_extractor *x;         /* borrowed */
     dt_eval_opts o;
     dt_sampler sampler;
-    float *h_images;         /* (chunk, C, H, W) */
+    int C, S;                /* the images measured: channels and side (decoded for a latent DiT) */
+    float *h_images;         /* (chunk, C, S, S) */
+    float *h_latents;        /* (chunk, model C, H, W) a latent DiT's samples; NULL in pixel space */
     float *h_features;       /* (chunk, dim) */
     int32_t *h_labels, *h_pred; /* (chunk) */
     fid_accum acc;
@@ -100,8 +110,9 @@ void eval_dataset_sha256(const dt_dataset *ds, char out[65]);
 /* The reference statistics of ds for e's extractor into *ref (release with
  * eval_reference_free): read from cache_dir when present, else computed over the dataset's
  * images (see EVAL_REF_MAX_IMAGES) with progress in stage "reference" and written there.
- * cache_dir NULL = no cache. The images must have the model's shape. Returns 0, 1 when stopped
- * through e->stop (nothing cached), or -1 with a message. */
+ * cache_dir NULL = no cache. The images must have the measured shape (e->C, e->S: the model's,
+ * or the decoded images' for a latent DiT). Returns 0, 1 when stopped through e->stop (nothing
+ * cached), or -1 with a message. */
 int eval_reference(dt_evaluator *e, const dt_dataset *ds, const char *cache_dir,
                    dt_eval_reference *ref, char *err, size_t errlen);
 void eval_reference_free(dt_eval_reference *ref);

@@ -150,7 +150,7 @@ static int forgetting_load_weights(forgetting_ctx *f, const char *path, float *d
     char why[512];
     int rc = -1;
     if (safetensors_open(&st, path, why, sizeof why) ||
-        checkpoint_read_config(&st, 0, &cfg, why, sizeof why)) {
+        checkpoint_read_config(&st, 0, 0, &cfg, why, sizeof why)) {
         dt_errorf(err, errlen, "%s: %s", path, why);
     } else if (memcmp(&cfg, &f->m.cfg, sizeof cfg)) {
         dt_errorf(err, errlen, "%s is not the base model's architecture (depth %d, hidden %d, "
@@ -176,12 +176,18 @@ static int forgetting_setup(forgetting_ctx *f, char *err, size_t errlen) {
     st_file st = {0};
     dit_config cfg;
     if (safetensors_open(&st, o->base_path, why, sizeof why) ||
-        checkpoint_read_config(&st, 0, &cfg, why, sizeof why)) {
+        checkpoint_read_config(&st, 0, 0, &cfg, why, sizeof why)) {
         dt_errorf(err, errlen, "base model %s: %s", o->base_path, why);
         safetensors_close(&st);
         return FORGETTING_INVALID;
     }
     safetensors_close(&st);
+    if (cfg.in_channels != 1 && cfg.in_channels != 3) { /* not before a VAE can decode samples */
+        dt_errorf(err, errlen, "base model %s takes %d-channel latents: the forgetting curve "
+                  "measures pixel-space DiTs only; latent DiTs (with a vae) are not supported yet",
+                  o->base_path, cfg.in_channels);
+        return FORGETTING_INVALID;
+    }
     const char *device = o->device ? o->device : "auto";
     if (!(f->be = dt_backend_create(device, why, sizeof why))) {
         dt_errorf(err, errlen, "device %s: %s", device, why);

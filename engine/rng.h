@@ -20,6 +20,7 @@
 #define DT_STREAM_NOISE       (7ull << 36) /* + step: training noise (device randn stream) */
 #define DT_STREAM_LABELS      (9ull << 20) /* random class labels (knowledge bank) */
 #define DT_STREAM_SPLIT       (10ull << 20) /* + class: held-out split (classifier) */
+#define DT_STREAM_LATENT      (11ull << 20) /* latent draws x0 = mean + std * n (index: slot, element) */
 #define DT_STREAM_SAMPLE      (8ull << 40) /* + chunk << 16 + step: sampling noise */
 
 /* Uniform float in (0, 1] for (seed, stream, index). */

@@ -7,7 +7,7 @@
  *
  * Strict on purpose, because a job that fails after an hour of knowledge-bank sampling is worse
  * than a 400: integers must be JSON integers (2.0 is rejected), numbers may be integers or reals,
- * booleans must be true/false, null is accepted only where it means "unset" (base_model, peft,
+ * booleans must be true/false, null is accepted only where it means "unset" (base_model, vae, peft,
  * model.num_classes, forgetting.checkpoint, webhook), unknown keys are errors at every level and duplicate keys are invalid JSON.
  * Checks run in this order: unknown keys of an object, then its fields one by one in table order
  * (type, then range), then that object's cross-field checks; the first failure is reported.
@@ -619,6 +619,7 @@ static const spec_section spec_ckpt_section = {
 /* method comes before model: which model fields are allowed depends on it. */
 static const spec_field spec_job_fields[] = {
     SPEC_F_STR("base_model", base_model, SPEC_NULLABLE, NULL),
+    SPEC_F_STR("vae", vae, SPEC_NULLABLE, NULL),
     SPEC_F_STR("dataset", dataset, 0, NULL),
     SPEC_F_CUSTOM("method", spec_parse_method, spec_emit_method),
     SPEC_F_CUSTOM("peft", spec_parse_peft, spec_emit_peft),
@@ -892,6 +893,17 @@ static int spec_check_job(dt_spec *s, unsigned seen, dt_spec_error *e)
                          "base_model is required for method \"%s\": the id (mdl_...) or path of "
                          "%s", method, analysis ? "the base model the checkpoint was fine-tuned from"
                                                 : "the model to fine-tune");
+    /* A latent DiT needs its VAE; which VAE, and whether its latent channels match the DiT's, is
+     * known once the files are read (the engine checks, and the API checks stored models). */
+    if (analysis && s->vae[0])
+        return spec_fail(e, "invalid_value", "vae",
+                         "vae: method \"forgetting_curve\" does not support latent DiTs yet; it "
+                         "measures pixel-space models only (omit vae)");
+    if (s->method == DT_METHOD_PRETRAIN && !s->vae[0] && s->model.channels == 4)
+        return spec_fail(e, "invalid_value", "vae",
+                         "model.channels 4 is a latent DiT: set vae to the VAE whose latents it "
+                         "models (the SD VAE, id mdl_... or path), or use 1 or 3 channels for "
+                         "pixel space");
     if (analysis && !s->forgetting.checkpoint[0])
         return spec_fail(e, "missing_field", "forgetting.checkpoint",
                          "forgetting.checkpoint is required for method \"forgetting_curve\": the "

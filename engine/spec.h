@@ -28,6 +28,10 @@ typedef enum {
 
 typedef struct {
     char base_model[DT_SPEC_STR]; /* path or id; empty only for pretrain */
+    char vae[DT_SPEC_STR];        /* path or id (kind "vae") of the SD VAE of a latent DiT; "" =
+                                   * pixel space. With a VAE the DiT works on its latents: the
+                                   * dataset is encoded at (DiT input size x the VAE's 8) pixels
+                                   * and samples are decoded (engine/latents.h) */
     char dataset[DT_SPEC_STR];    /* path or id (forgetting_curve: the held-out target data) */
     dt_method method;
     char peft[16];                /* "" (none); others are rejected until implemented */

@@ -19,9 +19,11 @@
 #include "extractor.h"
 #include "fsutil.h"
 #include "image.h"
+#include "latents.h"
 #include "rng.h"
 #include "safetensors.h"
 #include "sampler.h"
+#include "vae.h"
 
 #define TRAIN_GRID_STEPS 50   /* DDIM steps for sample grids */
 #define TRAIN_GRID_CFG 1.5f   /* guidance for sample grids, as for the knowledge bank */
@@ -32,6 +34,9 @@
  * when the ring is full. */
 #define TRAIN_LOSS_RING 64
 #define TRAIN_EVAL_PROGRESS_S 1.0 /* seconds between progress events of an evaluation */
+/* Images per VAE call (encoding the dataset, decoding grids and evaluation samples): the VAE's
+ * activations are reserved once for this many images at the pixel size. */
+#define TRAIN_VAE_BATCH 4
 #define TRAIN_NO_INCEPTION \
     "no Inception weights: start the server (or difftune train) with --inception-weights FILE " \
     "(README: Evaluation)"
@@ -71,6 +76,15 @@ typedef struct {
     float *h_stage;             /* (2 * num_floats) checkpoint staging */
     float *h_grid;              /* (grid, C, H, W) */
     int32_t *h_grid_labels;     /* (grid) */
+    /* latent DiT (spec "vae"): the VAE, the dataset's latents, decoding of samples */
+    vae_model *vae;             /* NULL in pixel space */
+    int pixel_size;             /* the images' side: image_size x the VAE's downsampling */
+    dt_latents lat;             /* the dataset's latents; lat.mean NULL until read or encoded */
+    char lat_key[65], vae_sha[65];
+    int lat_reused;             /* 1: read from the cache at setup; 0: train_latents encodes */
+    int keep_pixels;            /* the dataset's images stay loaded (evaluation references) */
+    dt_latent_decoder dec;      /* sample grids and evaluation samples */
+    float *h_grid_pixels;       /* (grid, 3, pixel_size, pixel_size) the decoded grid */
     /* evaluation (eval.fid_every > 0) */
     dt_extractor *fx;           /* NULL: the metric is unavailable, for eval_unavailable */
     dt_evaluator evaluator;     /* sampler and buffers, allocated at setup */
@@ -94,7 +108,7 @@ static int train_config(trainer *tr, dit_config *cfg, st_file *base, char *err, 
     const dt_spec *s = tr->spec;
     if (s->method != DT_METHOD_PRETRAIN) {
         if (safetensors_open(base, s->base_model, err, errlen)) return -1;
-        return checkpoint_read_config(base, 0, cfg, err, errlen);
+        return checkpoint_read_config(base, 0, 0, cfg, err, errlen);
     }
     int depth = s->model.depth, hidden = s->model.hidden_size, heads = s->model.num_heads,
         patch = s->model.patch_size;
@@ -142,7 +156,10 @@ static void train_backend_error(trainer *tr, const char *what, char *err, size_t
  * buffers always live there, and on the CPU so do the parameters, optimizer state, activations
  * and batch buffers. More than RAM plus swap is either refused by the kernel or ends with the
  * OOM killer taking the worker, so it fails here as "oom" instead. (A GPU's own memory is
- * checked by allocating it: its allocator says no cleanly.) Returns 0 or -1. */
+ * checked by allocating it: its allocator says no cleanly.) A latent DiT adds the VAE (weights,
+ * activations for TRAIN_VAE_BATCH images, its batch buffers) on the device, and on the host the
+ * latents of the dataset (mean and std, both flips), its images and the decoded grid.
+ * Returns 0 or -1. */
 static int train_fits_host(trainer *tr, int grid, char *err, size_t errlen) {
     const dit_config *c = &tr->m.cfg;
     const double f = sizeof(float), P = (double)tr->m.num_floats, B = tr->plan.B, mb = tr->micro;
@@ -152,6 +169,14 @@ static int train_fits_host(trainer *tr, int grid, char *err, size_t errlen) {
     double dev = f * (5 * P + mb * (3 * img + 2 * oimg) + TRAIN_LOSS_RING * B + grid * 5 * img) +
                  (double)dit_acts_bytes(&tr->m, tr->micro, 1) +
                  (double)dit_acts_bytes(&tr->m, 2 * grid, 0);
+    if (tr->vae) {
+        const double pimg = 3.0 * tr->pixel_size * tr->pixel_size, n = tr->ds.n;
+        dev += f * ((double)vae_get_config(tr->vae)->num_floats +
+                    TRAIN_VAE_BATCH * (2 * pimg + 3 * img)) +
+               (double)vae_reserve_bytes(tr->vae, TRAIN_VAE_BATCH, tr->pixel_size);
+        host += f * (4 * n * img + grid * pimg + TRAIN_VAE_BATCH * pimg) +
+                (tr->ds.images ? n * pimg : 0);
+    }
     double need = strcmp(tr->be->name, "cpu") ? host : host + dev;
     struct sysinfo si;
     if (sysinfo(&si) != 0) return 0; /* cannot tell: the allocations will */
@@ -203,11 +228,21 @@ static int train_alloc(trainer *tr, char *err, size_t errlen) {
         train_oom(tr, err, err, errlen);
         return -1;
     }
+    /* x0 is clipped in pixel space only: latents are sampled unclipped, as DiT does */
     dt_sampler_opts so = {.steps = TRAIN_GRID_STEPS, .ddim = 1, .eta = 0.0, .cfg = TRAIN_GRID_CFG,
-                          .clip_x0 = 1 /* pixel space */};
+                          .clip_x0 = !tr->vae};
     if (sampler_init(&tr->grid, &tr->m, &tr->sched, &so, G, err, errlen)) {
         train_oom(tr, err, err, errlen); /* its one other failure (bad steps) cannot happen here */
         return -1;
+    }
+    if (tr->vae) {
+        const size_t pimg = (size_t)3 * tr->pixel_size * tr->pixel_size;
+        if (!(tr->h_grid_pixels = malloc((size_t)G * pimg * sizeof(float)))) goto oom;
+        if (latent_decoder_init(&tr->dec, tr->vae, be, TRAIN_VAE_BATCH, c->in_channels,
+                                c->image_size, err, errlen)) {
+            train_oom(tr, err, err, errlen); /* the shapes were checked at setup */
+            return -1;
+        }
     }
     for (int i = 0; i < G; i++) tr->h_grid_labels[i] = i % tr->ds.num_classes;
     return 0;
@@ -225,12 +260,13 @@ static int train_eval_setup(trainer *tr, char *err, size_t errlen) {
     const dit_config *c = &tr->m.cfg;
     const char *classifier = spec_eval_classifier(s);
     char why[768];
+    /* what the extractor measures: the model's images, or a latent DiT's decoded samples */
+    const int img_c = tr->vae ? 3 : c->in_channels, img_s = tr->vae ? tr->pixel_size : c->image_size;
     tr->eval_metric = classifier ? "fd_classifier" : "fid";
     if (classifier) {
         const char *path = o->classifier_path ? o->classifier_path : classifier;
         if (extractor_open(&tr->fx, "classifier", path, s->eval.extractor, why, sizeof why) ||
-            extractor_check_shape(tr->fx, c->in_channels, c->image_size, c->image_size, why,
-                                  sizeof why)) {
+            extractor_check_shape(tr->fx, img_c, img_s, img_s, why, sizeof why)) {
             snprintf(err, errlen, "eval.extractor %s: %s", s->eval.extractor, why);
             return -1;
         }
@@ -240,8 +276,7 @@ static int train_eval_setup(trainer *tr, char *err, size_t errlen) {
                               sizeof why)) {
         snprintf(tr->eval_unavailable, sizeof tr->eval_unavailable,
                  "the Inception weights %s cannot be used: %s", o->inception_weights, why);
-    } else if (extractor_check_shape(tr->fx, c->in_channels, c->image_size, c->image_size, why,
-                                     sizeof why)) {
+    } else if (extractor_check_shape(tr->fx, img_c, img_s, img_s, why, sizeof why)) {
         snprintf(tr->eval_unavailable, sizeof tr->eval_unavailable, "%s", why);
         extractor_free(tr->fx);
         tr->fx = NULL;
@@ -258,12 +293,96 @@ static int train_eval_setup(trainer *tr, char *err, size_t errlen) {
     int chunk = s->hp.batch_size < s->eval.fid_samples ? s->hp.batch_size : s->eval.fid_samples;
     dt_eval_opts eo = {.samples = s->eval.fid_samples, .steps = s->eval.steps,
                        .ddim = !strcmp(s->eval.sampler, "ddim"), .cfg = (float)s->eval.cfg,
-                       .num_classes = tr->ds.num_classes, .chunk = chunk, .seed = EVAL_SEED};
+                       .num_classes = tr->ds.num_classes, .chunk = chunk, .seed = EVAL_SEED,
+                       .decoder = tr->vae ? &tr->dec : NULL};
     if (eval_init(&tr->evaluator, &tr->m, &tr->sched, tr->fx, &eo, why, sizeof why)) {
         snprintf(err, errlen, "eval: %s", why);
         return -1;
     }
     tr->evaluator.stop = o->stop;
+    return 0;
+}
+
+/* Pixel or latent space. With spec "vae" the VAE's latent channels must be the DiT's input
+ * channels, and the images are pixel_size = the DiT's input size x the VAE's downsampling (only
+ * the VAE file's header is read here); without one the DiT must take images (1 or 3 channels).
+ * Returns 0 or -1 with a message naming "vae". */
+static int train_space(trainer *tr, const dit_config *cfg, char *err, size_t errlen) {
+    const dt_spec *s = tr->spec;
+    const int pretrain = s->method == DT_METHOD_PRETRAIN;
+    tr->pixel_size = cfg->image_size;
+    if (!s->vae[0]) {
+        if (cfg->in_channels == 1 || cfg->in_channels == 3) return 0;
+        snprintf(err, errlen, "%s %d-channel inputs, which are not images: a latent DiT (4 channels, "
+                 "like DiT-XL/2 at 256 px) needs \"vae\", the VAE whose latents it models (the SD "
+                 "VAE: the id of a model of kind vae, or its file with difftune train)",
+                 pretrain ? "model.channels asks for" : "the base model takes", cfg->in_channels);
+        return -1;
+    }
+    st_file f = {0};
+    vae_config vc;
+    char why[768];
+    if (safetensors_open(&f, s->vae, why, sizeof why) || vae_read_config(&f, &vc, why, sizeof why)) {
+        safetensors_close(&f);
+        snprintf(err, errlen, "vae %s: %s", s->vae, why);
+        return -1;
+    }
+    safetensors_close(&f);
+    if (vc.latent_channels != cfg->in_channels) {
+        snprintf(err, errlen, "vae: the VAE %s makes %d-channel latents but %s %d channels; a "
+                 "latent DiT must take the latents of its VAE", s->vae, vc.latent_channels,
+                 pretrain ? "model.channels is" : "the base model takes", cfg->in_channels);
+        return -1;
+    }
+    if ((long)cfg->image_size * vc.downsample > 4096) {
+        snprintf(err, errlen, "vae: a %d-cell latent input is %d-pixel images, beyond the 4096 "
+                 "pixels a dataset loads at", cfg->image_size, cfg->image_size * vc.downsample);
+        return -1;
+    }
+    tr->pixel_size = cfg->image_size * vc.downsample;
+    return 0;
+}
+
+/* The data of a latent DiT: the dataset's latents from the cache when it holds them (and the
+ * images too when an evaluation will need them), else the images at pixel_size for
+ * train_latents to encode. A cache file that does not read back, or no longer matches the
+ * dataset, is encoded again. Returns 0 or -1 with a message. */
+static int train_latent_data(trainer *tr, const dit_config *cfg, char *err, size_t errlen) {
+    const dt_spec *s = tr->spec;
+    const dt_train_opts *o = tr->o;
+    if (!o->latent_dir) {
+        snprintf(err, errlen, "a latent DiT (vae) needs a latent-cache directory");
+        return -1;
+    }
+    const char *inception = o->inception_weights;
+    tr->keep_pixels = s->eval.fid_every > 0 &&
+                      (spec_eval_classifier(s) || (inception && inception[0]));
+    if (latents_key(s->dataset, s->vae, tr->pixel_size, tr->lat_key, tr->vae_sha, err, errlen))
+        return -1;
+    char why[1024];
+    int r = latents_load(&tr->lat, o->latent_dir, tr->lat_key, cfg->in_channels, cfg->image_size,
+                         cfg->image_size, why, sizeof why);
+    if (r == 0 && tr->lat.pixel_size != tr->pixel_size) {
+        snprintf(why, sizeof why, "the latent cache %s was encoded at %d pixels, not %d",
+                 tr->lat_key, tr->lat.pixel_size, tr->pixel_size);
+        latents_free(&tr->lat);
+        r = -1;
+    }
+    if (r < 0) events_log(tr->ev, "warn", "%s; encoding the dataset again", why);
+    tr->lat_reused = r == 0;
+    if (tr->lat_reused && !tr->keep_pixels) {
+        if (latents_as_dataset(&tr->lat, &tr->ds) == 0) return 0;
+        snprintf(err, errlen, "out of memory for the labels of %d images", tr->lat.n);
+        return -1;
+    }
+    if (dataset_load(&tr->ds, s->dataset, tr->pixel_size, 3, err, errlen)) return -1;
+    if (tr->lat_reused && (tr->ds.n != tr->lat.n || tr->ds.num_classes != tr->lat.num_classes ||
+                           memcmp(tr->ds.labels, tr->lat.labels, sizeof(int32_t) * tr->ds.n))) {
+        events_log(tr->ev, "warn", "the latent cache %s does not match the dataset's %d images; "
+                   "encoding the dataset again", tr->lat_key, tr->ds.n);
+        latents_free(&tr->lat);
+        tr->lat_reused = 0;
+    }
     return 0;
 }
 
@@ -278,8 +397,10 @@ static int train_setup(trainer *tr, char *err, size_t errlen) {
                  "`difftune forgetting-curve`, or submit it as an API job");
         goto done;
     }
-    if (train_config(tr, &cfg, &base, err, errlen)) goto done;
-    if (dataset_load(&tr->ds, s->dataset, cfg.image_size, cfg.in_channels, err, errlen)) goto done;
+    if (train_config(tr, &cfg, &base, err, errlen) || train_space(tr, &cfg, err, errlen)) goto done;
+    if (s->vae[0] ? train_latent_data(tr, &cfg, err, errlen)
+                  : dataset_load(&tr->ds, s->dataset, cfg.image_size, cfg.in_channels, err, errlen))
+        goto done;
     if (s->method == DT_METHOD_PRETRAIN) {
         int classes = s->model.num_classes > 0 ? s->model.num_classes : tr->ds.num_classes;
         if (classes < tr->ds.num_classes) {
@@ -331,6 +452,10 @@ static int train_setup(trainer *tr, char *err, size_t errlen) {
         snprintf(err, errlen, "out of memory for the diffusion tables");
         goto done;
     }
+    if (s->vae[0] && vae_load(&tr->vae, s->vae, tr->be, err, errlen)) {
+        if (strstr(err, "out of memory")) tr->err_code = DT_ERR_OOM;
+        goto done;
+    }
     if (train_alloc(tr, err, errlen)) goto done;
     if (s->eval.fid_every > 0 && train_eval_setup(tr, err, errlen)) {
         rc = TRAIN_INVALID;
@@ -361,6 +486,8 @@ static void train_teardown(trainer *tr) {
             if (bufs[i]) be->free(be, bufs[i]);
         sampler_free(&tr->grid);
         if (tr->evaluator.m) eval_free(&tr->evaluator);
+        latent_decoder_free(&tr->dec);
+        vae_free(tr->vae);
         if (tr->acts.block) dit_acts_free(&tr->acts, &tr->m);
         diffusion_tables_free(&tr->tab, be);
         if (tr->m.params) dit_model_free(&tr->m);
@@ -372,10 +499,11 @@ static void train_teardown(trainer *tr) {
     difftune_tdist_free(&tr->td);
     data_order_free(&tr->order);
     dataset_free(&tr->ds);
+    latents_free(&tr->lat);
     bank_free(&tr->bank);
     free(tr->h_x0); free(tr->h_w); free(tr->h_t); free(tr->h_y);
     free(tr->h_ring_loss); free(tr->h_ring_w); free(tr->h_ring_t);
-    free(tr->h_stage); free(tr->h_grid); free(tr->h_grid_labels);
+    free(tr->h_stage); free(tr->h_grid); free(tr->h_grid_labels); free(tr->h_grid_pixels);
     free(tr->spec_json);
 }
 
@@ -447,7 +575,8 @@ static int train_report_checkpoint(trainer *tr, int step, char *err, size_t errl
     return 0;
 }
 
-/* Samples the fixed-seed, fixed-label grid from the EMA weights into samples/step_S.png. */
+/* Samples the fixed-seed, fixed-label grid from the EMA weights into samples/step_S.png; a
+ * latent DiT's samples are decoded to images first. */
 static int train_grid(trainer *tr, int step, char *err, size_t errlen) {
     const dit_config *c = &tr->m.cfg;
     const int G = tr->grid.max_batch;
@@ -458,11 +587,21 @@ static int train_grid(trainer *tr, int step, char *err, size_t errlen) {
         train_backend_error(tr, "while sampling", err, errlen);
         return -1;
     }
+    const float *images = tr->h_grid;
+    int C = c->in_channels, S = c->image_size;
+    if (tr->vae) {
+        if (latent_decode(&tr->dec, tr->h_grid, G, tr->h_grid_pixels) < 0) {
+            train_backend_error(tr, "while decoding samples with the VAE", err, errlen);
+            return -1;
+        }
+        images = tr->h_grid_pixels;
+        C = 3;
+        S = tr->pixel_size;
+    }
     char path[4200];
     snprintf(path, sizeof path, "%s/step_%07d.png", tr->sample_dir, step);
     int cols = (int)ceil(sqrt((double)G));
-    if (image_write_grid(path, tr->h_grid, G, c->in_channels, c->image_size, c->image_size, cols,
-                         err, errlen))
+    if (image_write_grid(path, images, G, C, S, S, cols, err, errlen))
         return -1;
     char name[64];
     snprintf(name, sizeof name, "step_%07d.png", step);
@@ -569,8 +708,9 @@ static void train_step(trainer *tr, int step) {
     const int HW = c->image_size * c->image_size;
     const size_t img = (size_t)c->in_channels * HW, oimg = (size_t)c->out_channels * HW;
 
-    difftune_compose(&tr->plan, &tr->td, step, &tr->ds, &tr->order, tr->bank.images ? &tr->bank : NULL,
-                     tr->h_x0, tr->h_y, tr->h_t, tr->h_w);
+    difftune_compose(&tr->plan, &tr->td, step, &tr->ds, tr->lat.mean ? &tr->lat : NULL, &tr->order,
+                     tr->bank.images || tr->bank.latents ? &tr->bank : NULL, tr->h_x0, tr->h_y,
+                     tr->h_t, tr->h_w);
     if (tr->ring_n == 0) tr->ring_step = step;
     const size_t row = (size_t)tr->ring_n * B;
     memcpy(tr->h_ring_t + row, tr->h_t, B * sizeof(int32_t));
@@ -717,6 +857,39 @@ static int train_resume(trainer *tr, int *start, char *err, size_t errlen) {
     return tr->o->retention_by_caller ? train_report_checkpoint(tr, latest, err, errlen) : 0;
 }
 
+/* The dataset's latents (a latent DiT): encoded now, in phase "encoding", unless setup read them
+ * from the cache; then the images are dropped unless an evaluation needs them. Emits the
+ * "latent_cache" metric {key, images, pixel_size, reused, seconds}. Returns 0, 1 when stopped
+ * (finished chunks are kept for the next run), or -1 with a message. */
+static int train_latents(trainer *tr, char *err, size_t errlen) {
+    double t0 = dt_now();
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/%s", tr->o->latent_dir, tr->lat_key);
+    if (tr->lat_reused) {
+        events_log(tr->ev, "info", "dataset latents reused: %s (%d images of %d pixels)", dir,
+                   tr->lat.n, tr->pixel_size);
+    } else {
+        dt_latents_encode_opts eo = {.root = tr->o->latent_dir, .key = tr->lat_key,
+                                     .vae_sha256 = tr->vae_sha, .dataset = tr->spec->dataset,
+                                     .batch = TRAIN_VAE_BATCH, .ev = tr->ev, .stop = tr->o->stop};
+        events_emit(tr->ev, "progress", json_pack("{s:s, s:i, s:i}", "phase", "encoding", "step", 0,
+                                                  "total_steps", tr->ds.n));
+        int r = latents_encode(&tr->lat, &tr->ds, tr->vae, tr->be, &eo, err, errlen);
+        if (r == FS_NO_SPACE) tr->err_code = DT_ERR_DISK_FULL;
+        else if (r < 0 && strstr(err, "out of memory")) tr->err_code = DT_ERR_OOM;
+        if (r) return r;
+    }
+    if (!tr->keep_pixels) { /* training reads only the latents */
+        free(tr->ds.images);
+        tr->ds.images = NULL;
+    }
+    events_emit(tr->ev, "metric", json_pack("{s:s, s:s, s:i, s:i, s:b, s:f}", "name", "latent_cache",
+                                            "key", tr->lat_key, "images", tr->lat.n, "pixel_size",
+                                            tr->pixel_size, "reused", tr->lat_reused,
+                                            "seconds", dt_now() - t0));
+    return 0;
+}
+
 static int train_bank(trainer *tr, char *err, size_t errlen) {
     dt_bank_settings bs;
     char key[65];
@@ -760,6 +933,18 @@ int train_run(const dt_spec *spec, const dt_train_opts *o, char *err, size_t err
                tr.m.cfg.num_classes, tr.m.num_floats, tr.be->name, dt_precision_name(tr.be->precision),
                tr.ds.n, tr.ds.num_classes);
 
+    if (tr.vae) {
+        events_log(tr.ev, "info", "latent DiT: VAE %s (sha256 %.12s), %dx%d-pixel images as %dx%dx%d "
+                   "latents", spec->vae, tr.vae_sha, tr.pixel_size, tr.pixel_size, tr.m.cfg.image_size,
+                   tr.m.cfg.image_size, tr.m.cfg.in_channels);
+        int r = train_latents(&tr, err, errlen);
+        if (r == 1) {
+            rc = TRAIN_STOPPED;
+            events_emit(tr.ev, "status", json_pack("{s:s, s:i}", "status", "stopped", "step", 0));
+            goto out;
+        }
+        if (r) goto fail;
+    }
     if (spec->method == DT_METHOD_DIFF_TUNING) {
         int r = train_bank(&tr, err, errlen);
         if (r == 1) {

@@ -5,6 +5,11 @@
  *
  * Output directory: checkpoints/ (see checkpoint.h), samples/step_SSSSSSS.png. Events (see
  * events.h) describe every phase; `difftune train` prints them on stdout.
+ *
+ * A latent DiT (spec "vae", a file path here) trains on the dataset's VAE latents, encoded once
+ * into the latent cache (engine/latents.h, phase "encoding", reused by later jobs: metric
+ * "latent_cache"); its knowledge bank holds latents; sample grids and evaluation samples are
+ * decoded to images; the FID reference is the dataset's images at the decoded size.
  */
 #ifndef DT_TRAIN_H
 #define DT_TRAIN_H
@@ -17,6 +22,7 @@
 typedef struct {
     const char *out_dir;   /* required */
     const char *bank_dir;  /* knowledge-bank cache root (required for diff_tuning) */
+    const char *latent_dir; /* latent-cache root (required with spec "vae"; latents.h) */
     const char *device;    /* overrides spec->device when non-NULL */
     const char *precision; /* overrides spec->hp.precision when non-NULL: auto | bf16 | fp32 */
     int log_every;         /* steps between progress events (>= 1); first and last always */

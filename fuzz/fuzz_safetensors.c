@@ -60,7 +60,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
 
     dt_ingest_model m;
-    int rc = ingest_model(path, &m, err, sizeof err);
+    int rc = ingest_model(path, NULL, &m, err, sizeof err);
     if (rc == DT_INGEST_OK) {
         FUZZ_CHECK(!strcmp(m.kind, "dit") || !strcmp(m.kind, "classifier"), "kind '%s'", m.kind);
         FUZZ_CHECK(json_is_object(m.config), "no config");

@@ -77,7 +77,7 @@ static int fid_run(const fid_args *a) {
     st_file f = {0};
     dit_config c;
     if (safetensors_open(&f, a->ckpt, err, sizeof err) ||
-        checkpoint_read_config(&f, 0, &c, err, sizeof err)) {
+        checkpoint_read_config(&f, 0, 0, &c, err, sizeof err)) {
         fprintf(stderr, "difftune fid: %s\n", err);
         safetensors_close(&f);
         return 2;

@@ -1,7 +1,7 @@
 /* cmd_run_job.c — `difftune run-job <job_id> --data-dir DIR`: the worker process that
  * `difftune serve` spawns for one attempt of a stored job (DESIGN.md section 2).
  *
- * It reads the job's spec from the store, resolves the dataset and base model ids to their
+ * It reads the job's spec from the store, resolves the dataset, base model and VAE ids to their
  * files, closes the store again (the server alone writes it) and trains into DIR/jobs/<id>/,
  * resuming from the newest complete checkpoint there; a forgetting_curve job instead measures
  * the checkpoint it names against its base model (run_job_forgetting.c). Events go to stdout as
@@ -50,7 +50,8 @@ static void run_job_usage(FILE *f) {
         "Runs one attempt of a stored job as a worker of `difftune serve`, which spawns\n"
         "it; people normally never run it themselves. Reads the job from DIR/" DT_LAYOUT_DB ",\n"
         "trains into DIR/" DT_LAYOUT_JOBS "/JOB_ID/ (resuming from its newest complete\n"
-        "checkpoint) with knowledge banks under DIR/" DT_LAYOUT_BANKS "/ and reference statistics\n"
+        "checkpoint) with knowledge banks under DIR/" DT_LAYOUT_BANKS "/, datasets encoded by a\n"
+        "job's VAE under DIR/" DT_LAYOUT_LATENTS "/ and reference statistics\n"
         "under DIR/" DT_LAYOUT_EVAL_CACHE "/ (a forgetting_curve job measures the checkpoint it\n"
         "names instead, and writes no files), and prints one JSON\n"
         "event per line on stdout (status, progress, sample, checkpoint, metric, log, error).\n"
@@ -251,6 +252,7 @@ static int run_job_load(const run_job_args *a, dt_events *ev, json_t **spec_out,
     }
     status = run_job_resolve(st, spec, "dataset", "ds_", ev);
     if (!status) status = run_job_resolve(st, spec, "base_model", "mdl_", ev);
+    if (!status) status = run_job_resolve(st, spec, "vae", "mdl_", ev);
     if (!status) status = run_job_classifier(st, spec, in->classifier, sizeof in->classifier, ev);
     if (!status)
         status = run_job_forgetting_checkpoint(st, a->data_dir, spec, in->checkpoint,
@@ -272,11 +274,12 @@ out:
 static int run_job_train(const run_job_args *a, const dt_spec *spec, const run_job_inputs *in,
                          dt_events *ev) {
     const char *device = in->device, *classifier = in->classifier;
-    char out_dir[4200], bank_dir[4200], eval_cache[4200], err[1024] = "";
+    char out_dir[4200], bank_dir[4200], latent_dir[4200], eval_cache[4200], err[1024] = "";
     snprintf(out_dir, sizeof out_dir, "%s/%s/%s", a->data_dir, DT_LAYOUT_JOBS, a->job_id);
     snprintf(bank_dir, sizeof bank_dir, "%s/%s", a->data_dir, DT_LAYOUT_BANKS);
+    snprintf(latent_dir, sizeof latent_dir, "%s/%s", a->data_dir, DT_LAYOUT_LATENTS);
     snprintf(eval_cache, sizeof eval_cache, "%s/%s", a->data_dir, DT_LAYOUT_EVAL_CACHE);
-    dt_train_opts o = {.out_dir = out_dir, .bank_dir = bank_dir,
+    dt_train_opts o = {.out_dir = out_dir, .bank_dir = bank_dir, .latent_dir = latent_dir,
                        .device = device[0] ? device : NULL, .log_every = (int)a->log_every,
                        .min_free_bytes = (int64_t)a->min_free_mb << 20,
                        .events = ev, .stop = &run_job_stop_flag,

@@ -20,8 +20,10 @@ static void train_on_signal(int sig) {
 static void train_usage(FILE *f) {
     fprintf(f,
         "usage: difftune train --spec SPEC.json --out DIR [options]\n\n"
-        "Trains a DiT as the job spec says (DESIGN.md section 3; base_model and dataset are paths):\n"
-        "method \"pretrain\" (from scratch), \"full\" (standard fine-tuning) or \"diff_tuning\".\n"
+        "Trains a DiT as the job spec says (DESIGN.md section 3; base_model, vae and dataset are\n"
+        "paths): method \"pretrain\" (from scratch), \"full\" (standard fine-tuning) or\n"
+        "\"diff_tuning\". With \"vae\" (a latent DiT) the dataset is encoded once into the latent\n"
+        "cache and sample grids are decoded to images.\n"
         "Writes DIR/checkpoints/step_N.safetensors (+ .state.safetensors) and DIR/samples/step_N.png\n"
         "and prints one JSON event per line on stdout (status, progress, sample, checkpoint, metric,\n"
         "log, error). Run again with the same DIR to resume from the newest complete checkpoint.\n"
@@ -31,6 +33,8 @@ static void train_usage(FILE *f) {
         "  --out DIR          output directory (required; created)\n"
         "  --bank-dir DIR     knowledge-bank cache (default $DIFFTUNE_BANK_DIR, else\n"
         "                     $HOME/.cache/difftune/banks)\n"
+        "  --latent-dir DIR   cache of datasets encoded by the spec's \"vae\" (a latent DiT; default\n"
+        "                     $DIFFTUNE_LATENT_DIR, else $HOME/.cache/difftune/latents)\n"
         "  --inception-weights FILE\n"
         "                     FID Inception weights (pytorch-fid's state dict as safetensors; see\n"
         "                     README: Evaluation) for eval.fid_every (default\n"
@@ -53,11 +57,12 @@ static void train_usage(FILE *f) {
 
 int cmd_train(int argc, char **argv) {
     const char *spec_path = NULL, *out = NULL, *bank_dir = getenv("DIFFTUNE_BANK_DIR"), *device = NULL,
+               *latent_dir = getenv("DIFFTUNE_LATENT_DIR"),
                *precision = NULL, *inception = getenv("DIFFTUNE_INCEPTION_WEIGHTS"),
                *eval_cache = getenv("DIFFTUNE_EVAL_CACHE");
     long log_every = 10, stop_after = 0, grid = 16, min_free_mb = DT_MIN_FREE_MB_DEFAULT;
     int quiet = 0, text_mode = 0;
-    char home_bank[4096], home_eval[4096];
+    char home_bank[4096], home_eval[4096], home_latents[4096];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -68,6 +73,7 @@ int cmd_train(int argc, char **argv) {
         if (!strcmp(a, "--spec")) spec_path = v;
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--bank-dir")) bank_dir = v;
+        else if (!strcmp(a, "--latent-dir")) latent_dir = v;
         else if (!strcmp(a, "--inception-weights")) inception = v;
         else if (!strcmp(a, "--eval-cache")) eval_cache = v;
         else if (!strcmp(a, "--device")) device = v;
@@ -117,6 +123,11 @@ int cmd_train(int argc, char **argv) {
         snprintf(home_bank, sizeof home_bank, "%s/.cache/difftune/banks", home ? home : ".");
         bank_dir = home_bank;
     }
+    if (!latent_dir || !latent_dir[0]) {
+        const char *home = getenv("HOME");
+        snprintf(home_latents, sizeof home_latents, "%s/.cache/difftune/latents", home ? home : ".");
+        latent_dir = home_latents;
+    }
     if (!eval_cache || !eval_cache[0]) {
         const char *home = getenv("HOME");
         snprintf(home_eval, sizeof home_eval, "%s/.cache/difftune/eval", home ? home : ".");
@@ -129,7 +140,8 @@ int cmd_train(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
 
     dt_events ev = {.out = stdout, .quiet = quiet, .text = text_mode};
-    dt_train_opts o = {.out_dir = out, .bank_dir = bank_dir, .device = device, .precision = precision,
+    dt_train_opts o = {.out_dir = out, .bank_dir = bank_dir, .latent_dir = latent_dir,
+                       .device = device, .precision = precision,
                        .log_every = (int)log_every, .stop_after = (int)stop_after,
                        .min_free_bytes = (int64_t)min_free_mb << 20,
                        .grid_size = (int)grid, .events = &ev, .stop = &train_stop_flag,

@@ -67,7 +67,7 @@ static void check_compose(double power) {
     int bank_label_ok = 1, bank_pixels_ok = 1, weights_ok = 1, dropped = 0, labels_ok = 1;
     const int steps = 3000;
     for (int s = 1; s <= steps; s++) {
-        difftune_compose(&plan, &td, s, &ds, &order, &bank, x0, y, t, w);
+        difftune_compose(&plan, &td, s, &ds, NULL, &order, &bank, x0, y, t, w);
         double wd = 0, wb = 0;
         for (int i = 0; i < 10; i++) {
             if (i < plan.B_down) {
@@ -104,10 +104,10 @@ static void check_compose(double power) {
     /* Composition is a pure function of the step: recomposing step 17 gives the same batch. */
     float x0b[40], wb2[10];
     int32_t yb[10], tb[10];
-    difftune_compose(&plan, &td, 17, &ds, &order, &bank, x0, y, t, w);
+    difftune_compose(&plan, &td, 17, &ds, NULL, &order, &bank, x0, y, t, w);
     dt_data_order fresh;
     data_order_init(&fresh, ds.n, spec.hp.seed);
-    difftune_compose(&plan, &td, 17, &ds, &fresh, &bank, x0b, yb, tb, wb2);
+    difftune_compose(&plan, &td, 17, &ds, NULL, &fresh, &bank, x0b, yb, tb, wb2);
     CHECK(!memcmp(x0, x0b, sizeof x0) && !memcmp(y, yb, sizeof y) && !memcmp(t, tb, sizeof t),
           "batch of a step is reproducible from the step alone (resume)");
     data_order_free(&fresh);
@@ -136,7 +136,7 @@ static void check_full_is_uniform(void) {
     int32_t y[16], t[16];
     long counts[BUCKETS] = {0}, n = 0;
     for (int s = 1; s <= 1500; s++) {
-        difftune_compose(&plan, &td, s, &ds, &order, NULL, x0, y, t, w);
+        difftune_compose(&plan, &td, s, &ds, NULL, &order, NULL, x0, y, t, w);
         for (int i = 0; i < 16; i++) counts[t[i] * BUCKETS / T]++, n++;
     }
     CHECK(chi_square(counts, n, 0, 0.0) < 27.9, "full: t uniform (chi2 %.2f)", chi_square(counts, n, 0, 0.0));

@@ -688,7 +688,7 @@ static void write_model(const char *path, const dit_model *m, const float *host,
 static void expect_model_refused(const char *path, const char *needle, const char *what) {
     dt_ingest_model mo;
     err[0] = '\0';
-    int rc = ingest_model(path, &mo, err, sizeof err);
+    int rc = ingest_model(path, NULL, &mo, err, sizeof err);
     CHECK(rc == DT_INGEST_INVALID, "%s: code %d (%s)", what, rc, err);
     CHECK(strstr(err, needle) != NULL, "%s: message '%s' lacks '%s'", what, err, needle);
     CHECK(!strstr(err, tmp), "%s: message '%s' shows the server path", what, err);
@@ -718,7 +718,7 @@ static void test_model(dt_backend *be) {
     checkpoint_path(path, sizeof path, dir, 3, "");
 
     dt_ingest_model mo;
-    int rc = ingest_model(path, &mo, err, sizeof err);
+    int rc = ingest_model(path, NULL, &mo, err, sizeof err);
     CHECK(rc == DT_INGEST_OK, "real checkpoint: %d %s", rc, err);
     CHECK(json_int_is(mo.config, "depth", 2) && json_int_is(mo.config, "hidden_size", 32) &&
           json_int_is(mo.config, "num_heads", 2) && json_int_is(mo.config, "patch_size", 2) &&
@@ -742,14 +742,15 @@ static void test_model(dt_backend *be) {
 
     char *alt = check_path(tmp, "alt.safetensors");
     write_model(alt, &m, host, &(model_opts){0});
-    rc = ingest_model(alt, &mo, err, sizeof err);
+    rc = ingest_model(alt, NULL, &mo, err, sizeof err);
     CHECK(rc == DT_INGEST_OK, "rewritten model: %d %s", rc, err);
     json_decref(mo.config);
     write_model(alt, &m, host, &(model_opts){.rename = "blocks.1.mlp.fc1.weight",
                                              .rename_to = "blocks.1.mlp.fc9.weight"});
     expect_model_refused(alt, "missing tensor 'blocks.1.mlp.fc1.weight'", "renamed tensor");
     write_model(alt, &m, host, &(model_opts){.transpose = "blocks.0.attn.qkv.weight"});
-    expect_model_refused(alt, "'blocks.0.attn.qkv.weight' has the wrong shape", "mis-shaped tensor");
+    expect_model_refused(alt, "'blocks.0.attn.qkv.weight' has shape [32, 96]; this DiT needs [96, 32]",
+                         "mis-shaped tensor");
     write_model(alt, &m, host, &(model_opts){.extra = "lora.A"});
     expect_model_refused(alt, "unexpected tensor 'lora.A'", "foreign tensor");
     write_model(alt, &m, host, &(model_opts){.no_meta = 1});
@@ -765,7 +766,7 @@ static void test_model(dt_backend *be) {
     write_model(alt, &m, host, &(model_opts){.config = "{\"depth\":2,\"hidden_size\":32,"
         "\"num_heads\":2,\"patch_size\":2,\"image_size\":8,\"in_channels\":3,"
         "\"num_classes\":5,\"learn_sigma\":true}"});
-    expect_model_refused(alt, "'y_embedder.embedding_table.weight' has the wrong shape",
+    expect_model_refused(alt, "'y_embedder.embedding_table.weight' has shape [5, 32]; this DiT needs [6, 32]",
                          "metadata config disagreeing with the tensors");
 
     uint8_t *noise = random_bytes(4096);
@@ -791,7 +792,7 @@ static void test_model_inferred(dt_backend *be) {
     char *path = check_path(tmp, "converted.safetensors");
     write_model(path, &m, host, &(model_opts){.no_meta = 1});
     dt_ingest_model mo;
-    int rc = ingest_model(path, &mo, err, sizeof err);
+    int rc = ingest_model(path, NULL, &mo, err, sizeof err);
     CHECK(rc == DT_INGEST_OK, "converted checkpoint: %d %s", rc, err);
     CHECK(json_int_is(mo.config, "num_heads", 6) && json_int_is(mo.config, "depth", 1) &&
           json_int_is(mo.config, "image_size", 8) && json_int_is(mo.config, "in_channels", 1) &&
@@ -854,7 +855,7 @@ static void test_model_classifier(void) {
     CHECK(classifier_train(&ds, &o, path, NULL, NULL, err, sizeof err) == 0, "train: %s", err);
 
     dt_ingest_model mo;
-    int rc = ingest_model(path, &mo, err, sizeof err);
+    int rc = ingest_model(path, NULL, &mo, err, sizeof err);
     CHECK(rc == DT_INGEST_OK, "classifier: %d %s", rc, err);
     if (rc == DT_INGEST_OK) {
         CHECK(!strcmp(mo.kind, "classifier"), "kind %s", mo.kind);
@@ -873,7 +874,7 @@ static void test_model_classifier(void) {
     }
     char *alt = check_path(tmp, "classifier_alt.safetensors");
     rewrite_classifier(path, alt, NULL, NULL, NULL, NULL);
-    rc = ingest_model(alt, &mo, err, sizeof err);
+    rc = ingest_model(alt, NULL, &mo, err, sizeof err);
     CHECK(rc == DT_INGEST_OK, "rewritten classifier: %d %s", rc, err);
     if (rc == DT_INGEST_OK) json_decref(mo.config);
     rewrite_classifier(path, alt, NULL, NULL, "fc1.weight", NULL);
@@ -893,6 +894,159 @@ static void test_model_classifier(void) {
     rewrite_classifier(path, alt, NULL, NULL, NULL, classes9);
     expect_model_refused(alt, "'fc2.weight' has the wrong shape (2, 256)",
                          "metadata class count disagreeing with the tensors");
+}
+
+/* Runs the weight generator DIFFTUNE_GEN_<tool> with args writing path; 0, or -1 (recorded). */
+static int run_tool(const char *tool, const char *path, const char *args) {
+    char var[64], cmd[3000];
+    snprintf(var, sizeof var, "DIFFTUNE_GEN_%s", tool);
+    const char *exe = getenv(var);
+    CHECK(exe && exe[0], "%s is not set: run under ctest (tests/tools)", var);
+    if (!exe || !exe[0]) return -1;
+    snprintf(cmd, sizeof cmd, "'%s' --out '%s' %s > /dev/null", exe, path, args);
+    int rc = system(cmd);
+    CHECK(rc == 0, "%s failed (%d)", cmd, rc);
+    return rc == 0 ? 0 : -1;
+}
+
+/* Expects ingest_model(path, opts) to refuse with code DT_INGEST_INVALID, out.param == param and
+ * a message containing needle. */
+static void expect_param_refused(const char *path, const dt_ingest_model_opts *opts,
+                                 const char *param, const char *needle, const char *what) {
+    dt_ingest_model mo;
+    err[0] = '\0';
+    int rc = ingest_model(path, opts, &mo, err, sizeof err);
+    CHECK(rc == DT_INGEST_INVALID, "%s: code %d (%s)", what, rc, err);
+    CHECK(mo.param && !strcmp(mo.param, param), "%s: param %s, want %s", what,
+          mo.param ? mo.param : "(null)", param);
+    CHECK(strstr(err, needle) != NULL, "%s: message '%s' lacks '%s'", what, err, needle);
+    if (rc == DT_INGEST_OK) json_decref(mo.config);
+}
+
+/* diffusers' DiT transformer file: refused without the input size (naming input_size), accepted
+ * with it and then carrying its config, so a second read needs nothing. */
+static void test_model_diffusers(void) {
+    char *path = check_path(tmp, "diffusers_dit.safetensors");
+    if (run_tool("DIT", path, "--layout diffusers --arch DiT-S/2 --depth 2 --input-size 8 "
+                 "--classes 10 --dtype bf16"))
+        return;
+    expect_param_refused(path, NULL, "input_size", "input_size query parameter",
+                         "diffusers DiT without input_size");
+    expect_param_refused(path, &(dt_ingest_model_opts){.input_size = 7}, "input_size",
+                         "multiple of the DiT's patch size 2", "an input size of no whole patches");
+    dt_ingest_model mo;
+    int rc = ingest_model(path, &(dt_ingest_model_opts){.input_size = 8}, &mo, err, sizeof err);
+    CHECK(rc == DT_INGEST_OK, "diffusers DiT with input_size: %d %s", rc, err);
+    if (rc == DT_INGEST_OK) {
+        CHECK(!strcmp(mo.kind, "dit"), "kind %s", mo.kind);
+        CHECK(json_int_is(mo.config, "image_size", 8) && json_int_is(mo.config, "depth", 2) &&
+              json_int_is(mo.config, "hidden_size", 384) && json_int_is(mo.config, "num_heads", 6) &&
+              json_int_is(mo.config, "num_classes", 10) &&
+              !strcmp(json_string_value(json_object_get(mo.config, "layout")) ?
+                      json_string_value(json_object_get(mo.config, "layout")) : "", "diffusers"),
+              "diffusers config read back wrong");
+        size_t len = 0;
+        uint8_t *bytes = check_read_file(path, &len);
+        char want_sha[65] = "";
+        if (bytes) fs_sha256_hex(bytes, len, want_sha);
+        CHECK(mo.bytes == (int64_t)len && !strcmp(mo.sha256, want_sha), "size and hash are not "
+              "the stored (rewritten) file's");
+        free(bytes);
+        json_decref(mo.config);
+    }
+    /* the file now says its config: no option needed, a contradicting one refused */
+    st_file f = {0};
+    CHECK(safetensors_open(&f, path, err, sizeof err) == 0 && safetensors_meta(&f, "config") &&
+          safetensors_find(&f, "transformer_blocks.1.attn1.to_v.weight"),
+          "the accepted file lacks its config or its diffusers tensors");
+    safetensors_close(&f);
+    rc = ingest_model(path, NULL, &mo, err, sizeof err);
+    CHECK(rc == DT_INGEST_OK && json_int_is(mo.config, "image_size", 8), "second read: %d %s", rc, err);
+    if (rc == DT_INGEST_OK) json_decref(mo.config);
+    expect_param_refused(path, &(dt_ingest_model_opts){.input_size = 16}, "input_size",
+                         "contradicts the file", "a contradicting input_size");
+    expect_param_refused(path, &(dt_ingest_model_opts){.num_heads = 3}, "num_heads",
+                         "leave num_heads out", "num_heads on a file with a config");
+
+    /* the official layout states its input size in pos_embed */
+    char *official = check_path(tmp, "official_dit.safetensors");
+    if (run_tool("DIT", official, "--layout official --arch DiT-S/2 --depth 1 --input-size 8 "
+                 "--classes 10 --dtype f16"))
+        return;
+    rc = ingest_model(official, &(dt_ingest_model_opts){.input_size = 8}, &mo, err, sizeof err);
+    CHECK(rc == DT_INGEST_OK && json_int_is(mo.config, "image_size", 8) &&
+          !strcmp(json_string_value(json_object_get(mo.config, "layout")) ?
+                  json_string_value(json_object_get(mo.config, "layout")) : "", "official"),
+          "official file with an agreeing input_size: %d %s", rc, err);
+    if (rc == DT_INGEST_OK) json_decref(mo.config);
+    expect_param_refused(official, &(dt_ingest_model_opts){.input_size = 16}, "input_size",
+                         "whose pos_embed says 8", "input_size against pos_embed");
+    /* a custom width without metadata takes num_heads */
+    char *custom = check_path(tmp, "custom_dit.safetensors");
+    if (run_tool("DIT", custom, "--layout diffusers --hidden 64 --heads 4 --patch 2 --depth 1 "
+                 "--input-size 8 --classes 3"))
+        return;
+    expect_param_refused(custom, &(dt_ingest_model_opts){.input_size = 8}, "file", "head count",
+                         "custom width without num_heads");
+    rc = ingest_model(custom, &(dt_ingest_model_opts){.input_size = 8, .num_heads = 4}, &mo, err, sizeof err);
+    CHECK(rc == DT_INGEST_OK && json_int_is(mo.config, "num_heads", 4), "custom width with num_heads: %d %s", rc, err);
+    if (rc == DT_INGEST_OK) json_decref(mo.config);
+}
+
+/* An SD VAE (diffusers layout) is recognised by its encoder, loaded as a job loads it and
+ * described; a damaged one is refused naming the tensor. */
+static void test_model_vae(void) {
+    char *path = check_path(tmp, "vae.safetensors");
+    if (run_tool("VAE", path, "--channels 32,64 --layers 1 --dtype f16")) return;
+    dt_ingest_model mo;
+    int rc = ingest_model(path, NULL, &mo, err, sizeof err);
+    CHECK(rc == DT_INGEST_OK, "vae: %d %s", rc, err);
+    if (rc == DT_INGEST_OK) {
+        json_t *ch = json_object_get(mo.config, "block_out_channels");
+        json_t *scale = json_object_get(mo.config, "scaling_factor");
+        CHECK(!strcmp(mo.kind, "vae"), "kind %s", mo.kind);
+        CHECK(json_int_is(mo.config, "latent_channels", 4) && json_int_is(mo.config, "layers_per_block", 1) &&
+              json_int_is(mo.config, "downsample_factor", 2) && json_array_size(ch) == 2 &&
+              json_integer_value(json_array_get(ch, 0)) == 32 &&
+              json_integer_value(json_array_get(ch, 1)) == 64 &&
+              json_is_real(scale) && fabs(json_real_value(scale) - 0.18215) < 1e-6 &&
+              !strcmp(json_string_value(json_object_get(mo.config, "attention_names")) ?
+                      json_string_value(json_object_get(mo.config, "attention_names")) : "", "diffusers"),
+              "vae config read back wrong");
+        CHECK(mo.sha256[0] && mo.bytes > 0, "hash and size");
+        json_decref(mo.config);
+    }
+    expect_param_refused(path, &(dt_ingest_model_opts){.input_size = 32}, "input_size",
+                         "only for a DiT", "input_size on a VAE");
+    char *legacy = check_path(tmp, "vae_legacy.safetensors");
+    if (run_tool("VAE", legacy, "--channels 32,64 --layers 1 --attn legacy --attn-conv")) return;
+    rc = ingest_model(legacy, NULL, &mo, err, sizeof err);
+    CHECK(rc == DT_INGEST_OK, "legacy vae: %d %s", rc, err);
+    if (rc == DT_INGEST_OK) {
+        CHECK(!strcmp(json_string_value(json_object_get(mo.config, "attention_names")) ?
+                      json_string_value(json_object_get(mo.config, "attention_names")) : "", "legacy"),
+              "legacy attention names not reported");
+        json_decref(mo.config);
+    }
+    /* drop one decoder tensor */
+    st_file f = {0};
+    char *broken = check_path(tmp, "vae_broken.safetensors");
+    if (safetensors_open(&f, path, err, sizeof err) == 0) {
+        st_write_tensor *t = calloc((size_t)f.n, sizeof *t);
+        int n = 0;
+        for (int i = 0; i < f.n; i++) {
+            const st_tensor *x = &f.tensors[i];
+            if (!strcmp(x->name, "decoder.up_blocks.0.resnets.1.conv2.weight")) continue;
+            t[n] = (st_write_tensor){x->name, x->dtype, x->ndim, {0}, f.data + x->offset};
+            for (int d = 0; d < x->ndim; d++) t[n].shape[d] = x->shape[d];
+            n++;
+        }
+        CHECK(n == f.n - 1, "the dropped tensor is not in the generated VAE");
+        CHECK(safetensors_write(broken, t, n, NULL, err, sizeof err) == 0, "%s", err);
+        free(t);
+        safetensors_close(&f);
+        expect_model_refused(broken, "decoder.up_blocks.0.resnets.1.conv2.weight", "vae without a tensor");
+    }
 }
 
 int main(void) {
@@ -921,6 +1075,8 @@ int main(void) {
     test_model_inferred(be);
     be->destroy(be);
     test_model_classifier();
+    test_model_diffusers();
+    test_model_vae();
 
     free(png_a);
     free(png_b);

@@ -43,7 +43,7 @@ static void check_spec_equal(const dt_spec *a, const dt_spec *b, const char *wha
 #define EQ_I(f) CHECK(a->f == b->f, "%s: " #f " %lld vs %lld", what, (long long)a->f, (long long)b->f)
 #define EQ_D(f) CHECK(a->f == b->f, "%s: " #f " %.17g vs %.17g", what, a->f, b->f)
 #define EQ_S(f) CHECK(strcmp(a->f, b->f) == 0, "%s: " #f " \"%s\" vs \"%s\"", what, a->f, b->f)
-    EQ_S(base_model); EQ_S(dataset); EQ_I(method); EQ_S(peft);
+    EQ_S(base_model); EQ_S(vae); EQ_S(dataset); EQ_I(method); EQ_S(peft);
     EQ_S(model.arch); EQ_I(model.depth); EQ_I(model.hidden_size); EQ_I(model.num_heads);
     EQ_I(model.patch_size); EQ_I(model.image_size); EQ_I(model.channels);
     EQ_I(model.learn_sigma); EQ_I(model.num_classes);
@@ -249,6 +249,12 @@ static void test_accepted(void)
         "{\"base_model\":\"m\",\"dataset\":\"d\",\"eval\":{\"extractor\":\"classifier:/x/c.safetensors\"}}",
         "{\"dataset\":\"d\",\"method\":\"pretrain\",\"base_model\":null}",
         "{\"dataset\":\"d\",\"method\":\"pretrain\",\"base_model\":\"\"}",
+        /* a latent DiT names its VAE; null and "" mean pixel space */
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"vae\":\"mdl_1\"}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"vae\":null}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"vae\":\"\",\"method\":\"full\"}",
+        "{\"dataset\":\"d\",\"method\":\"pretrain\",\"vae\":\"/x/vae.safetensors\",\"model\":"
+        "{\"arch\":\"DiT-XL/2\",\"image_size\":32,\"channels\":4}}",
         "{\"dataset\":\"d\",\"method\":\"pretrain\",\"model\":{\"arch\":\"custom\",\"depth\":1,"
         "\"hidden_size\":8,\"num_heads\":2,\"patch_size\":1,\"image_size\":1}}",
         "{\"dataset\":\"d\",\"method\":\"pretrain\",\"model\":{\"arch\":\"custom\",\"depth\":64,"
@@ -304,6 +310,12 @@ static const bad_case bad_cases[] = {
     {BASE_EXAMPLE, "{\"base_model\":\"\"}", NULL, "missing_field", "base_model"},
     {BASE_EXAMPLE, "{\"method\":\"full\",\"base_model\":null}", NULL, "missing_field", "base_model"},
     {BASE_PRETRAIN, "{\"base_model\":\"mdl_1\"}", NULL, "invalid_value", "base_model"},
+    /* vae */
+    {BASE_EXAMPLE, "{\"vae\":4}", NULL, "invalid_type", "vae"},
+    {BASE_EXAMPLE, "{\"vae\":{}}", NULL, "invalid_type", "vae"},
+    {BASE_EXAMPLE, "{\"method\":\"forgetting_curve\",\"vae\":\"mdl_1\",\"forgetting\":"
+     "{\"checkpoint\":\"job_1\"}}", NULL, "invalid_value", "vae"},
+    {BASE_PRETRAIN, "{\"model\":{\"channels\":4}}", NULL, "invalid_value", "vae"},
     /* dataset */
     {BASE_EXAMPLE, "{\"dataset\":true}", NULL, "invalid_type", "dataset"},
     {BASE_EXAMPLE, "{\"dataset\":null}", NULL, "invalid_type", "dataset"},
@@ -761,8 +773,8 @@ static void test_bad_fields(void)
 /* Strings at and past their buffers (DT_SPEC_STR - 1 bytes fit). */
 static void test_long_strings(void)
 {
-    static const char *const keys[] = {"base_model", "dataset"};
-    for (int k = 0; k < 2; k++) {
+    static const char *const keys[] = {"base_model", "dataset", "vae"};
+    for (int k = 0; k < 3; k++) {
         for (int len = DT_SPEC_STR - 1; len <= DT_SPEC_STR; len++) {
             char *str = malloc((size_t)len + 1);
             memset(str, 'a', (size_t)len);
@@ -775,8 +787,8 @@ static void test_long_strings(void)
             char label[64];
             snprintf(label, sizeof label, "%s of %d bytes", keys[k], len);
             if (len < DT_SPEC_STR)
-                CHECK(rc == 0 && strlen(k ? s.dataset : s.base_model) == (size_t)len, "%s: %s",
-                      label, e.message);
+                CHECK(rc == 0 && strlen(k == 2 ? s.vae : k ? s.dataset : s.base_model) ==
+                                     (size_t)len, "%s: %s", label, e.message);
             else
                 check_error(label, rc, &e, "invalid_value", keys[k]);
             json_decref(root);
@@ -896,7 +908,7 @@ static void test_canonical(void)
     CHECK(j != NULL, "spec_to_json");
     if (!j)
         return;
-    static const char *const top[] = {"base_model", "dataset", "method", "peft", "model",
+    static const char *const top[] = {"base_model", "vae", "dataset", "method", "peft", "model",
                                       "hyperparameters", "diff_tuning", "forgetting", "eval",
                                       "checkpoint", "device", "priority", "webhook", NULL};
     static const char *const model[] = {"arch", "depth", "hidden_size", "num_heads", "patch_size",
@@ -922,6 +934,7 @@ static void test_canonical(void)
     check_keys(json_object_get(j, "eval"), ev, "eval");
     check_keys(json_object_get(j, "checkpoint"), ck, "checkpoint");
     CHECK(json_is_null(json_object_get(j, "base_model")), "empty base_model printed as null");
+    CHECK(json_is_null(json_object_get(j, "vae")), "no vae printed as null");
     CHECK(json_is_null(json_object_get(j, "peft")), "empty peft printed as null");
     CHECK(json_is_null(json_object_get(j, "webhook")), "no webhook printed as null");
     CHECK(json_is_null(json_object_get(json_object_get(j, "model"), "num_classes")),
@@ -991,6 +1004,7 @@ static void test_round_trip(void)
         "\"steps\":4}}",
         "{\"base_model\":\"m\",\"dataset\":\"d\",\"webhook\":{\"url\":\"https://h.example/x?y=1\","
         "\"events\":[\"error\",\"checkpoint\",\"status\"]}}",
+        "{\"base_model\":\"mdl_1\",\"vae\":\"mdl_2\",\"dataset\":\"d\"}",
     };
     for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
         dt_spec s;

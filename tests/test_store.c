@@ -976,6 +976,12 @@ static void test_catalog(dt_store *s) {
         json_decref(j);
         OK(store_model_delete(s, cid, NULL, 0, err, E));
         cm.kind = "vae";
+        OK(store_model_create(s, &cm, cid, err, E));
+        OK(store_model_get(s, cid, &j, err, E));
+        CHECK(j && jeq(j, "kind", "vae"), "vae kind");
+        json_decref(j);
+        OK(store_model_delete(s, cid, NULL, 0, err, E));
+        cm.kind = "lora";
         EXPECT(store_model_create(s, &cm, cid, err, E), DT_STORE_INVALID);
     }
     m.source_job = "job_ffffffffffffffffffffffff";
@@ -1314,6 +1320,36 @@ static void test_migrate_class_counts(const char *dir) {
     store_close(s);
 }
 
+/* A model stored at schema 6, when kind was dit or classifier, keeps its row and kind once the
+ * table is rebuilt for kind vae, and a VAE can then be stored. */
+static void test_migrate_model_kind_vae(const char *dir) {
+    const char *to6 =
+        "CREATE TABLE models_old (id TEXT PRIMARY KEY, name TEXT NOT NULL, path TEXT NOT NULL,"
+        " config TEXT NOT NULL, source_job TEXT REFERENCES jobs(id) ON DELETE SET NULL,"
+        " source_checkpoint TEXT, bytes INTEGER NOT NULL, sha256 TEXT, created_at REAL NOT NULL,"
+        " kind TEXT NOT NULL DEFAULT 'dit' CHECK (kind IN ('dit', 'classifier'))) STRICT;"
+        " INSERT INTO models_old SELECT * FROM models; DROP TABLE models;"
+        " ALTER TABLE models_old RENAME TO models;"
+        " CREATE INDEX models_by_created ON models (created_at, id); PRAGMA user_version = 6;"
+        " INSERT INTO models (id, name, path, config, bytes, sha256, created_at, kind) VALUES"
+        " ('mdl_000000000000000000000006', 'old', '/m', '{\"features\":256}', 3, NULL, 1.0,"
+        " 'classifier')";
+    dt_store *s = store_rewound(check_path(dir, "schema6.db"), to6, "back to schema 6");
+    if (!s) return;
+    json_t *j = NULL;
+    OK(store_model_get(s, "mdl_000000000000000000000006", &j, err, E));
+    CHECK(j && jeq(j, "kind", "classifier") && jeq(j, "name", "old") &&
+          json_integer_value(json_object_get(json_object_get(j, "config"), "features")) == 256,
+          "an older model keeps its row");
+    json_decref(j);
+    json_t *config = json_pack("{s:i}", "latent_channels", 4);
+    dt_model_new v = {.name = "vae", .path = "/v", .kind = "vae", .config = config, .bytes = 1};
+    char id[DT_STORE_ID_MAX];
+    OK(store_model_create(s, &v, id, err, E));
+    json_decref(config);
+    store_close(s);
+}
+
 /* ---- reopening ------------------------------------------------------------------------------- */
 
 static void test_reopen(const char *dir) {
@@ -1550,6 +1586,7 @@ int main(void) {
     test_newer_schema_untouched(dir);
     test_migrate_class_counts(dir);
     test_migrate_key_scopes(dir);
+    test_migrate_model_kind_vae(dir);
     test_keys_threads(dir);
     test_threads(dir, 0);
     test_threads(dir, 1);

@@ -36,7 +36,10 @@ function uploadErrorTitle(err, rejectedTitle) {
 //   onUploaded(obj) called with the created object (the page reloads its list)
 // Returns the form element. An upload keeps going when the page is left; its result then comes
 // as a toast.
-export function uploadForm({ id, path, accept, fileHint, what, rejectedTitle, describe, onUploaded }) {
+// extraFields: more .field elements for the form; query(): a query string ("?a=1" or "") for
+// the upload's path, read when it is sent.
+export function uploadForm({ id, path, accept, fileHint, what, rejectedTitle, describe, onUploaded,
+                             extraFields = [], query = () => '' }) {
   const nameInput = h('input', { id: `${id}-name`, name: 'name', type: 'text', maxlength: 200,
                                  autocomplete: 'off', placeholder: `the file name` });
   const fileInput = h('input', { id: `${id}-file`, name: 'file', type: 'file', accept, required: true });
@@ -60,7 +63,8 @@ export function uploadForm({ id, path, accept, fileHint, what, rejectedTitle, de
         h('span', { class: 'hint' }, `How the ${what} is listed; defaults to the file name.`)),
       h('div', { class: 'field' },
         h('label', { for: fileInput.id }, 'File'), fileInput,
-        h('span', { class: 'hint' }, fileHint))),
+        h('span', { class: 'hint' }, fileHint)),
+      ...extraFields),
     h('div', { class: 'row form-actions' }, submit),
     status);
 
@@ -100,7 +104,7 @@ export function uploadForm({ id, path, accept, fileHint, what, rejectedTitle, de
     setBusy(true);
     uploadsInFlight++;
 
-    const job = upload(path, file, { name: name || undefined, onProgress: showSent });
+    const job = upload(path + query(), file, { name: name || undefined, onProgress: showSent });
     cancel.addEventListener('click', () => job.abort());
     job.promise.then((obj) => {
       form.reset();

@@ -232,7 +232,7 @@ class JobPage {
       }
       case 'progress':
         this.progress = data;
-        if (data.phase === 'training' || data.phase === 'knowledge_bank') this.lastRates = data;
+        if (['training', 'knowledge_bank', 'encoding'].includes(data.phase)) this.lastRates = data;
         for (const key of ['loss', 'loss_downstream', 'loss_bank'])
           if (typeof data[key] === 'number' && data.phase === 'training') pushPoint(this.loss[key], data.step, data[key]);
         this.mark('progress', 'loss');
@@ -409,11 +409,13 @@ class JobPage {
     let phase = p.phase || (this.job.status === 'queued' ? 'waiting in the queue' : '—');
     if (p.phase === 'evaluating' && p.stage && !terminal) phase += ` (${p.stage} ${fmtInt(p.done)} / ${fmtInt(p.total)})`;
     if (p.phase === 'knowledge_bank' && !terminal) phase += ' (generating the bank)';
+    if (p.phase === 'encoding' && !terminal) phase += ' (the dataset through the VAE, once)';
     if (terminal) phase = this.job.status === 'succeeded' ? 'done' : `${this.job.status}${p.phase ? ` (while ${p.phase})` : ''}`;
     this.el.phase.textContent = phase;
     const step = terminal && this.job.status === 'succeeded' ? p.total_steps : p.step;
     fill(this.el.progress, progressBar(step || 0, p.total_steps || 0,
-      p.phase === 'knowledge_bank' ? 'knowledge bank images' : 'training steps'));
+      p.phase === 'knowledge_bank' ? 'knowledge bank images'
+        : p.phase === 'encoding' ? 'dataset images encoded' : 'training steps'));
     // Evaluating and saving report no rates: keep showing those of the last training report.
     const rates = p.images_per_second != null ? p : (this.lastRates || p);
     this.el.rate.textContent = rates.images_per_second != null ? fmtNum(rates.images_per_second, 3) : '—';

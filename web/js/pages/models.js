@@ -1,5 +1,5 @@
-// pages/models.js — #/models: upload a safetensors model (a DiT base model or a difftune
-// classifier; the server detects which), promote a job's checkpoint to a model, and the table of
+// pages/models.js — #/models: upload a safetensors model (a DiT base model in the official or
+// diffusers layout, an SD VAE, or a difftune classifier; the server detects which), promote a job's checkpoint to a model, and the table of
 // models with their architecture, source and checksum. #/models?job=<id>&checkpoint=<name>
 // preselects the promote form (the job page's Promote buttons link here).
 
@@ -14,12 +14,21 @@ export function render(main, parts, query) {
 
   const added = (model) => load(model.id);
 
+  // diffusers' DiT files store no input size: the server needs it as ?input_size=
+  const inputSize = h('input', { id: 'upload-model-input-size', name: 'input_size', type: 'number',
+                                 min: 1, max: 4096, step: 1, placeholder: 'from the file' });
   const upload = uploadForm({
     id: 'upload-model',
     path: '/models',
     accept: '.safetensors',
-    fileHint: 'A .safetensors DiT checkpoint (a base model to fine-tune) or a classifier written by ' +
-              '`difftune classifier train`; the server detects which.',
+    fileHint: 'A .safetensors DiT checkpoint (a base model to fine-tune; the official or diffusers ' +
+              'layout), a Stable Diffusion VAE (diffusers’ AutoencoderKL), or a classifier written ' +
+              'by `difftune classifier train`; the server detects which.',
+    extraFields: [h('div', { class: 'field' },
+      h('label', { for: inputSize.id }, 'Input size'), inputSize,
+      h('span', { class: 'hint' }, 'Only for a DiT in diffusers’ layout, which does not store it: ' +
+        'the latent side, 32 for DiT-XL-2-256.'))],
+    query: () => (inputSize.value ? `?input_size=${encodeURIComponent(inputSize.value)}` : ''),
     what: 'model',
     rejectedTitle: 'This file is not a valid model',
     describe: (m) => [h('strong', {}, `Uploaded “${m.name}”. `), `${m.kind}: ${architecture(m)}.`],
@@ -75,7 +84,9 @@ function kindTag(m) {
 }
 
 // One line on what a model is: "DiT-S/2 · depth 12, hidden 384, 6 heads, patch 2, 32×32×3,
-// 10 classes" for a DiT; image shape, classes, feature width and accuracy for a classifier.
+// 10 classes" for a DiT (and its layout when diffusers'); latent channels, channels per level,
+// layers and downsampling for a VAE; image shape, classes, feature width and accuracy for a
+// classifier.
 function architecture(m) {
   const c = m.config || {};
   const pct = (x) => `${(x * 100).toFixed(1)}%`;
@@ -86,6 +97,13 @@ function architecture(m) {
             c.num_heads != null && `${c.num_heads} heads`, c.patch_size != null && `patch ${c.patch_size}`,
             shape(c.in_channels), c.num_classes != null && `${fmtInt(c.num_classes)} classes`];
     if (c.arch) bits.unshift(c.arch);
+    if (c.layout === 'diffusers') bits.push('diffusers layout');
+  } else if (m.kind === 'vae') {
+    bits = ['SD VAE', c.latent_channels != null && `${c.latent_channels} latent channels`,
+            Array.isArray(c.block_out_channels) && `channels ${c.block_out_channels.join('/')}`,
+            c.layers_per_block != null && `${c.layers_per_block} layers per block`,
+            c.downsample_factor != null && `${c.downsample_factor}× downsampling`,
+            c.scaling_factor != null && `scale ${c.scaling_factor}`];
   } else if (m.kind === 'classifier') {
     bits = [shape(c.channels), c.num_classes != null && `${fmtInt(c.num_classes)} classes`,
             c.features != null && `${c.features} features`,
