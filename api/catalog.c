@@ -82,7 +82,8 @@ void api_catalog_get(api_req *r, int (*get)(dt_store *, const char *, json_t **,
 
 /* DELETE /datasets/{id} and DELETE /models/{id}: the row, then its files. */
 void api_catalog_delete(api_req *r, const char *object, const char *subdir,
-                        int (*del)(dt_store *, const char *, char *, size_t, char *, size_t)) {
+                        int (*del)(dt_store *, const char *, char *, size_t, char *, size_t),
+                        void (*cleanup)(const dt_api *a, const char *dir)) {
     char err[512], path[4096];
     int rc = del(r->api->opts.store, r->params[0], path, sizeof path, err, sizeof err);
     if (rc == DT_STORE_CONFLICT) {
@@ -94,7 +95,10 @@ void api_catalog_delete(api_req *r, const char *object, const char *subdir,
         return;
     }
     char dir[4096];
-    if (!api_data_path(r->api, dir, sizeof dir, "%s/%s", subdir, r->params[0])) ingest_remove_tree(dir);
+    if (!api_data_path(r->api, dir, sizeof dir, "%s/%s", subdir, r->params[0])) {
+        if (cleanup) cleanup(r->api, dir);
+        ingest_remove_tree(dir);
+    }
     api_reply_json(r, 200, json_pack("{s:s, s:s, s:b}", "id", r->params[0], "object", object, "deleted", 1), NULL);
 }
 

@@ -2,13 +2,15 @@
  * validated before it is stored), list, get, delete, and the preview grid drawn at upload.
  *
  * A dataset object carries "preview_url" only when its preview file exists: datasets uploaded
- * before previews were drawn have none, and a client should not be sent to a 404. */
+ * before previews were drawn have none, and a client should not be sent to a 404. Deleting a
+ * dataset also removes the latent caches encoded from it (DATA/latents/<key>/). */
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "http.h"
 #include "ingest.h"
+#include "latents.h"
 #include "layout.h"
 
 /* 1 when the preview of dataset id is on disk; path (pathlen bytes) receives where it is. */
@@ -123,6 +125,18 @@ void api_datasets_preview(api_req *r) {
     api_serve_file(r, path, "image/png", NULL, NULL);
 }
 
+/* The latent caches encoded from the dataset in dir (DATA/datasets/<id>) are of no use once it
+ * is gone. No job can be encoding it: the row was deleted only because no queued or
+ * running job uses the dataset, and no new job can name it. A failure is logged; the dataset is
+ * deleted all the same. */
+static void datasets_remove_latents(const dt_api *a, const char *dir) {
+    char root[4096], err[512];
+    if (api_data_path(a, root, sizeof root, "%s", DT_LAYOUT_LATENTS)) return;
+    if (latents_remove_dataset(root, dir, err, sizeof err) < 0)
+        fprintf(stderr, "difftune serve: deleting a dataset: %s\n", err);
+}
+
 void api_datasets_delete(api_req *r) {
-    api_catalog_delete(r, "dataset", DT_LAYOUT_DATASETS, store_dataset_delete);
+    api_catalog_delete(r, "dataset", DT_LAYOUT_DATASETS, store_dataset_delete,
+                       datasets_remove_latents);
 }

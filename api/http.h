@@ -217,9 +217,11 @@ json_t *api_catalog_page(api_req *r, const char *prefix,
 /* GET /datasets/{id} and GET /models/{id}. */
 void api_catalog_get(api_req *r, int (*get)(dt_store *, const char *, json_t **, char *, size_t));
 /* DELETE /datasets/{id} and DELETE /models/{id}: the row (409 in_use while a queued or running
- * job needs it), then its directory DIR/subdir/{id}. */
+ * job needs it), then cleanup(api, DIR/subdir/{id}) when cleanup is not NULL, then that
+ * directory. */
 void api_catalog_delete(api_req *r, const char *object, const char *subdir,
-                        int (*del)(dt_store *, const char *, char *, size_t, char *, size_t));
+                        int (*del)(dt_store *, const char *, char *, size_t, char *, size_t),
+                        void (*cleanup)(const dt_api *a, const char *dir));
 
 /* ---- files (files.c) --------------------------------------------------------------------- */
 

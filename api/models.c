@@ -188,4 +188,4 @@ void api_models_list(api_req *r) { api_catalog_list(r, "mdl_", store_model_list)
 
 void api_models_get(api_req *r) { api_catalog_get(r, store_model_get); }
 
-void api_models_delete(api_req *r) { api_catalog_delete(r, "model", DT_LAYOUT_MODELS, store_model_delete); }
+void api_models_delete(api_req *r) { api_catalog_delete(r, "model", DT_LAYOUT_MODELS, store_model_delete, NULL); }

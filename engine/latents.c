@@ -1,10 +1,12 @@
-/* latents.c — the latent cache of a dataset (encode once, resume, reuse), posterior draws for
- * training batches, and decoding sampled latents to images. */
+/* latents.c — the latent cache of a dataset (encode once, resume, reuse, remove with the
+ * dataset), posterior draws for training batches, and decoding sampled latents to images. */
+#define _GNU_SOURCE /* nftw */
 #include "latents.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -22,6 +24,7 @@
 #include "safetensors.h"
 
 #define LATENTS_FILE "latents.safetensors"
+#define LATENTS_SOURCE "dataset" /* in partial/: the dataset's real path, as text */
 #define LATENTS_WALK_DEPTH 4         /* folders below the dataset root that are fingerprinted */
 #define LATENTS_PROGRESS_S 1.0       /* seconds between progress events while encoding */
 
@@ -259,7 +262,7 @@ static int lat_write_chunk(const char *path, const float *mean, const float *std
 
 /* The cache file: mean, std, labels and the metadata of the module comment. */
 static int lat_write_file(const char *path, const dt_latents *lat, const dt_latents_encode_opts *o,
-                          char *err, size_t errlen) {
+                          const char *source, char *err, size_t errlen) {
     json_t *names = json_array();
     for (int i = 0; i < lat->num_classes; i++)
         json_array_append_new(names, json_string(lat->class_names[i] ? lat->class_names[i] : ""));
@@ -276,7 +279,7 @@ static int lat_write_file(const char *path, const dt_latents *lat, const dt_late
     const char *meta[] = {"format", LATENTS_FORMAT, "images", n_s, "pixel_size", px_s,
                           "num_classes", k_s, "class_names", names_text,
                           "vae_sha256", o->vae_sha256 ? o->vae_sha256 : "",
-                          "dataset", o->dataset ? o->dataset : "", NULL};
+                          "dataset", source, NULL};
     st_write_tensor t[3] = {
         {.name = "mean", .dtype = ST_F32, .ndim = 5,
          .shape = {lat->n, 2, lat->C, lat->h, lat->w}, .data = lat->mean},
@@ -287,6 +290,19 @@ static int lat_write_file(const char *path, const dt_latents *lat, const dt_late
     int rc = safetensors_write(path, t, 3, meta, err, errlen);
     free(names_text);
     return rc;
+}
+
+/* Writes partial/dataset (the source path) unless it is there: a temporary file of this process,
+ * then rename. Best effort: without it an unfinished cache is only not removed with its dataset. */
+static void lat_write_source(const char *partial, const char *source) {
+    char path[4400], tmp[4500];
+    snprintf(path, sizeof path, "%s/%s", partial, LATENTS_SOURCE);
+    if (fs_exists(path)) return;
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int ok = fd >= 0 && fs_write_all(fd, source, strlen(source)) == 0;
+    if (fd >= 0 && close(fd) != 0) ok = 0;
+    if (!ok || rename(tmp, path) != 0) unlink(tmp);
 }
 
 /* Removes the pieces of an encoding (chunks, and temporary files that crashed writers left) and
@@ -411,6 +427,10 @@ int latents_encode(dt_latents *lat, const dt_dataset *ds, vae_model *vae, dt_bac
     snprintf(path, sizeof path, "%s/%s", dir, LATENTS_FILE);
     snprintf(partial, sizeof partial, "%s/partial", dir);
     if (fs_mkdirs(partial, err, errlen)) return -1;
+    /* where the cache comes from, for latents_remove_dataset: resolved, as the key's path */
+    char source[PATH_MAX] = "";
+    if (o->dataset && !realpath(o->dataset, source)) snprintf(source, sizeof source, "%s", o->dataset);
+    if (source[0]) lat_write_source(partial, source);
     if (lat_alloc(lat, ds, vc, err, errlen)) return -1;
 
     const int chunk = o->chunk > 0 ? o->chunk : LATENTS_CHUNK;
@@ -475,13 +495,91 @@ int latents_encode(dt_latents *lat, const dt_dataset *ds, vae_model *vae, dt_bac
         fresh_chunks++;
     }
     lat_progress(o, lat, &ck, 1);
-    if ((rc = lat_write_file(path, lat, o, err, errlen))) goto done;
+    if ((rc = lat_write_file(path, lat, o, source, err, errlen))) goto done;
     lat_remove_pieces(partial); /* the whole set is safe */
     rc = 0;
 done:
     lat_work_free(&wk, be);
     if (rc) latents_free(lat);
     return rc;
+}
+
+/* ---- removal with the dataset ------------------------------------------------------------- */
+
+/* The source dataset of cache dir (ROOT/<key>) into out: the finished file's metadata, else the
+ * unfinished encoding's partial/dataset. Returns 0, or -1 when neither can be read. */
+static int lat_cache_source(const char *dir, char *out, size_t outlen) {
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%s", dir, LATENTS_FILE);
+    if (fs_exists(path)) {
+        st_file f;
+        char why[256];
+        if (safetensors_open(&f, path, why, sizeof why)) return -1;
+        const char *src = safetensors_meta(&f, "dataset");
+        int ok = src && src[0] && strlen(src) < outlen;
+        if (ok) snprintf(out, outlen, "%s", src);
+        safetensors_close(&f);
+        return ok ? 0 : -1;
+    }
+    snprintf(path, sizeof path, "%s/partial/%s", dir, LATENTS_SOURCE);
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return -1;
+    size_t n = fread(out, 1, outlen - 1, fp);
+    int whole = fgetc(fp) == EOF;
+    fclose(fp);
+    out[n] = '\0';
+    return n > 0 && whole && strlen(out) == n ? 0 : -1;
+}
+
+/* path resolved (symbolic links, "..") into out when it exists, else as given without trailing
+ * slashes. */
+static void lat_resolve(const char *path, char out[PATH_MAX]) {
+    if (realpath(path, out)) return;
+    snprintf(out, PATH_MAX, "%s", path);
+    for (size_t n = strlen(out); n > 1 && out[n - 1] == '/'; n--) out[n - 1] = '\0';
+}
+
+static int lat_remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)ftw;
+    return (flag == FTW_DP ? rmdir(path) : unlink(path)) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+int latents_remove_dataset(const char *root, const char *dataset_dir, char *err, size_t errlen) {
+    char dir[PATH_MAX];
+    lat_resolve(dataset_dir, dir);
+    const size_t dlen = strlen(dir);
+    struct dirent **names = NULL;
+    int n = scandir(root, &names, lat_name_filter, lat_name_cmp);
+    if (n < 0) {
+        if (errno == ENOENT) return 0;
+        dt_errorf(err, errlen, "cannot read the latent caches in %s: %s", root, strerror(errno));
+        return -1;
+    }
+    int removed = 0, failed = 0;
+    for (int i = 0; i < n; i++) {
+        char cache[PATH_MAX], src[PATH_MAX], real[PATH_MAX];
+        struct stat sb;
+        int len = snprintf(cache, sizeof cache, "%s/%s", root, names[i]->d_name);
+        free(names[i]);
+        if (len >= (int)sizeof cache || lstat(cache, &sb) != 0 || !S_ISDIR(sb.st_mode) ||
+            lat_cache_source(cache, src, sizeof src))
+            continue;
+        lat_resolve(src, real);
+        if (strncmp(real, dir, dlen) || (real[dlen] != '\0' && real[dlen] != '/' &&
+                                          strcmp(dir, "/")))
+            continue;
+        if (nftw(cache, lat_remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) {
+            if (!failed)
+                dt_errorf(err, errlen, "cannot remove the latent cache %s: %s", cache,
+                          strerror(errno));
+            failed = 1;
+            continue;
+        }
+        removed++;
+    }
+    free(names);
+    return failed ? -1 : removed;
 }
 
 /* ---- training draws ---------------------------------------------------------------------- */

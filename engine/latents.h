@@ -8,13 +8,15 @@
  *                  left-right ([i][1]), i.e. the posterior scaled by VAE_SCALE
  *   "labels"       I32 (N)
  *   __metadata__   format "difftune.latents.v1", images, pixel_size, num_classes, class_names
- *                  (a JSON array), vae_sha256, dataset (the path it was encoded from)
+ *                  (a JSON array), vae_sha256, dataset (the real path it was encoded from)
  * <key> is the SHA-256 of the format, the dataset's real path, a fingerprint of its files (names,
  * sizes and modification times: a dataset folder that changes is encoded again), the VAE file's
  * SHA-256 and the pixel size. Encoding writes each finished chunk of images under
  * ROOT/<key>/partial/ (chunk_NNNNNN.f32: the chunk's mean then std, raw; temporary file, then
- * rename), so an interrupted encoding resumes where it stopped; the final file is written
- * crash-safely (safetensors_write) before the pieces are removed.
+ * rename; beside them "dataset", the dataset's real path as text, written when the encoding
+ * starts), so an interrupted encoding resumes where it stopped; the final file is written
+ * crash-safely (safetensors_write) before the pieces are removed. latents_remove_dataset finds
+ * a cache's dataset by __metadata__.dataset, or partial/dataset before the file exists.
  */
 #ifndef DT_LATENTS_H
 #define DT_LATENTS_H
@@ -73,6 +75,16 @@ typedef struct {
  * the backend's reason). */
 int latents_encode(dt_latents *lat, const dt_dataset *ds, vae_model *vae, dt_backend *be,
                    const dt_latents_encode_opts *o, char *err, size_t errlen);
+
+/* Removes every cache ROOT/<key>/ encoded from a dataset that lies in dataset_dir (that folder
+ * or a path below it; paths compared after resolving symbolic links where they exist): its
+ * source is __metadata__.dataset of latents.safetensors, or partial/dataset for an encoding that
+ * has not finished. A cache whose source cannot be read is left alone, and so are caches of
+ * other datasets. The caller makes sure that no encoding from that dataset is running (the
+ * server refuses to delete a dataset that a queued or running job uses). Returns the number of
+ * caches removed (0 when root does not exist), or -1 with a message when root cannot be read or
+ * a cache cannot be removed (the others are still tried). */
+int latents_remove_dataset(const char *root, const char *dataset_dir, char *err, size_t errlen);
 
 /* Frees what latents_load or latents_encode allocated; safe on a zeroed dt_latents. */
 void latents_free(dt_latents *lat);

@@ -33,6 +33,14 @@ int cli_parse_u64(const char *s, uint64_t *out);
 int cli_parse_double(const char *s, double *out);
 /* Reads a whole file into a NUL-terminated heap buffer (*len bytes). NULL on failure. */
 char *cli_read_file(const char *path, size_t *len);
+/* cli_latent.c: where the samples of a DiT checkpoint (in_channels x image_size^2 inputs) live.
+ * With vae_path (a VAE file; NULL = none) they are latents, decoded by that VAE into images of
+ * *pixels = image_size x its downsampling: only the file's header is read, and its latent
+ * channels must be in_channels. Without one the DiT must take images (1 or 3 channels; *pixels
+ * = 0). Returns 0, or -1 after printing a message that starts with cmd (e.g. "difftune fid") and
+ * names --vae (the caller exits 2). */
+int cli_latent_pixels(const char *cmd, const char *vae_path, int in_channels, int image_size,
+                      int *pixels);
 /* The data directory when no --data-dir is given: $DIFFTUNE_DATA_DIR when set and not empty,
  * else "difftune-data" (relative to the working directory). Used by serve and keys alike. */
 const char *cli_default_data_dir(void);

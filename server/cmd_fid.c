@@ -1,6 +1,6 @@
 /* cmd_fid.c — `difftune fid`: the Fréchet distance of a checkpoint's samples to a dataset, as a
- * training job's evaluation measures it (engine/eval.h), and random FID Inception weights for
- * tests and benchmarks. */
+ * training job's evaluation measures it (engine/eval.h; a latent DiT's samples decoded by --vae),
+ * and random FID Inception weights for tests and benchmarks. */
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,7 +17,11 @@
 #include "eval.h"
 #include "extractor.h"
 #include "inception.h"
+#include "latents.h"
 #include "safetensors.h"
+#include "vae.h"
+
+#define FID_VAE_BATCH 4 /* latents per VAE decode, as a training job's evaluation */
 
 static volatile int fid_stop_flag;
 
@@ -36,11 +40,16 @@ static void fid_usage(FILE *f) {
         "{\"name\", \"value\", \"samples\", \"sampler\", \"steps\", \"cfg\", \"extractor\",\n"
         "\"reference\": {\"dataset_sha256\", \"images\"}, \"seconds\": {...}} (plus\n"
         "\"classifier_accuracy\" with a classifier). The dataset's reference statistics are cached.\n"
+        "A latent DiT (4 input channels, e.g. DiT-XL/2-256) needs --vae: its samples are decoded\n"
+        "by the VAE before the extractor sees them, and the dataset is measured at the decoded\n"
+        "size (the model's input size x 8 for the SD VAE), as a job with \"vae\" does.\n"
         "--random-weights writes a complete FID Inception weights file of random values, for\n"
         "tests and benchmarks: the pipeline runs, the values mean nothing.\n\n"
         "options:\n"
         "  --inception-weights FILE  FID Inception weights (pytorch-fid's state dict as\n"
         "                     safetensors; README: Evaluation) (default $DIFFTUNE_INCEPTION_WEIGHTS)\n"
+        "  --vae FILE         the SD VAE (diffusers' diffusion_pytorch_model.safetensors) of a\n"
+        "                     latent DiT; its latent channels must be the checkpoint's inputs\n"
         "  --extractor X      inception (default: FID) | classifier:FILE (fd_classifier, with a\n"
         "                     classifier from `difftune classifier train`)\n"
         "  --samples N        images to generate, >= 2 (default 5000)\n"
@@ -65,7 +74,7 @@ static void fid_progress(void *ctx, const char *stage, long done, long total) {
 }
 
 typedef struct {
-    const char *ckpt, *dataset, *weights, *extractor, *cache, *device;
+    const char *ckpt, *dataset, *weights, *extractor, *cache, *device, *vae;
     long samples, steps, batch;
     int ddim;
     double cfg;
@@ -82,13 +91,20 @@ static int fid_run(const fid_args *a) {
         safetensors_close(&f);
         return 2;
     }
+    /* a latent DiT's samples are measured as images decoded by its VAE, at px pixels */
+    int px = 0;
+    if (cli_latent_pixels("difftune fid", a->vae, c.in_channels, c.image_size, &px)) {
+        safetensors_close(&f);
+        return 2;
+    }
     dt_dataset ds = {0};
     dt_extractor *x = NULL;
     int classifier = !strncmp(a->extractor, "classifier:", 11);
     int opened = classifier ? extractor_open(&x, "classifier", a->extractor + 11, a->extractor, err,
                                              sizeof err)
                             : extractor_open(&x, "inception", a->weights, "inception", err, sizeof err);
-    if (opened || dataset_load(&ds, a->dataset, c.image_size, c.in_channels, err, sizeof err)) {
+    if (opened || dataset_load(&ds, a->dataset, px ? px : c.image_size, px ? 3 : c.in_channels,
+                               err, sizeof err)) {
         fprintf(stderr, "difftune fid: %s%s\n", err,
                 !classifier && !a->weights ? " (--inception-weights FILE; README: Evaluation)" : "");
         extractor_free(x);
@@ -112,6 +128,8 @@ static int fid_run(const fid_args *a) {
     dt_schedule sched = {0};
     dt_evaluator e = {0};
     dt_eval_reference ref = {0};
+    vae_model *vae = NULL;
+    dt_latent_decoder dec = {0};
     float *host = NULL, *params = NULL;
     double last = 0;
     if (dit_model_init(&m, &c, be, err, sizeof err)) goto done;
@@ -122,6 +140,10 @@ static int fid_run(const fid_args *a) {
         goto done;
     }
     if (checkpoint_read_weights(&f, &m, "", host, err, sizeof err)) { rc = 2; goto done; }
+    if (px && vae_load(&vae, a->vae, be, err, sizeof err)) { rc = 2; goto done; }
+    if (px && latent_decoder_init(&dec, vae, be, FID_VAE_BATCH, c.in_channels, c.image_size, err,
+                                  sizeof err))
+        goto done;
     be->upload(be, params, host, m.num_floats * sizeof(float));
     if (ds.num_classes > c.num_classes) {
         snprintf(err, sizeof err, "the dataset has %d classes, the model %d", ds.num_classes,
@@ -131,7 +153,8 @@ static int fid_run(const fid_args *a) {
     }
     dt_eval_opts o = {.samples = (int)a->samples, .steps = (int)a->steps, .ddim = a->ddim,
                       .cfg = (float)a->cfg, .num_classes = ds.num_classes,
-                      .chunk = (int)(a->batch < a->samples ? a->batch : a->samples), .seed = EVAL_SEED};
+                      .chunk = (int)(a->batch < a->samples ? a->batch : a->samples), .seed = EVAL_SEED,
+                      .decoder = px ? &dec : NULL};
     if (eval_init(&e, &m, &sched, x, &o, err, sizeof err)) { rc = 2; goto done; }
     e.progress = fid_progress;
     e.progress_ctx = &last;
@@ -161,6 +184,8 @@ done:
     eval_reference_free(&ref);
     if (e.m) eval_free(&e);
     diffusion_schedule_free(&sched);
+    latent_decoder_free(&dec);
+    vae_free(vae);
     if (params) be->free(be, params);
     if (m.params) dit_model_free(&m);
     be->destroy(be);
@@ -186,6 +211,7 @@ int cmd_fid(int argc, char **argv) {
         int bad = 0;
         if (!strcmp(o, "--checkpoint")) a.ckpt = v;
         else if (!strcmp(o, "--dataset")) a.dataset = v;
+        else if (!strcmp(o, "--vae")) a.vae = v;
         else if (!strcmp(o, "--inception-weights")) a.weights = v;
         else if (!strcmp(o, "--extractor")) {
             a.extractor = v;

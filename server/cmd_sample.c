@@ -126,32 +126,11 @@ int cmd_sample(int argc, char **argv) {
         }
     /* A latent DiT's samples are latents: they become images only through its VAE. */
     int latent_px = 0;
-    if (vae_path) {
-        st_file vf = {0};
-        vae_config vc;
-        char why[768];
-        if (safetensors_open(&vf, vae_path, why, sizeof why) || vae_read_config(&vf, &vc, why, sizeof why)) {
-            fprintf(stderr, "difftune sample: --vae %s: %s\n", vae_path, why);
-            safetensors_close(&vf);
-            safetensors_close(&f);
-            return 2;
-        }
-        safetensors_close(&vf);
-        if (vc.latent_channels != c.in_channels) {
-            fprintf(stderr, "difftune sample: --vae %s makes %d-channel latents but the checkpoint takes "
-                    "%d channels\n", vae_path, vc.latent_channels, c.in_channels);
-            safetensors_close(&f);
-            return 2;
-        }
-        latent_px = c.image_size * vc.downsample;
-        clip = 0; /* latents are sampled unclipped, as DiT does */
-    } else if (c.in_channels != 1 && c.in_channels != 3) {
-        fprintf(stderr, "difftune sample: the checkpoint takes %d-channel inputs: a latent DiT, whose "
-                "samples need --vae FILE (the SD VAE it was trained with) to become images\n",
-                c.in_channels);
+    if (cli_latent_pixels("difftune sample", vae_path, c.in_channels, c.image_size, &latent_px)) {
         safetensors_close(&f);
         return 2;
     }
+    if (latent_px) clip = 0; /* latents are sampled unclipped, as DiT does */
     dt_backend *be = dt_backend_create(device, err, sizeof err);
     if (!be) { fprintf(stderr, "difftune sample: device %s: %s\n", device, err); safetensors_close(&f); return 2; }
     dt_precision_parse(precision, be, &be->precision); /* validated with the options */

@@ -6,13 +6,18 @@
  *    interruption to the same bytes (a torn chunk encoded again), the stop flag;
  *  - posterior draws x0 = mean + std * n, deterministic in (seed, slot);
  *  - decoding: the decoder in batches against vae_decode one latent at a time;
+ *  - removal with the dataset: an encoding records the dataset's real path (partial/dataset,
+ *    then the metadata); latents_remove_dataset removes the caches of a dataset named through a
+ *    symbolic link with a trailing slash, and nothing for another dataset or a missing root;
  *  - a latent diff_tuning job: encoding progress, finite losses, a knowledge bank of latents,
  *    grids decoded at the pixel size, fd_classifier measured on decoded samples against the
  *    dataset's images; a second job reuses the cache and replays the same losses;
  *  - the engine's refusals naming "vae": a 4-channel DiT without a VAE, a VAE whose latents do
  *    not fit the DiT, a file that is not a VAE, no cache directory. */
+#include <limits.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "classifier.h"
@@ -80,7 +85,9 @@ static int encode_into(dt_latents *lat, const dt_dataset *ds, vae_model *v, dt_b
     char *buf = NULL;
     FILE *f = open_memstream(&buf, &len);
     dt_events ev = {.out = f};
-    dt_latents_encode_opts o = {.root = root, .key = key, .vae_sha256 = "x", .dataset = "ds",
+    char ds_dir[1200];
+    keep_path(ds_dir, sizeof ds_dir, "ds"); /* the dataset's path (main) */
+    dt_latents_encode_opts o = {.root = root, .key = key, .vae_sha256 = "x", .dataset = ds_dir,
                                 .batch = 3, .chunk = 2, .stop_after_chunks = stop_after,
                                 .ev = &ev, .stop = stop};
     int r = latents_encode(lat, ds, v, be, &o, err, errlen);
@@ -191,6 +198,15 @@ static void test_cache(const char *vae_path, const char *ds_path) {
     snprintf(file, sizeof file, "%s/%s/partial/chunk_000000.f32", root_b, key);
     CHECK(stat(file, &sb) == 0 && sb.st_size == (off_t)(2 * 2 * 2 * limg * sizeof(float)),
           "the finished chunk is kept");
+    char real[PATH_MAX] = "", src[PATH_MAX] = "";
+    CHECK(realpath(ds_path, real) != NULL, "realpath %s", ds_path);
+    snprintf(file, sizeof file, "%s/%s/partial/dataset", root_b, key);
+    FILE *sf = fopen(file, "rb");
+    if (sf) {
+        src[fread(src, 1, sizeof src - 1, sf)] = '\0';
+        fclose(sf);
+    }
+    CHECK(!strcmp(src, real), "partial/dataset holds the dataset's real path: '%s'", src);
     snprintf(file, sizeof file, "%s/%s/partial/chunk_000001.f32", root_b, key);
     CHECK(stat(file, &sb) != 0, "no second chunk");
     FILE *torn = fopen(file, "wb");
@@ -249,6 +265,23 @@ static void test_cache(const char *vae_path, const char *ds_path) {
     CHECK(dec.pixels == PIXELS && dec_worst < 1e-4, "batched decoding = vae_decode (%.3g)",
           dec_worst);
     latent_decoder_free(&dec);
+
+    /* removal with the dataset */
+    char link[1200], via[1300];
+    CHECK(latents_remove_dataset(keep_path(link, sizeof link, "no_cache_root"), ds_path, err,
+                                 sizeof err) == 0, "no cache root: nothing removed (%s)", err);
+    CHECK(latents_remove_dataset(root_a, keep_path(link, sizeof link, "ds_copy"), err, sizeof err)
+              == 0, "another dataset: nothing removed (%s)", err);
+    snprintf(file, sizeof file, "%s/%s", root_a, key);
+    CHECK(stat(file, &sb) == 0, "the cache is still there");
+    keep_path(link, sizeof link, "link");
+    snprintf(via, sizeof via, "%s/ds/", link);
+    unlink(link);
+    CHECK(symlink(dir, link) == 0 && latents_remove_dataset(root_a, via, err, sizeof err) == 1,
+          "the dataset through a symbolic link, with a trailing slash: one cache removed (%s)", err);
+    CHECK(stat(file, &sb) != 0, "the cache folder is gone");
+    CHECK(latents_remove_dataset(root_b, real, err, sizeof err) == 1, "the resumed one too (%s)",
+          err);
     be->free(be, d_z);
     be->free(be, d_img);
     be->free(be, d_mean);

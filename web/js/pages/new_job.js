@@ -85,7 +85,8 @@ async function load(page, query) {
     const v = path.split('.').reduce((o, k) => (o && typeof o === 'object' ? o[k] : undefined), spec);
     return v !== undefined ? v : prop.default;
   };
-  const dits = models.filter((m) => m.kind !== 'classifier');
+  const dits = models.filter((m) => m.kind === 'dit');
+  const vaes = models.filter((m) => m.kind === 'vae');
   const devices = [...new Set((workers?.data || []).map((w) => w.device))];
   const idemKey = newIdempotencyKey();
 
@@ -100,10 +101,17 @@ async function load(page, query) {
     h('option', { value: '' }, dits.length ? 'Choose a base model…' : 'No models yet: pretrain or upload one'),
     dits.map((m) => h('option', { value: m.id, selected: m.id === (query.get('base_model') || spec.base_model) },
       `${m.name} (${m.config?.image_size ?? '?'}px, ${m.config?.num_classes ?? '?'} classes)`)));
+  // A latent DiT (4 input channels, e.g. DiT-XL/2 at 256 px) needs the VAE of its latent space.
+  const vaeSel = h('select', { id: 'f-vae', name: 'vae', 'data-type': 'string' },
+    h('option', { value: '' }, 'None: the model works on pixels'),
+    vaes.map((m) => h('option', { value: m.id, selected: m.id === (query.get('vae') || spec.vae) },
+      `${m.name} (${m.config?.latent_channels ?? '?'} latent channels, x${m.config?.downsample_factor ?? '?'})`)));
   const basics = h('fieldset', {}, h('legend', {}, 'What to train'), h('div', { class: 'fields' },
     wrap('method', 'Method', methodSel, methodHint), wrap('dataset', 'Dataset', datasetSel,
       h('a', { href: '#/datasets' }, 'Upload a dataset')),
-    wrap('base_model', 'Base model', modelSel, h('a', { href: '#/models' }, 'Models'))));
+    wrap('base_model', 'Base model', modelSel, h('a', { href: '#/models' }, 'Models')),
+    wrap('vae', 'VAE (latent models)', vaeSel, h('span', { class: 'hint' },
+      'for a DiT with 4 input channels: the SD VAE it was trained with'))));
 
   const sections = [];
   const advanced = h('div', { class: 'fields' });
