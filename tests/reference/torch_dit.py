@@ -18,16 +18,16 @@ Needs PyTorch (Debian python3-torch); the tests never run this script.
 Usage: torch_dit.py --gen-dit BUILD/tests/tools/gen_dit [--out-dir tests/fixtures]
 """
 import argparse
-import json
 import math
 import os
-import struct
 import subprocess
 import tempfile
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from st_io import read_safetensors, write_safetensors
 
 FREQ_DIM = 256
 LN_EPS = 1e-6
@@ -41,41 +41,6 @@ FIXTURES = [
      "--layout official --arch DiT-XL/2 --depth 1 --input-size 4 --classes 1000 --learn-sigma 1 "
      "--dtype bf16 --seed 22", 16, [12, 999], [207, 1000], 202),
 ]
-
-
-def read_safetensors(path):
-    """name -> float64 torch tensor."""
-    with open(path, "rb") as f:
-        blob = f.read()
-    (hlen,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + hlen])
-    data = blob[8 + hlen:]
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = info["data_offsets"]
-        raw = np.frombuffer(data[b:e], dtype={"F32": "<f4", "F16": "<f2", "BF16": "<u2"}[info["dtype"]])
-        if info["dtype"] == "BF16":
-            raw = (raw.astype(np.uint32) << 16).view(np.float32)
-        out[name] = torch.from_numpy(raw.astype(np.float64).reshape(info["shape"]))
-    return out
-
-
-def write_safetensors(path, tensors, metadata):
-    """tensors: list of (name, numpy array of float32 or int32)."""
-    header, blobs, off = {"__metadata__": metadata}, [], 0
-    for name, a in tensors:
-        a = np.ascontiguousarray(a)
-        dt = {np.dtype("float32"): "F32", np.dtype("int32"): "I32"}[a.dtype]
-        raw = a.astype(a.dtype.newbyteorder("<")).tobytes()
-        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + len(raw)]}
-        blobs.append(raw)
-        off += len(raw)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 
 
 def pos_embed(hidden, grid):
@@ -159,7 +124,7 @@ def main():
             wpath = os.path.join(tmp, "w.safetensors")
             subprocess.run([args.gen_dit, "--out", wpath] + gen_args.split(), check=True,
                            stdout=subprocess.DEVNULL)
-            w = read_safetensors(wpath)
+            w, _ = read_safetensors(wpath)
         params = [v for k, v in w.items() if k != "pos_embed"]
         wsum = float(sum(v.sum() for v in params))
         wsumsq = float(sum((v * v).sum() for v in params))

@@ -17,15 +17,15 @@ Needs PyTorch (Debian python3-torch); the tests never run this script.
 Usage: torch_vae.py --gen-vae BUILD/tests/tools/gen_vae [--out-dir tests/fixtures]
 """
 import argparse
-import json
 import os
-import struct
 import subprocess
 import tempfile
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from st_io import read_safetensors, write_safetensors
 
 SCALE = 0.18215
 GROUPS = 32
@@ -36,43 +36,6 @@ FIXTURES = [
     ("vae_torch_small", "--channels 32,64,64,64 --layers 1 --seed 11", 2, 32, 101),
     ("vae_torch_published", "--seed 5 --dtype bf16 --attn legacy --attn-conv", 1, 16, 102),
 ]
-
-
-def read_safetensors(path):
-    """name -> float64 torch tensor, and the names in header order."""
-    with open(path, "rb") as f:
-        blob = f.read()
-    (hlen,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + hlen])
-    data = blob[8 + hlen:]
-    out, order = {}, []
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = info["data_offsets"]
-        raw = np.frombuffer(data[b:e], dtype={"F32": "<f4", "F16": "<f2", "BF16": "<u2"}[info["dtype"]])
-        if info["dtype"] == "BF16":
-            raw = (raw.astype(np.uint32) << 16).view(np.float32)
-        out[name] = torch.from_numpy(raw.astype(np.float64).reshape(info["shape"]))
-        order.append(name)
-    return out, order
-
-
-def write_safetensors(path, tensors, metadata):
-    header = {"__metadata__": metadata}
-    blobs, offset = [], 0
-    for name, arr in tensors.items():
-        raw = np.ascontiguousarray(arr, dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * ((8 - len(text) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for raw in blobs:
-            f.write(raw)
 
 
 class VAE:
@@ -166,9 +129,9 @@ def make_fixture(gen_vae, out_dir, name, args, batch, size, seed):
         mean, std = vae.encode(images.double())
         decoded = vae.decode(latents.double())
     path = os.path.join(out_dir, name + ".safetensors")
-    write_safetensors(path, {
-        "images": images.numpy(), "latents": latents.numpy(), "mean": mean.numpy(),
-        "std": std.numpy(), "decoded": decoded.numpy()},
+    write_safetensors(path, [
+        ("images", images.numpy()), ("latents", latents.numpy()), ("mean", mean.numpy()),
+        ("std", std.numpy()), ("decoded", decoded.numpy())],
         {"gen_vae_args": args, "weights_sum": repr(float(flat.sum())),
          "weights_sumsq": repr(float((flat * flat).sum())), "torch_version": torch.__version__,
          "script": "tests/reference/torch_vae.py"})

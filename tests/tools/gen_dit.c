@@ -33,8 +33,10 @@
 #include <string.h>
 
 #include "dit.h"
-#include "philox.h"
 #include "safetensors.h"
+
+#define GEN_TOOL "gen_dit"
+#include "gen_common.h"
 
 enum { GEN_WEIGHT, GEN_BIAS, GEN_TABLE };
 
@@ -53,10 +55,6 @@ typedef struct {
     int n, cap;
 } gen_list;
 
-static void gen_die(const char *msg) {
-    fprintf(stderr, "gen_dit: %s\n", msg);
-    exit(2);
-}
 
 static gen_param *gen_add(gen_list *l, const char *name, int kind, int ndim, int64_t d0,
                           int64_t d1, int64_t d2, int64_t d3) {
@@ -113,21 +111,7 @@ static void gen_official(gen_list *l, const dit_config *c) {
     gen_linear(l, "final_layer.adaLN_modulation.1", 2 * D, D);
 }
 
-/* FNV-1a of the name: the tensor's random stream. */
-static uint64_t gen_hash(const char *s) {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) {
-        h ^= (uint8_t)*s;
-        h *= 1099511628211ull;
-    }
-    return h;
-}
 
-/* Uniform in (-1, 1], exact: a 24-bit integer over 2^23. */
-static float gen_sym_unit(uint64_t seed, uint64_t stream, uint64_t i) {
-    uint32_t w = dt_philox_words(seed, stream, i).v[0] >> 8;
-    return (float)((int32_t)w - (1 << 23) + 1) * (1.0f / 8388608.0f);
-}
 
 static void gen_fill(gen_param *p, uint64_t seed) {
     uint64_t stream = gen_hash(p->name);
@@ -137,30 +121,7 @@ static void gen_fill(gen_param *p, uint64_t seed) {
     for (size_t i = 0; i < p->numel; i++) p->values[i] = a * gen_sym_unit(seed, stream, i);
 }
 
-/* float32 -> IEEE half, round to nearest even; subnormals and overflow handled. */
-static uint16_t gen_f16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    const uint32_t sign = (x >> 16) & 0x8000u, absx = x & 0x7fffffffu;
-    if (absx >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (absx > 0x7f800000u ? 0x200u : 0));
-    if (absx >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds past 65504 */
-    if (absx < 0x38800000u) {                                   /* below 2^-14: subnormal */
-        float a;
-        memcpy(&a, &absx, 4);
-        return (uint16_t)(sign | (uint32_t)lrintf(a * 16777216.0f)); /* units of 2^-24, RNE */
-    }
-    uint32_t h = (((absx >> 23) - 112u) << 10) | ((absx & 0x7fffffu) >> 13);
-    const uint32_t rest = absx & 0x1fffu;
-    if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) h++;
-    return (uint16_t)(sign | h);
-}
 
-/* float32 -> bfloat16, round to nearest even (values here are finite). */
-static uint16_t gen_bf16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
-}
 
 /* The tensors to write, each a slice of an official parameter's values under a file name. */
 typedef struct {

@@ -23,8 +23,10 @@
 #include <string.h>
 #include <math.h>
 
-#include "philox.h"
 #include "safetensors.h"
+
+#define GEN_TOOL "gen_vae"
+#include "gen_common.h"
 
 #define GEN_MAX_LEVELS 8
 #define GEN_LATENT 4
@@ -52,10 +54,6 @@ typedef struct {
     int n, cap;
 } gen_model;
 
-static void gen_die(const char *msg) {
-    fprintf(stderr, "gen_vae: %s\n", msg);
-    exit(2);
-}
 
 static void gen_add(gen_model *m, const char *name, const char *hash_name, int kind, int ndim,
                     int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
@@ -183,21 +181,7 @@ static void gen_build(gen_model *m) {
     gen_conv(m, "decoder.conv_out", ch[0], GEN_IMAGE_CHANNELS, 3);
 }
 
-/* FNV-1a of the name: the tensor's random stream. */
-static uint64_t gen_hash(const char *s) {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) {
-        h ^= (uint8_t)*s;
-        h *= 1099511628211ull;
-    }
-    return h;
-}
 
-/* Uniform in (-1, 1], exact: an integer of 24 bits over 2^23. */
-static float gen_sym_unit(uint64_t seed, uint64_t stream, uint64_t i) {
-    uint32_t w = dt_philox_words(seed, stream, i).v[0] >> 8; /* 0 .. 2^24-1 */
-    return (float)((int32_t)w - (1 << 23) + 1) * (1.0f / 8388608.0f);
-}
 
 static void gen_fill(gen_tensor *t, uint64_t seed) {
     uint64_t stream = gen_hash(t->hash_name);
@@ -212,37 +196,7 @@ static void gen_fill(gen_tensor *t, uint64_t seed) {
     for (size_t i = 0; i < t->numel; i++) t->values[i] = base + a * gen_sym_unit(seed, stream, i);
 }
 
-/* float32 -> IEEE half, round to nearest even (subnormals and overflow to inf handled). */
-static uint16_t gen_f16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint32_t sign = (x >> 16) & 0x8000u;
-    uint32_t absx = x & 0x7fffffffu;
-    if (absx >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (absx > 0x7f800000u ? 0x200u : 0));
-    if (absx >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to >= 65520: inf */
-    if (absx < 0x38800000u) { /* below 2^-14: subnormal half (or zero) */
-        float a;
-        memcpy(&a, &absx, 4);
-        /* a * 2^24 rounded to nearest even gives the subnormal mantissa */
-        float scaled = a * 16777216.0f;
-        uint32_t mant = (uint32_t)lrintf(scaled);
-        return (uint16_t)(sign | mant);
-    }
-    uint32_t exp = ((absx >> 23) - 127 + 15) << 10;
-    uint32_t mant = absx & 0x7fffffu;
-    uint32_t h = exp | (mant >> 13);
-    uint32_t rest = mant & 0x1fffu;
-    if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) h++;
-    return (uint16_t)(sign | h);
-}
 
-/* float32 -> bfloat16, round to nearest even (the values here are finite). */
-static uint16_t gen_bf16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint32_t rounding = 0x7fffu + ((x >> 16) & 1u);
-    return (uint16_t)((x + rounding) >> 16);
-}
 
 static int gen_parse_channels(gen_model *m, const char *s) {
     m->levels = 0;
