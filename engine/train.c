@@ -108,7 +108,8 @@ static int train_config(trainer *tr, dit_config *cfg, st_file *base, char *err, 
     const dt_spec *s = tr->spec;
     if (s->method != DT_METHOD_PRETRAIN) {
         if (safetensors_open(base, s->base_model, err, errlen)) return -1;
-        return checkpoint_read_config(base, 0, 0, cfg, err, errlen);
+        return checkpoint_read_config(base, tr->o->base_heads, tr->o->base_input_size, cfg, err,
+                                      errlen);
     }
     int depth = s->model.depth, hidden = s->model.hidden_size, heads = s->model.num_heads,
         patch = s->model.patch_size;

@@ -23,6 +23,9 @@ typedef struct {
     const char *out_dir;   /* required */
     const char *bank_dir;  /* knowledge-bank cache root (required for diff_tuning) */
     const char *latent_dir; /* latent-cache root (required with spec "vae"; latents.h) */
+    /* What a base model file may not state (diffusers' DiT layout stores neither pos_embed nor a
+     * config): its input size and heads, as checkpoint_read_config's hints; 0 = none. */
+    int base_input_size, base_heads;
     const char *device;    /* overrides spec->device when non-NULL */
     const char *precision; /* overrides spec->hp.precision when non-NULL: auto | bf16 | fp32 */
     int log_every;         /* steps between progress events (>= 1); first and last always */

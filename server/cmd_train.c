@@ -35,6 +35,11 @@ static void train_usage(FILE *f) {
         "                     $HOME/.cache/difftune/banks)\n"
         "  --latent-dir DIR   cache of datasets encoded by the spec's \"vae\" (a latent DiT; default\n"
         "                     $DIFFTUNE_LATENT_DIR, else $HOME/.cache/difftune/latents)\n"
+        "  --input-size N     the base model's input size (latent cells or pixels per side), for a\n"
+        "                     file that does not state it: diffusers' DiT layout (32 for\n"
+        "                     DiT-XL-2-256); a file that does state it must agree\n"
+        "  --heads H          the base model's attention heads, for a file without metadata whose\n"
+        "                     hidden size matches no preset\n"
         "  --inception-weights FILE\n"
         "                     FID Inception weights (pytorch-fid's state dict as safetensors; see\n"
         "                     README: Evaluation) for eval.fid_every (default\n"
@@ -61,6 +66,7 @@ int cmd_train(int argc, char **argv) {
                *precision = NULL, *inception = getenv("DIFFTUNE_INCEPTION_WEIGHTS"),
                *eval_cache = getenv("DIFFTUNE_EVAL_CACHE");
     long log_every = 10, stop_after = 0, grid = 16, min_free_mb = DT_MIN_FREE_MB_DEFAULT;
+    long input_size = 0, heads = 0;
     int quiet = 0, text_mode = 0;
     char home_bank[4096], home_eval[4096], home_latents[4096];
     for (int i = 1; i < argc; i++) {
@@ -92,6 +98,10 @@ int cmd_train(int argc, char **argv) {
             if (cli_parse_int(v, 1, 1000000000, &log_every)) { fprintf(stderr, "difftune train: --log-every must be a positive integer\n"); return 2; }
         } else if (!strcmp(a, "--stop-after")) {
             if (cli_parse_int(v, 1, 1000000000, &stop_after)) { fprintf(stderr, "difftune train: --stop-after must be a positive integer\n"); return 2; }
+        } else if (!strcmp(a, "--input-size")) {
+            if (cli_parse_int(v, 1, 4096, &input_size)) { fprintf(stderr, "difftune train: --input-size must be 1..4096\n"); return 2; }
+        } else if (!strcmp(a, "--heads")) {
+            if (cli_parse_int(v, 1, 1024, &heads)) { fprintf(stderr, "difftune train: --heads must be 1..1024\n"); return 2; }
         } else if (!strcmp(a, "--grid")) {
             if (cli_parse_int(v, 1, 256, &grid)) { fprintf(stderr, "difftune train: --grid must be 1..256\n"); return 2; }
         } else {
@@ -141,6 +151,7 @@ int cmd_train(int argc, char **argv) {
 
     dt_events ev = {.out = stdout, .quiet = quiet, .text = text_mode};
     dt_train_opts o = {.out_dir = out, .bank_dir = bank_dir, .latent_dir = latent_dir,
+                       .base_input_size = (int)input_size, .base_heads = (int)heads,
                        .device = device, .precision = precision,
                        .log_every = (int)log_every, .stop_after = (int)stop_after,
                        .min_free_bytes = (int64_t)min_free_mb << 20,

@@ -2,8 +2,8 @@
 # test_api_models_published.sh — POST /models with weights in the published layouts, through a
 # real `difftune serve` and curl: an SD VAE (diffusers' AutoencoderKL, kind "vae"), a DiT in
 # diffusers' transformer layout (needs ?input_size=, and is stored with its config so it loads
-# unaided), and an official-layout BF16 DiT; and `difftune sample --input-size` for a diffusers
-# file. Weights come from tests/tools (gen_vae, gen_dit) at small sizes. Refusals must name their
+# unaided), and an official-layout BF16 DiT; and `difftune sample --input-size` and `difftune
+# train --input-size` for a diffusers file. Weights come from tests/tools (gen_vae, gen_dit) at small sizes. Refusals must name their
 # parameter and store nothing. The VAE part needs the "model kind vae" store migration.
 source "$(dirname "$0")/server_util.sh"
 TMP=${DIFFTUNE_TEST_TMP:-/tmp/difftune-test}/api_models_published
@@ -26,6 +26,19 @@ check "the message names --input-size" grep -q -- '--input-size' "$TMP/err"
 expect_rc 0 "sample a diffusers DiT with --input-size" -- sample --checkpoint "$TMP/pixels.safetensors" \
   --input-size 8 --n 2 --steps 2 --sampler ddim --device cpu --out "$TMP/grid.png"
 check "the grid is written" test -s "$TMP/grid.png"
+# ... and so does `difftune train`, whose checkpoints then state it themselves
+"$BIN" dataset synth --style solid --classes 5 --per-class 2 --size 8 --out "$TMP/ds" >/dev/null ||
+  bad "dataset synth"
+printf '{"method": "full", "base_model": "%s", "dataset": "%s", "hyperparameters": {"steps": 1, "batch_size": 2}, "eval": {"sample_every": 0}, "device": "cpu"}' \
+  "$TMP/pixels.safetensors" "$TMP/ds" > "$TMP/full.json"
+expect_rc 2 "train from a diffusers DiT without --input-size" -- train --spec "$TMP/full.json" \
+  --out "$TMP/run0" --grid 1 --quiet
+check "the message names --input-size" grep -q -- '--input-size' "$TMP/err"
+expect_rc 0 "train from a diffusers DiT with --input-size" -- train --spec "$TMP/full.json" \
+  --input-size 8 --out "$TMP/run1" --grid 1 --quiet
+expect_rc 0 "its checkpoint samples without hints" -- sample \
+  --checkpoint "$TMP/run1/checkpoints/step_0000001.safetensors" --n 2 --steps 2 --sampler ddim \
+  --device cpu --out "$TMP/grid1.png"
 
 serve_start "$TMP/data" --slots-per-device 0 --devices cpu
 count() { curl -sS "$URL/models?limit=100" | jq '.data | length'; }
