@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "ref_python.h"
 #include "checkpoint.h"
 #include "dit.h"
 #include "philox.h"
@@ -26,23 +27,6 @@
 typedef struct {
     int depth, hidden, heads, patch, image, channels, classes, learn_sigma;
 } ref_case;
-
-/* The interpreter that runs the reference: DIFFTUNE_PYTHON, else /usr/bin/python3. */
-static const char *ref_python(void) {
-    const char *py = getenv("DIFFTUNE_PYTHON");
-    return py && py[0] ? py : "/usr/bin/python3";
-}
-
-/* Fails loudly (once) when the interpreter cannot import numpy; returns 1 when usable. */
-static int ref_python_ready(void) {
-    char cmd[1200];
-    snprintf(cmd, sizeof cmd, "'%s' -c 'import numpy' 2>&1", ref_python());
-    int rc = system(cmd);
-    CHECK(rc == 0, "'%s' cannot import numpy (status %d): install python3-numpy "
-          "(deploy/install-deps.sh) or point DIFFTUNE_PYTHON at an interpreter that has it",
-          ref_python(), rc);
-    return rc == 0;
-}
 
 /* ---- checkpoint layout ------------------------------------------------------------------- */
 

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "ref_python.h"
 #include "inception.h"
 #include "inception_ops.h"
 #include "philox.h"
@@ -272,11 +273,6 @@ static void test_load_errors(const char *dir, const char *weights) {
 }
 
 /* ---- against the numpy reference ---------------------------------------------------------- */
-
-static const char *ref_python(void) {
-    const char *py = getenv("DIFFTUNE_PYTHON");
-    return py && py[0] ? py : "/usr/bin/python3";
-}
 
 static void test_reference(dt_inception *net, const char *dir, const char *weights) {
     char err[512];

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "ref_python.h"
 #include "philox.h"
 #include "safetensors.h"
 #include "vae.h"
@@ -32,21 +33,6 @@ const char *__asan_default_options(void) {
 #define TOL_TORCH 2e-5
 
 static const char *tmp;
-
-static const char *python(void) {
-    const char *py = getenv("DIFFTUNE_PYTHON");
-    return py && py[0] ? py : "/usr/bin/python3";
-}
-
-static int python_ready(void) {
-    char cmd[1200];
-    snprintf(cmd, sizeof cmd, "'%s' -c 'import numpy' 2>&1", python());
-    int rc = system(cmd);
-    CHECK(rc == 0, "'%s' cannot import numpy (status %d): install python3-numpy "
-          "(deploy/install-deps.sh) or point DIFFTUNE_PYTHON at an interpreter that has it",
-          python(), rc);
-    return rc == 0;
-}
 
 /* Runs gen_vae --out path args; returns 0 or -1 (reported). */
 static int gen_vae(const char *path, const char *args) {
@@ -161,7 +147,7 @@ static int run_numpy(const char *dir, const char *weights, const shapes *s, cons
         return -1;
     const char *src = getenv("DIFFTUNE_SOURCE");
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "'%s' '%s/tests/ref_vae.py' '%s' '%s/inputs.json' '%s'", python(),
+    snprintf(cmd, sizeof cmd, "'%s' '%s/tests/ref_vae.py' '%s' '%s/inputs.json' '%s'", ref_python(),
              src ? src : ".", weights, dir, dir);
     int rc = system(cmd);
     CHECK(rc == 0, "reference failed (status %d): %s", rc, cmd);
@@ -564,7 +550,7 @@ static void check_torch_fixture(const char *file) {
 
 int main(void) {
     tmp = check_tmpdir("test_vae");
-    int python_ok = python_ready();
+    int python_ok = ref_python_ready();
     static const numpy_case cases[] = {
         /* the published widths, each file format; images kept small for the sanitizer build */
         {"published_f32", "--seed 1", 2, 16, 16, 4, 2, VAE_ATTN_DIFFUSERS, 0, {128, 256, 512, 512}},
