@@ -6,7 +6,8 @@
 # 1. nvidia-smi and the machine; 2. configure and build a Release tree with the CUDA backend
 # (build-gpu, -DDIFFTUNE_GPU_TESTS=ON when tests/gpu exists, all cores, only the targets needed);
 # 3. tests/gpu's test_backend_vs_cpu --dev cuda:0 --precision both, then test_inception_gpu (the
-# cuDNN FID Inception against the CPU) and bench_inception --device cuda:0 (60 s each at most;
+# cuDNN FID Inception against the CPU), test_vae_gpu (the SD VAE against the CPU) and
+# bench_inception --device cuda:0 (60 s each at most;
 # skipped, exit 77, in a build without cuDNN); 4. bench_gpu_train (DiT-XL/2,
 # 32x32x4 latents, 1000 classes) bf16 at batch 32, bf16 at the largest batch that fits, fp32 at
 # batch 32, then (SD VAE) bench_vae encode/decode images/s at 128-512 px and the bf16 step with
@@ -123,7 +124,7 @@ main() {
       bench_inception bench_vae gen_vae
     if [ $gpu_tests = ON ]; then
       run_step build_gpu_tests 180 - cmake --build "$BUILD" -j"$(nproc)" --target test_backend_vs_cpu \
-        test_inception_gpu
+        test_inception_gpu test_vae_gpu gen_vae
     fi
   fi
 
@@ -140,6 +141,13 @@ main() {
       "$BUILD/tests/gpu/test_inception_gpu" --dev "$DEVICE"
   else
     skip_step test_inception_gpu "no $BUILD/tests/gpu/test_inception_gpu"
+  fi
+  # ---- the SD VAE on the GPU (cuDNN convolutions, group norm) against the CPU ----
+  if [ -x "$BUILD/tests/gpu/test_vae_gpu" ]; then
+    run_step test_vae_gpu 120 - env OMP_NUM_THREADS="$(nproc)" DIFFTUNE_TEST_TMP="$BUILD/tmp" \
+      "$BUILD/tests/gpu/test_vae_gpu" --dev "$DEVICE" --gen-vae "$BUILD/tests/tools/gen_vae"
+  else
+    skip_step test_vae_gpu "no $BUILD/tests/gpu/test_vae_gpu"
   fi
   if [ -x "$BUILD/bench/bench_inception" ]; then
     local inception_json=$RESULTS/gpu_inception_bs${INCEPTION_BATCH}.json
