@@ -66,4 +66,17 @@ static inline uint8_t *check_read_file(const char *path, size_t *len) {
     return b;
 }
 
+/* The normalised error max |ours - ref| / max |ref| over n values (ref's scale, so one bound fits
+ * tensors of any magnitude), the index of the largest difference in *worst. */
+static inline double check_norm_err(const float *ours, const float *ref, size_t n, size_t *worst) {
+    double max_err = 0, max_ref = 0;
+    *worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)ours[i] - ref[i]);
+        if (e > max_err) { max_err = e; *worst = i; }
+        max_ref = fmax(max_ref, fabs(ref[i]));
+    }
+    return max_err / fmax(max_ref, 1e-30);
+}
+
 #endif

@@ -22,12 +22,12 @@ import json
 import math
 import os
 import re
-import struct
 import sys
 
 import numpy as np
 
-ST_DTYPES = {"F32": "<f4", "F64": "<f8", "F16": "<f2", "I32": "<i4", "I64": "<i8"}
+from ref_safetensors import read_safetensors
+
 FREQ_DIM = 256
 LN_EPS = 1e-6
 
@@ -35,30 +35,6 @@ LN_EPS = 1e-6
 def fail(msg):
     sys.stderr.write("ref_dit_forward.py: %s\n" % msg)
     sys.exit(1)
-
-
-def read_safetensors(path):
-    """All tensors of a safetensors file as float64 arrays keyed by name (metadata dropped)."""
-    with open(path, "rb") as f:
-        blob = f.read()
-    if len(blob) < 8:
-        fail("%s: shorter than the 8-byte header length" % path)
-    (hlen,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + hlen].decode("utf-8"))
-    data = blob[8 + hlen:]
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if info["dtype"] not in ST_DTYPES:
-            fail("%s: tensor %s has unsupported dtype %s" % (path, name, info["dtype"]))
-        begin, end = info["data_offsets"]
-        arr = np.frombuffer(data[begin:end], dtype=ST_DTYPES[info["dtype"]])
-        shape = tuple(info["shape"])
-        if arr.size != int(np.prod(shape, dtype=np.int64)):
-            fail("%s: tensor %s: %d elements for shape %s" % (path, name, arr.size, shape))
-        tensors[name] = arr.reshape(shape).astype(np.float64)
-    return tensors
 
 
 def infer_arch(w, heads):
@@ -255,7 +231,7 @@ def read_inputs(path, a):
 def main(argv):
     if len(argv) != 5:
         fail("usage: ref_dit_forward.py CHECKPOINT INPUTS_JSON HEADS OUT")
-    w = read_safetensors(argv[1])
+    w = read_safetensors(argv[1], "ref_dit_forward.py")
     a = infer_arch(w, int(argv[3]))
     pe_err = np.abs(w["pos_embed"][0] - pos_embed_formula(a["grid"], a["D"])).max()
     if pe_err > 1e-6:

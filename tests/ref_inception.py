@@ -40,7 +40,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ref_dit_forward import read_safetensors  # noqa: E402  (shared minimal safetensors reader)
+from ref_safetensors import read_safetensors  # noqa: E402  (the shared safetensors reader)
 
 BN_EPS = 0.001
 IMAGE_SIZE = 299
@@ -165,7 +165,7 @@ def load_weights(path):
     """name -> (spec, conv weight (Cout, Cin, kh, kw), bn (weight, bias, mean, var)), validated."""
     if not os.path.isfile(path):
         raise RefError("%s: no such file" % path)
-    tensors = read_safetensors(path)
+    tensors = read_safetensors(path, "ref_inception.py")
     layers = {}
     used = set()
     for spec in all_convs():

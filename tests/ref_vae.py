@@ -19,10 +19,11 @@ Usage: ref_vae.py WEIGHTS INPUTS_JSON OUTDIR
 """
 import json
 import os
-import struct
 import sys
 
 import numpy as np
+
+from ref_safetensors import read_safetensors
 
 SCALE = 0.18215
 GROUPS = 32
@@ -32,34 +33,6 @@ EPS = 1e-6
 def fail(msg):
     sys.stderr.write("ref_vae.py: %s\n" % msg)
     sys.exit(1)
-
-
-def read_safetensors(path):
-    """name -> float64 array for every tensor of a safetensors file."""
-    with open(path, "rb") as f:
-        blob = f.read()
-    (hlen,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + hlen].decode("utf-8"))
-    data = memoryview(blob)[8 + hlen:]
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = info["data_offsets"]
-        raw = data[begin:end]
-        dt = info["dtype"]
-        if dt == "F32":
-            arr = np.frombuffer(raw, dtype="<f4")
-        elif dt == "F16":
-            arr = np.frombuffer(raw, dtype="<f2")
-        elif dt == "BF16":
-            arr = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
-        elif dt == "F64":
-            arr = np.frombuffer(raw, dtype="<f8")
-        else:
-            fail("%s: tensor %s has dtype %s" % (path, name, dt))
-        out[name] = arr.astype(np.float64).reshape(info["shape"])
-    return out
 
 
 class Weights:
@@ -190,7 +163,7 @@ def decode(W, z):
 def main():
     if len(sys.argv) != 4:
         fail("usage: ref_vae.py WEIGHTS INPUTS_JSON OUTDIR")
-    W = Weights(read_safetensors(sys.argv[1]))
+    W = Weights(read_safetensors(sys.argv[1], "ref_vae.py"))
     with open(sys.argv[2]) as f:
         spec = json.load(f)
     base = os.path.dirname(os.path.abspath(sys.argv[2]))

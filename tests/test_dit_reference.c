@@ -151,18 +151,6 @@ static int ref_run_python(const char *dir, const char *ckpt, int heads, float *o
     return got == n_out && !extra ? 0 : -1;
 }
 
-/* max |ours - ref| / max |ref| over n values, reporting the worst index. */
-static double ref_compare(const float *ours, const float *ref, size_t n, size_t *worst) {
-    double max_err = 0, max_ref = 0;
-    *worst = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)ours[i] - ref[i]);
-        if (e > max_err) { max_err = e; *worst = i; }
-        max_ref = fmax(max_ref, fabs(ref[i]));
-    }
-    return max_err / fmax(max_ref, 1e-30);
-}
-
 /* ---- one configuration ------------------------------------------------------------------- */
 
 /* dit_forward of host params on a random batch (x, t, y given) into host out (n_out floats). */
@@ -222,7 +210,7 @@ static void ref_check_case(const ref_case *rc, int id, int python_ok) {
     ref_run_ours(&m, host, hx, n_in, ht, hy, ours, n_out);
     if (python_ok && ref_write_inputs(dir, rc, hx, ht, hy) == 0 && ref_run_python(dir, ckpt, rc->heads, ref, n_out) == 0) {
         size_t worst;
-        double err_rel = ref_compare(ours, ref, n_out, &worst);
+        double err_rel = check_norm_err(ours, ref, n_out, &worst);
         printf("case %d: max |ours - numpy| / max |numpy| = %.3g\n", id, err_rel);
         CHECK(err_rel < REF_TOL, "case %d: forward differs from the numpy DiT: normalised error %.3g "
               "(worst at %zu: ours %.7g, numpy %.7g)", id, err_rel, worst, (double)ours[worst],

@@ -20,18 +20,6 @@
 
 #define TORCH_TOL 1e-4
 
-/* max |a - b| / max |b| over n values, the worst index in *worst. */
-static double rel_err(const float *a, const float *b, size_t n, size_t *worst) {
-    double e = 0, m = 0;
-    *worst = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (d > e) { e = d; *worst = i; }
-        m = fmax(m, fabs(b[i]));
-    }
-    return e / fmax(m, 1e-30);
-}
-
 /* Tensor name of f into a new float buffer of n elements (raw copy for I32). NULL (recorded) on
  * a mismatch. */
 static void *fixture_tensor(const st_file *f, const char *name, st_dtype dtype, size_t n) {
@@ -119,11 +107,11 @@ static void check_fixture(const char *name) {
         be->download(be, got_b0, a.x + n_tok, n_tok * sizeof(float)); /* x[1]: block 0's output */
         CHECK(be->sync(be) == 0, "backend failure");
         size_t worst;
-        double e0 = rel_err(got_b0, want_b0, n_tok, &worst);
+        double e0 = check_norm_err(got_b0, want_b0, n_tok, &worst);
         printf("%s: block 0 max |difftune - torch| / max |torch| = %.3g\n", name, e0);
         CHECK(e0 < TORCH_TOL, "%s: block 0 differs from PyTorch: %.3g (at %zu: %.7g vs %.7g)", name,
               e0, worst, (double)got_b0[worst], (double)want_b0[worst]);
-        double e1 = rel_err(got_out, want_out, n_out, &worst);
+        double e1 = check_norm_err(got_out, want_out, n_out, &worst);
         printf("%s: output  max |difftune - torch| / max |torch| = %.3g\n", name, e1);
         CHECK(e1 < TORCH_TOL, "%s: the forward differs from PyTorch: %.3g (at %zu: %.7g vs %.7g)",
               name, e1, worst, (double)got_out[worst], (double)want_out[worst]);

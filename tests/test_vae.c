@@ -63,18 +63,6 @@ static void fill_images(float *x, int B, int H, int W, uint64_t stream) {
                 }
 }
 
-/* max |a - ref| / max |ref| */
-static double norm_err(const float *a, const float *ref, size_t n, size_t *worst) {
-    double e = 0, m = 0;
-    *worst = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - ref[i]);
-        if (d > e) { e = d; *worst = i; }
-        m = fmax(m, fabs(ref[i]));
-    }
-    return e / fmax(m, 1e-30);
-}
-
 static int all_finite(const float *x, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (!isfinite(x[i])) return 0;
@@ -162,7 +150,7 @@ static int run_numpy(const char *dir, const char *weights, const shapes *s, cons
 static void compare(const char *what, const char *label, const float *ours, const float *ref,
                     size_t n, double tol) {
     size_t worst;
-    double e = norm_err(ours, ref, n, &worst);
+    double e = check_norm_err(ours, ref, n, &worst);
     printf("%s %s: normalised error %.3g\n", label, what, e);
     CHECK(e < tol, "%s %s: normalised error %.3g >= %g (worst at %zu: ours %.7g, reference %.7g)",
           label, what, e, tol, worst, (double)ours[worst], (double)ref[worst]);
@@ -403,13 +391,13 @@ static void check_round_trip_and_limits(void) {
     shapes s1 = shapes_of(v, 1, 16, 16);
     CHECK(run_host(v, be, &s1, img + s1.n_img, mean2, std2, mean + s1.n_lat, dec2) == 0, "single");
     size_t worst;
-    CHECK(norm_err(mean2, mean + s1.n_lat, s1.n_lat, &worst) < 1e-5 &&
-          norm_err(std2, std + s1.n_lat, s1.n_lat, &worst) < 1e-5 &&
-          norm_err(dec2, dec + s1.n_img, s1.n_img, &worst) < 1e-5,
+    CHECK(check_norm_err(mean2, mean + s1.n_lat, s1.n_lat, &worst) < 1e-5 &&
+          check_norm_err(std2, std + s1.n_lat, s1.n_lat, &worst) < 1e-5 &&
+          check_norm_err(dec2, dec + s1.n_img, s1.n_img, &worst) < 1e-5,
           "the second image's results depend on the first image of the batch");
     /* the output depends on the input: the two images differ, so do their latents and decodes */
-    CHECK(norm_err(mean, mean + s1.n_lat, s1.n_lat, &worst) > 1e-2 &&
-          norm_err(dec, dec + s1.n_img, s1.n_img, &worst) > 1e-2,
+    CHECK(check_norm_err(mean, mean + s1.n_lat, s1.n_lat, &worst) > 1e-2 &&
+          check_norm_err(dec, dec + s1.n_img, s1.n_img, &worst) > 1e-2,
           "different images give the same latents or decodes");
 
     /* outside the reservation: refused without computing */
@@ -426,7 +414,7 @@ static void check_round_trip_and_limits(void) {
     CHECK(vae_reserve(v, 1, 8, err, sizeof err) == 0, "%s", err);
     CHECK(run_host(v, be, &s3, big, bm, bs, NULL, NULL) == 0, "batch 3 after growing");
     CHECK(run_host(v, be, &s, img, mean2, std2, mean, dec2) == 0, "after growing");
-    CHECK(norm_err(mean2, mean, s.n_lat, &worst) < 1e-6 && norm_err(dec2, dec, s.n_img, &worst) < 1e-6,
+    CHECK(check_norm_err(mean2, mean, s.n_lat, &worst) < 1e-6 && check_norm_err(dec2, dec, s.n_img, &worst) < 1e-6,
           "results changed with the reservation");
     /* non-square images within the reservation */
     shapes sr = shapes_of(v, 1, 32, 8);

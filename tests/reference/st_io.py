@@ -1,31 +1,21 @@
 """Reading and writing safetensors for the PyTorch fixture scripts (torch_dit.py, torch_vae.py),
-written from the published format only: an 8-byte little-endian header length, a JSON header
-(name -> dtype, shape, data_offsets; optional "__metadata__" of strings), the raw bytes."""
+from the published format: an 8-byte little-endian header length, a JSON header (name -> dtype,
+shape, data_offsets; optional "__metadata__" of strings), the raw bytes."""
 import json
+import os
 import struct
+import sys
 
 import numpy as np
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import ref_safetensors  # noqa: E402  (tests/ref_safetensors.py, shared with the numpy references)
+
 
 def read_safetensors(path):
-    """(name -> float64 torch tensor, the names in header order), from F32, F16 or BF16 tensors."""
-    with open(path, "rb") as f:
-        blob = f.read()
-    (hlen,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + hlen])
-    data = blob[8 + hlen:]
-    out, order = {}, []
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = info["data_offsets"]
-        raw = np.frombuffer(data[b:e], dtype={"F32": "<f4", "F16": "<f2", "BF16": "<u2"}[info["dtype"]])
-        if info["dtype"] == "BF16":
-            raw = (raw.astype(np.uint32) << 16).view(np.float32)
-        out[name] = torch.from_numpy(raw.astype(np.float64).reshape(info["shape"]))
-        order.append(name)
-    return out, order
+    """name -> float64 torch tensor, in header order (tests/ref_safetensors.py reads the file)."""
+    return {name: torch.from_numpy(a) for name, a in ref_safetensors.read_safetensors(path, "st_io").items()}
 
 
 def write_safetensors(path, tensors, metadata):

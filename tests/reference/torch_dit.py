@@ -124,7 +124,7 @@ def main():
             wpath = os.path.join(tmp, "w.safetensors")
             subprocess.run([args.gen_dit, "--out", wpath] + gen_args.split(), check=True,
                            stdout=subprocess.DEVNULL)
-            w, _ = read_safetensors(wpath)
+            w = read_safetensors(wpath)
         params = [v for k, v in w.items() if k != "pos_embed"]
         wsum = float(sum(v.sum() for v in params))
         wsumsq = float(sum((v * v).sum() for v in params))

@@ -117,9 +117,9 @@ def make_fixture(gen_vae, out_dir, name, args, batch, size, seed):
     with tempfile.TemporaryDirectory() as tmp:
         weights = os.path.join(tmp, "vae.safetensors")
         subprocess.run([gen_vae, "--out", weights] + args.split(), check=True, stdout=subprocess.DEVNULL)
-        sd, order = read_safetensors(weights)
+        sd = read_safetensors(weights)
     # the sum and sum of squares of the float32 values, as test_vae.c recomputes them
-    flat = np.concatenate([sd[n].numpy().ravel() for n in order])
+    flat = np.concatenate([t.numpy().ravel() for t in sd.values()])
     vae = VAE(sd)
     g = torch.Generator().manual_seed(seed)
     f = 2 ** (vae.levels - 1)
