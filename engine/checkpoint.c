@@ -13,6 +13,21 @@
 
 #include "dit_layout.h"
 #include "fsutil.h"
+#include "peft.h"
+
+/* The tensors a checkpoint of m holds: the adapter's trainable ones, or every parameter. */
+static int ckpt_count(const dit_model *m) {
+    return m->ad ? m->ad->n : m->n_params;
+}
+
+static const dit_param *ckpt_param(const dit_model *m, int i) {
+    return m->ad ? &m->ad->t[i].p : &m->params[i];
+}
+
+/* Floats of one parameter-shaped host buffer of m's checkpoints. */
+static size_t ckpt_floats(const dit_model *m) {
+    return m->ad ? m->ad->num_floats : m->num_floats;
+}
 
 void checkpoint_path(char *out, size_t len, const char *dir, int step, const char *kind) {
     snprintf(out, len, "%s/step_%07d%s%s.safetensors", dir, step, kind[0] ? "." : "", kind);
@@ -45,8 +60,8 @@ char *checkpoint_config_json(const dit_config *c) {
  * allocated into names[] (freed by the caller). */
 static void ckpt_describe(const dit_model *m, const char *prefix, const float *host,
                           st_write_tensor *out, char **names) {
-    for (int i = 0; i < m->n_params; i++) {
-        const dit_param *p = &m->params[i];
+    for (int i = 0; i < ckpt_count(m); i++) {
+        const dit_param *p = ckpt_param(m, i);
         size_t len = strlen(prefix) + strlen(p->name) + 1;
         names[i] = malloc(len);
         if (names[i]) snprintf(names[i], len, "%s%s", prefix, p->name);
@@ -61,7 +76,7 @@ static void ckpt_describe(const dit_model *m, const char *prefix, const float *h
 static int ckpt_write(const char *path, const dit_model *m, const char *const *prefixes,
                       const float *const *hosts, int groups, const float *pos_embed,
                       const char *const *meta, char *err, size_t errlen) {
-    int n = m->n_params * groups + (pos_embed ? 1 : 0);
+    int n = ckpt_count(m) * groups + (pos_embed ? 1 : 0);
     st_write_tensor *t = calloc((size_t)n, sizeof *t);
     char **names = calloc((size_t)n, sizeof *names);
     int rc = -1;
@@ -82,7 +97,7 @@ static int ckpt_write(const char *path, const dit_model *m, const char *const *p
     }
     for (int g = 0; g < groups; g++) {
         ckpt_describe(m, prefixes[g], hosts[g], t + k, names + k);
-        k += m->n_params;
+        k += ckpt_count(m);
     }
     for (int i = 0; i < n; i++)
         if (!t[i].name) {
@@ -101,17 +116,33 @@ done:
 /* The __metadata__ shared by both files of a checkpoint; frees nothing (see ckpt_meta_free). */
 typedef struct {
     char step[32];
-    char *config;
-    const char *kv[11];
+    char *config, *peft;
+    const char *kv[17];
 } ckpt_meta;
 
+/* With an adapter: the PEFT format, its description and the base model's reference. */
 static void ckpt_meta_init(ckpt_meta *mt, const dit_model *m, int step, const char *spec_json) {
     snprintf(mt->step, sizeof mt->step, "%d", step);
     mt->config = checkpoint_config_json(&m->cfg);
-    const char *kv[] = {"format", CHECKPOINT_FORMAT, "step", mt->step,
-                        "config", mt->config ? mt->config : "{}",
-                        "spec", spec_json ? spec_json : "{}", "weights", "ema", NULL};
+    mt->peft = m->ad ? peft_config_json(&m->ad->cfg) : NULL;
+    const char *kv[] = {"format", m->ad ? CHECKPOINT_FORMAT_PEFT : CHECKPOINT_FORMAT,
+                        "step", mt->step, "config", mt->config ? mt->config : "{}",
+                        "spec", spec_json ? spec_json : "{}", "weights", "ema", NULL, NULL,
+                        NULL, NULL, NULL, NULL, NULL};
+    if (m->ad) {
+        kv[10] = "peft";
+        kv[11] = mt->peft ? mt->peft : "{}";
+        kv[12] = "base_model";
+        kv[13] = m->ad->base_path;
+        kv[14] = "base_sha256";
+        kv[15] = m->ad->base_sha256;
+    }
     memcpy(mt->kv, kv, sizeof kv);
+}
+
+static void ckpt_meta_free(ckpt_meta *mt) {
+    free(mt->config);
+    free(mt->peft);
 }
 
 int checkpoint_save_state(const char *dir, int step, const dit_model *m, const float *adam_m,
@@ -124,7 +155,7 @@ int checkpoint_save_state(const char *dir, int step, const dit_model *m, const f
     const float *hosts[] = {adam_m, adam_v};
     checkpoint_path(path, sizeof path, dir, step, "state");
     int rc = ckpt_write(path, m, prefixes, hosts, 2, NULL, mt.kv, err, errlen);
-    free(mt.config);
+    ckpt_meta_free(&mt);
     return rc;
 }
 
@@ -143,20 +174,23 @@ int checkpoint_save_model(const char *dir, int step, const dit_model *m, const f
     const char *prefixes[] = {"", "train."};
     const float *hosts[] = {ema, weights};
     checkpoint_path(path, sizeof path, dir, step, "");
-    int rc = ckpt_write(path, m, prefixes, hosts, weights ? 2 : 1, pe, mt.kv, err, errlen);
-    free(mt.config);
+    /* an adapter's checkpoint holds no pos_embed: its base has it, and it is computed anyway */
+    int rc = ckpt_write(path, m, prefixes, hosts, weights ? 2 : 1, m->ad ? NULL : pe, mt.kv, err,
+                        errlen);
+    ckpt_meta_free(&mt);
     free(pe);
     return rc;
 }
 
 uint64_t checkpoint_bytes_bound(const dit_model *m, size_t spec_len) {
     /* tensors: weights, EMA, two moments, pos_embed */
-    uint64_t data = 4 * (uint64_t)m->num_floats * sizeof(float) +
+    uint64_t data = 4 * (uint64_t)ckpt_floats(m) * sizeof(float) +
                     (uint64_t)m->cfg.tokens * m->cfg.hidden * sizeof(float);
     /* headers: an entry of under 256 bytes per tensor (names are under 64 characters, plus a
      * prefix, dtype, shape and offsets), the config, and the spec in each file, where JSON
      * escaping at most doubles it */
-    uint64_t header = (3 * (uint64_t)m->n_params + 1) * 256 + 2 * (2 * (uint64_t)spec_len + 4096);
+    uint64_t header = (3 * (uint64_t)ckpt_count(m) + 1) * 256 + 2 * (2 * (uint64_t)spec_len + 4096) +
+                      (m->ad ? 2 * 8192 : 0); /* the base model's path and the peft JSON */
     return data + header;
 }
 
@@ -376,7 +410,158 @@ int checkpoint_read_config(const st_file *f, int heads_hint, int input_size_hint
                            (int)rows - 1, c_out == 2 * chans, err, errlen);
 }
 
+int checkpoint_is_peft(const st_file *f) {
+    const char *fmt = safetensors_meta(f, "format");
+    return fmt && !strcmp(fmt, CHECKPOINT_FORMAT_PEFT);
+}
+
+/* The adapter's trainable tensors stored under prefix into host (ad->num_floats). */
+static int ckpt_read_adapter(const st_file *f, const dit_adapter *ad, const char *prefix,
+                             float *host, char *err, size_t errlen) {
+    char name[160];
+    for (int i = 0; i < ad->n; i++) {
+        const dit_param *p = &ad->t[i].p;
+        snprintf(name, sizeof name, "%s%s", prefix, p->name);
+        const st_tensor *t = safetensors_find(f, name);
+        int same = t && t->ndim == p->ndim;
+        for (int d = 0; same && d < p->ndim; d++) same = t->shape[d] == p->shape[d];
+        if (!t) {
+            snprintf(err, errlen, "%s: no tensor '%s'; the checkpoint is not of this %s adapter",
+                     f->path, name, spec_peft_name(ad->cfg.kind));
+            return -1;
+        }
+        if (!same) {
+            snprintf(err, errlen, "%s: tensor '%s' is not shaped as the %s adapter's", f->path, name,
+                     spec_peft_name(ad->cfg.kind));
+            return -1;
+        }
+        if (safetensors_read_f32(f, name, host + p->offset, p->numel, err, errlen)) return -1;
+    }
+    return 0;
+}
+
+static int ckpt_read_plain(const st_file *f, const dit_model *m, const char *prefix, float *host,
+                           int depth, char *err, size_t errlen);
+
+/* A PEFT checkpoint f read as the plain DiT m (no adapter): its base (found by path, verified by
+ * sha256, itself read as a plain DiT) with the adapter under prefix merged in. */
+static int ckpt_read_merged(const st_file *f, const dit_model *m, const char *prefix, float *host,
+                            int depth, char *err, size_t errlen) {
+    const char *base = safetensors_meta(f, "base_model"), *sha = safetensors_meta(f, "base_sha256");
+    const char *peft = safetensors_meta(f, "peft");
+    if (!base || !sha || !peft) {
+        snprintf(err, errlen, "%s: a PEFT checkpoint without its base model's reference "
+                 "(__metadata__ base_model, base_sha256, peft)", f->path);
+        return -1;
+    }
+    if (depth >= CHECKPOINT_PEFT_CHAIN_MAX) {
+        snprintf(err, errlen, "%s: PEFT checkpoints stacked more than %d deep", f->path,
+                 CHECKPOINT_PEFT_CHAIN_MAX);
+        return -1;
+    }
+    char have[65], why[512];
+    if (fs_sha256_file(base, have, why, sizeof why)) {
+        snprintf(err, errlen, "%s is a PEFT checkpoint on the base model %s, which cannot be read "
+                 "(%s): restore that file, or export a merged model where it is", f->path, base, why);
+        return -1;
+    }
+    if (strcmp(have, sha)) {
+        snprintf(err, errlen, "%s is a PEFT checkpoint on base model %s with sha256 %.12s, but "
+                 "that file now has sha256 %.12s: restore the original base model", f->path, base,
+                 sha, have);
+        return -1;
+    }
+    dt_peft_config pc;
+    dit_adapter ad;
+    if (peft_config_parse(peft, &pc, err, errlen)) return -1;
+    if (peft_adapter_init(&ad, &m->cfg, &pc, err, errlen)) return -1;
+    float *train = malloc(ad.num_floats * sizeof(float));
+    st_file bf = {0};
+    dit_config bc;
+    int rc = -1;
+    if (!train) {
+        snprintf(err, errlen, "out of host memory reading %s", f->path);
+        goto done;
+    }
+    if (safetensors_open(&bf, base, err, errlen) ||
+        checkpoint_read_config(&bf, m->cfg.heads, m->cfg.image_size, &bc, err, errlen))
+        goto done;
+    if (bc.depth != m->cfg.depth || bc.hidden != m->cfg.hidden || bc.patch != m->cfg.patch ||
+        bc.in_channels != m->cfg.in_channels || bc.num_classes != m->cfg.num_classes ||
+        bc.learn_sigma != m->cfg.learn_sigma) {
+        snprintf(err, errlen, "%s: its base model %s is not the same DiT", f->path, base);
+        goto done;
+    }
+    if (ckpt_read_plain(&bf, m, "", host, depth + 1, err, errlen) ||
+        ckpt_read_adapter(f, &ad, prefix, train, err, errlen))
+        goto done;
+    peft_merge_host(&ad, m, host, train, host);
+    rc = 0;
+done:
+    safetensors_close(&bf);
+    free(train);
+    peft_adapter_free(&ad);
+    return rc;
+}
+
+static int ckpt_read_plain(const st_file *f, const dit_model *m, const char *prefix, float *host,
+                           int depth, char *err, size_t errlen) {
+    if (checkpoint_is_peft(f)) return ckpt_read_merged(f, m, prefix, host, depth, err, errlen);
+    return dit_layout_read(f, m, prefix, host, err, errlen);
+}
+
 int checkpoint_read_weights(const st_file *f, const dit_model *m, const char *prefix, float *host,
                             char *err, size_t errlen) {
-    return dit_layout_read(f, m, prefix, host, err, errlen);
+    if (!m->ad) return ckpt_read_plain(f, m, prefix, host, 0, err, errlen);
+    if (!checkpoint_is_peft(f)) {
+        snprintf(err, errlen, "%s: not a PEFT checkpoint, but the job trains a %s adapter", f->path,
+                 spec_peft_name(m->ad->cfg.kind));
+        return -1;
+    }
+    const char *peft = safetensors_meta(f, "peft");
+    dt_peft_config pc;
+    if (!peft || peft_config_parse(peft, &pc, err, errlen)) return -1;
+    if (pc.kind != m->ad->cfg.kind || pc.rank != m->ad->cfg.rank ||
+        pc.targets != m->ad->cfg.targets || pc.difffit_blocks != m->ad->cfg.difffit_blocks) {
+        snprintf(err, errlen, "%s holds a different adapter (%s) than the job's", f->path, peft);
+        return -1;
+    }
+    return ckpt_read_adapter(f, m->ad, prefix, host, err, errlen);
+}
+
+int checkpoint_export_merged(const char *src_path, const char *out_path, char *err, size_t errlen) {
+    st_file f = {0};
+    dit_model m;
+    memset(&m, 0, sizeof m);
+    float *host = NULL, *pe = NULL;
+    char sha[65], *config = NULL;
+    int rc = -1;
+    if (safetensors_open(&f, src_path, err, errlen)) return -1;
+    if (checkpoint_read_config(&f, 0, 0, &m.cfg, err, errlen) || fs_sha256_file(src_path, sha, err, errlen))
+        goto done;
+    /* a host-only model: the parameter table is all the readers and writers use */
+    if (!(m.params = calloc(DIT_MAX_PARAMS, sizeof *m.params))) goto oom;
+    m.n_params = dit_param_table(&m.cfg, m.params, &m.num_floats);
+    if (!(host = malloc(m.num_floats * sizeof(float))) ||
+        !(pe = malloc(sizeof(float) * (size_t)m.cfg.tokens * m.cfg.hidden)) ||
+        !(config = checkpoint_config_json(&m.cfg)))
+        goto oom;
+    if (checkpoint_read_weights(&f, &m, "", host, err, errlen)) goto done;
+    dit_pos_embed_host(&m.cfg, pe);
+    const char *step = safetensors_meta(&f, "step"), *spec = safetensors_meta(&f, "spec");
+    const char *kv[] = {"format", CHECKPOINT_FORMAT, "step", step ? step : "0", "config", config,
+                        "spec", spec ? spec : "{}", "weights", "ema", "merged_from", sha, NULL};
+    const char *prefixes[] = {""};
+    const float *hosts[] = {host};
+    rc = ckpt_write(out_path, &m, prefixes, hosts, 1, pe, kv, err, errlen);
+    goto done;
+oom:
+    snprintf(err, errlen, "out of host memory exporting %s", src_path);
+done:
+    safetensors_close(&f);
+    free(m.params);
+    free(host);
+    free(pe);
+    free(config);
+    return rc;
 }

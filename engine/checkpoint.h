@@ -18,8 +18,17 @@
 #include "safetensors.h"
 
 #define CHECKPOINT_FORMAT "difftune.dit.v1"
+/* A parameter-efficient job's checkpoint (peft.h): only the trainable tensors (the EMA under
+ * their names, "train.<name>" the training weights; the state file their moments), no pos_embed;
+ * __metadata__ adds "peft" (peft_config_json), "base_model" (the absolute path of the base model
+ * file) and "base_sha256". Reading it as a plain DiT (checkpoint_read_weights on a model without
+ * an adapter) reads the base, verifies its sha256 and merges the adapter into it. */
+#define CHECKPOINT_FORMAT_PEFT "difftune.peft.v1"
+#define CHECKPOINT_PEFT_CHAIN_MAX 8 /* PEFT checkpoints on PEFT checkpoints, at most this deep */
 
-/* Host copies of the training state, parameter-shaped (m->num_floats each); NULL = absent. */
+/* Host copies of the training state, parameter-shaped (m->num_floats each, or the adapter's
+ * num_floats when m has one: every function below then reads and writes the PEFT format);
+ * NULL = absent. */
 typedef struct {
     float *weights, *ema, *adam_m, *adam_v;
 } dt_train_state;
@@ -70,6 +79,16 @@ int checkpoint_read_config(const st_file *f, int heads_hint, int input_size_hint
  * not a DiT parameter (outside the "train.", "adam." and pos_embed names). */
 int checkpoint_read_weights(const st_file *f, const dit_model *m, const char *prefix, float *host,
                             char *err, size_t errlen);
+/* 1 when f is a PEFT checkpoint (CHECKPOINT_FORMAT_PEFT), else 0. */
+int checkpoint_is_peft(const st_file *f);
+
+/* Writes to out_path (crash-safely) the plain DiT of the checkpoint model file src_path: its EMA
+ * weights under the official names, pos_embed, and __metadata__ format CHECKPOINT_FORMAT, config,
+ * step and spec of the source, plus "merged_from" (the source's sha256) — what PyTorch's DiT and
+ * every difftune command load. A PEFT checkpoint is merged into its base (which must be found
+ * and match its sha256); a plain one is copied weight for weight. Returns 0, or -1 with a
+ * message (FS_NO_SPACE of fsutil.h when the disk is full). */
+int checkpoint_export_merged(const char *src_path, const char *out_path, char *err, size_t errlen);
 
 /* The DiT config as a JSON string (caller frees), as stored in __metadata__["config"]. */
 char *checkpoint_config_json(const dit_config *cfg);

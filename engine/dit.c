@@ -87,8 +87,7 @@ static void dit_add_param(dit_param *table, int *n, size_t *offset, const char *
     *offset += numel;
 }
 
-/* Walks the official state-dict order; returns the tensor count and total floats. */
-static int dit_build_table(const dit_config *c, dit_param *table, size_t *total) {
+int dit_param_table(const dit_config *c, dit_param *table, size_t *total) {
     int n = 0;
     size_t off = 0;
     const int64_t D = c->hidden;
@@ -122,7 +121,7 @@ static int dit_build_table(const dit_config *c, dit_param *table, size_t *total)
 
 size_t dit_count_params(const dit_config *cfg) {
     size_t total;
-    dit_build_table(cfg, NULL, &total);
+    dit_param_table(cfg, NULL, &total);
     return total;
 }
 
@@ -149,13 +148,13 @@ int dit_model_init(dit_model *m, const dit_config *cfg, dt_backend *be, char *er
     m->cfg = *cfg;
     m->be = be;
     size_t total;
-    int n = dit_build_table(cfg, NULL, &total);
+    int n = dit_param_table(cfg, NULL, &total);
     m->params = calloc((size_t)n, sizeof *m->params);
     if (!m->params) {
         snprintf(err, errlen, "out of host memory for the parameter table");
         return -1;
     }
-    m->n_params = dit_build_table(cfg, m->params, &m->num_floats);
+    m->n_params = dit_param_table(cfg, m->params, &m->num_floats);
     size_t pe_bytes = (size_t)cfg->tokens * cfg->hidden * sizeof(float);
     float *host = malloc(pe_bytes);
     m->pos_embed = be->alloc(be, pe_bytes);
@@ -183,27 +182,28 @@ const dit_param *dit_find_param(const dit_model *m, const char *name) {
     return NULL;
 }
 
+int dit_weights_slots(dit_weights *w, int depth, float **slots[]) {
+    /* The table is in state-dict order: head tensors, ten per block, four of the final layer. */
+    int n = 0;
+    float **head[] = {&w->x_w, &w->x_b, &w->t0_w, &w->t0_b, &w->t2_w, &w->t2_b, &w->y_table};
+    for (size_t k = 0; k < sizeof head / sizeof head[0]; k++) slots[n++] = head[k];
+    for (int i = 0; i < depth; i++) {
+        dit_block_weights *b = &w->blocks[i];
+        float **blk[] = {&b->qkv_w, &b->qkv_b, &b->proj_w, &b->proj_b, &b->fc1_w,
+                         &b->fc1_b, &b->fc2_w, &b->fc2_b, &b->ada_w, &b->ada_b};
+        for (size_t k = 0; k < sizeof blk / sizeof blk[0]; k++) slots[n++] = blk[k];
+    }
+    float **fin[] = {&w->final_w, &w->final_b, &w->final_ada_w, &w->final_ada_b};
+    for (size_t k = 0; k < sizeof fin / sizeof fin[0]; k++) slots[n++] = fin[k];
+    return n;
+}
+
 dit_weights dit_weights_at(const dit_model *m, float *base) {
-    /* The table is in state-dict order, so walking it in step assigns every view. */
     dit_weights w;
     memset(&w, 0, sizeof w);
-    const dit_param *p = m->params;
-#define DIT_NEXT() (base + (p++)->offset)
-    w.x_w = DIT_NEXT(); w.x_b = DIT_NEXT();
-    w.t0_w = DIT_NEXT(); w.t0_b = DIT_NEXT();
-    w.t2_w = DIT_NEXT(); w.t2_b = DIT_NEXT();
-    w.y_table = DIT_NEXT();
-    for (int i = 0; i < m->cfg.depth; i++) {
-        dit_block_weights *b = &w.blocks[i];
-        b->qkv_w = DIT_NEXT(); b->qkv_b = DIT_NEXT();
-        b->proj_w = DIT_NEXT(); b->proj_b = DIT_NEXT();
-        b->fc1_w = DIT_NEXT(); b->fc1_b = DIT_NEXT();
-        b->fc2_w = DIT_NEXT(); b->fc2_b = DIT_NEXT();
-        b->ada_w = DIT_NEXT(); b->ada_b = DIT_NEXT();
-    }
-    w.final_w = DIT_NEXT(); w.final_b = DIT_NEXT();
-    w.final_ada_w = DIT_NEXT(); w.final_ada_b = DIT_NEXT();
-#undef DIT_NEXT
+    float **slots[DIT_MAX_PARAMS];
+    int n = dit_weights_slots(&w, m->cfg.depth, slots);
+    for (int i = 0; i < n && i < m->n_params; i++) *slots[i] = base + m->params[i].offset;
     return w;
 }
 

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "dit.h"
+#include "peft.h"
 
 /* Carves `count` floats from the block, 64-byte aligned; with base NULL only measures. A size
  * past SIZE_MAX (extreme batch and image sizes) sticks at SIZE_MAX, which no allocator grants. */
@@ -76,6 +77,19 @@ static size_t acts_layout(dit_acts *a, const dit_model *m, char *base) {
         a->d_t_act = acts_take(base, &cur, B * D);
         a->d_t_h = acts_take(base, &cur, B * D);
         a->d_fout = acts_take(base, &cur, BN * c->out_dim);
+    }
+    if (m->ad && m->ad->cfg.kind == DT_PEFT_DIFFFIT) {
+        a->gamma_layers = a->training ? (size_t)m->ad->cfg.difffit_blocks : 1;
+        a->qkv_raw = acts_take(base, &cur, a->gamma_layers * BN * 3 * D);
+        a->proj_raw = acts_take(base, &cur, a->gamma_layers * BN * D);
+        a->h2_raw = acts_take(base, &cur, a->gamma_layers * BN * D);
+    }
+    if (m->ad && m->ad->cfg.kind == DT_PEFT_LORA) {
+        const size_t r = (size_t)m->ad->cfg.rank;
+        a->lora_rank = (int)r;
+        a->lora_u = acts_take(base, &cur, L * 4 * BN * r);
+        a->lora_tmp = acts_take(base, &cur, BN * 4 * D);
+        if (a->training) a->lora_du = acts_take(base, &cur, BN * r);
     }
     return cur;
 }

@@ -21,6 +21,7 @@
 #define DT_STREAM_LABELS      (9ull << 20) /* random class labels (knowledge bank) */
 #define DT_STREAM_SPLIT       (10ull << 20) /* + class: held-out split (classifier) */
 #define DT_STREAM_LATENT      (11ull << 20) /* latent draws x0 = mean + std * n (index: slot, element) */
+#define DT_STREAM_PEFT        (12ull << 20) /* + trainable tensor index: adapter initialisation (LoRA A) */
 #define DT_STREAM_SAMPLE      (8ull << 40) /* + chunk << 16 + step: sampling noise */
 
 /* Uniform float in (0, 1] for (seed, stream, index). */

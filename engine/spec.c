@@ -1,14 +1,14 @@
 /* spec.c — job specifications: defaults, strict parsing with validation, canonical JSON.
  *
  * Validation is table-driven. Each object of the request (the top level, model, hyperparameters,
- * diff_tuning, forgetting, eval, checkpoint) is a section: a table of fields, each with its JSON kind, the
+ * peft_options, diff_tuning, forgetting, eval, checkpoint) is a section: a table of fields, each with its JSON kind, the
  * dt_spec member it fills and its allowed range. spec_to_json walks the same tables, so the
  * printed spec keeps one stable key order and no field can be parsed but not printed.
  *
  * Strict on purpose, because a job that fails after an hour of knowledge-bank sampling is worse
  * than a 400: integers must be JSON integers (2.0 is rejected), numbers may be integers or reals,
  * booleans must be true/false, null is accepted only where it means "unset" (base_model, vae, peft,
- * model.num_classes, forgetting.checkpoint, webhook), unknown keys are errors at every level and duplicate keys are invalid JSON.
+ * peft_options.difffit_blocks and .alpha, model.num_classes, forgetting.checkpoint, webhook), unknown keys are errors at every level and duplicate keys are invalid JSON.
  * Checks run in this order: unknown keys of an object, then its fields one by one in table order
  * (type, then range), then that object's cross-field checks; the first failure is reported.
  *
@@ -20,8 +20,10 @@
  * "custom", meaning "whatever the base model is") so the engine can compare them with the model
  * it loads, and are left out of spec_to_json.
  *
- * Method-specific sections (diff_tuning, forgetting) are accepted and stored with every method
- * and read only by theirs. "forgetting_curve" trains nothing: it measures forgetting.checkpoint
+ * Method-specific sections (diff_tuning, forgetting, peft_options) are accepted and stored with
+ * every method and read only by theirs. A peft (DiffFit, BitFit, LoRA: engine/peft.h) adapts a
+ * base model, so it needs method full or diff_tuning, and it makes the learning_rate default
+ * DT_PEFT_DIFFFIT_DEFAULT_LR (an explicit learning_rate is kept). "forgetting_curve" trains nothing: it measures forgetting.checkpoint
  * (a job or model id, or a path on the command line) against base_model on the held-out dataset;
  * its network is the base model's, so like fine-tuning it takes no architecture sizes.
  */
@@ -237,7 +239,7 @@ static int spec_arch_sizes(const char *arch, int sizes[4])
     return -1;
 }
 
-/* ---- custom fields: method, peft, device, eval.extractor ------------------------------------ */
+/* ---- custom fields: method, device, eval.extractor ------------------------------------------- */
 
 static const char *const spec_method_names[] = {
     [DT_METHOD_PRETRAIN] = "pretrain", [DT_METHOD_FULL] = "full",
@@ -272,34 +274,120 @@ static json_t *spec_emit_method(const dt_spec *s)
     return json_string(spec_method_name(s->method));
 }
 
-/* Parameter-efficient methods DESIGN.md plans; named so that asking for one gets "unsupported"
- * (a known feature not built yet) rather than "invalid_value" (a typo). */
-static const char *const spec_peft_planned[] = {"lora", "bitfit", "difffit", NULL};
+/* ---- peft and peft_options ------------------------------------------------------------------ */
 
+static const char *const spec_peft_names[] = {
+    [DT_PEFT_NONE] = "none", [DT_PEFT_DIFFFIT] = "difffit", [DT_PEFT_BITFIT] = "bitfit",
+    [DT_PEFT_LORA] = "lora",
+};
+
+const char *spec_peft_name(dt_peft_kind k)
+{
+    if ((unsigned)k < sizeof spec_peft_names / sizeof spec_peft_names[0])
+        return spec_peft_names[k];
+    return "unknown";
+}
+
+/* "peft": null (none) or a method name ("none" itself is not a value: null says it). A peft
+ * changes the learning-rate default: hyperparameters come later in table order, so an explicit
+ * learning_rate still wins. */
 static int spec_parse_peft(dt_spec *s, json_t *v, const char *path, dt_spec_error *e)
 {
     if (json_is_null(v)) {
-        memset(s->peft, 0, sizeof s->peft);
+        s->peft.kind = DT_PEFT_NONE;
         return 0;
     }
     if (!json_is_string(v))
         return spec_fail(e, "invalid_type", path, "%s must be null or a string (got %s)", path,
                          spec_json_kind(v));
-    for (int i = 0; spec_peft_planned[i]; i++) {
-        if (spec_string_is(v, spec_peft_planned[i]))
-            return spec_fail(e, "unsupported", path,
-                             "%s \"%s\" is not implemented yet (PEFT is not available); "
-                             "omit peft or set it to null", path, spec_peft_planned[i]);
+    for (int k = DT_PEFT_DIFFFIT; k <= DT_PEFT_LORA; k++) {
+        if (spec_string_is(v, spec_peft_names[k])) {
+            s->peft.kind = (dt_peft_kind)k;
+            s->hp.learning_rate = DT_PEFT_DIFFFIT_DEFAULT_LR;
+            return 0;
+        }
     }
     return spec_fail(e, "invalid_value", path,
-                     "%s must be null; \"lora\", \"bitfit\" and \"difffit\" are planned (got \"%s\")",
-                     path, json_string_value(v));
+                     "%s must be null, \"difffit\", \"bitfit\" or \"lora\" (got \"%.80s\")", path,
+                     json_string_value(v));
 }
 
 static json_t *spec_emit_peft(const dt_spec *s)
 {
-    size_t n = strnlen(s->peft, sizeof s->peft);
-    return n ? json_stringn(s->peft, n) : json_null();
+    return s->peft.kind == DT_PEFT_NONE ? json_null() : json_string(spec_peft_name(s->peft.kind));
+}
+
+/* peft_options.targets: a non-empty array of distinct target names, stored as bits. */
+static const char *const spec_lora_target_names[] = {"qkv", "proj", "fc1", "fc2", NULL};
+
+static int spec_parse_targets(dt_spec *s, json_t *v, const char *path, dt_spec_error *e)
+{
+    if (!json_is_array(v))
+        return spec_fail(e, "invalid_type", path,
+                         "%s must be an array of LoRA targets, e.g. [\"qkv\", \"proj\"] (got %s)",
+                         path, spec_json_kind(v));
+    if (json_array_size(v) == 0)
+        return spec_fail(e, "invalid_value", path,
+                         "%s must name at least one of \"qkv\", \"proj\", \"fc1\", \"fc2\" "
+                         "(omit it for all four)", path);
+    unsigned targets = 0;
+    size_t i;
+    json_t *x;
+    json_array_foreach(v, i, x) {
+        if (!json_is_string(x))
+            return spec_fail(e, "invalid_type", path, "%s[%zu] must be a string (got %s)", path, i,
+                             spec_json_kind(x));
+        unsigned bit = 0;
+        for (int t = 0; spec_lora_target_names[t] && !bit; t++)
+            if (spec_string_is(x, spec_lora_target_names[t]))
+                bit = 1u << t;
+        if (!bit)
+            return spec_fail(e, "invalid_value", path,
+                             "%s[%zu] must be one of \"qkv\", \"proj\", \"fc1\", \"fc2\" "
+                             "(got %s%.40s%s)", path, i, json_string_length(x) <= 40 ? "\"" : "",
+                             json_string_length(x) <= 40 ? json_string_value(x) : "a longer string",
+                             json_string_length(x) <= 40 ? "\"" : "");
+        if (targets & bit)
+            return spec_fail(e, "invalid_value", path, "%s names \"%s\" twice", path,
+                             json_string_value(x));
+        targets |= bit;
+    }
+    s->peft.targets = targets;
+    return 0;
+}
+
+/* The targets in block order (qkv, proj, fc1, fc2), whatever order the request used. */
+static json_t *spec_emit_targets(const dt_spec *s)
+{
+    json_t *a = json_array();
+    for (int t = 0; a && spec_lora_target_names[t]; t++)
+        if (s->peft.targets & (1u << t))
+            json_array_append_new(a, json_string(spec_lora_target_names[t]));
+    return a;
+}
+
+/* peft_options.alpha: null (= rank, resolved by spec_check_peft) or a finite number > 0. */
+static int spec_parse_alpha(dt_spec *s, json_t *v, const char *path, dt_spec_error *e)
+{
+    if (json_is_null(v)) {
+        s->peft.alpha = 0;
+        return 0;
+    }
+    if (!json_is_number(v))
+        return spec_fail(e, "invalid_type", path, "%s must be a number or null (got %s)", path,
+                         spec_json_kind(v));
+    double x = json_number_value(v);
+    if (!isfinite(x) || x <= 0)
+        return spec_fail(e, "invalid_value", path,
+                         "%s must be > 0, or null for the rank (got %.15g)", path, x);
+    s->peft.alpha = x;
+    return 0;
+}
+
+/* Printed as the number it resolved to, never null. */
+static json_t *spec_emit_alpha(const dt_spec *s)
+{
+    return json_real(s->peft.alpha > 0 ? s->peft.alpha : (double)s->peft.rank);
 }
 
 /* "auto", "cpu", "cuda" or "cuda:N"; N is decimal without sign or leading zeros, at most four
@@ -532,6 +620,8 @@ static json_t *spec_emit_webhook(const dt_spec *s)
 
 static int spec_seen(const spec_section *sec, unsigned seen, const char *key);
 
+static int spec_check_peft(dt_spec *s, unsigned seen, dt_spec_error *e);
+
 static int spec_check_model(dt_spec *s, unsigned seen, dt_spec_error *e);
 static int spec_check_forgetting(dt_spec *s, unsigned seen, dt_spec_error *e);
 static int spec_check_job(dt_spec *s, unsigned seen, dt_spec_error *e);
@@ -596,6 +686,15 @@ static const spec_field spec_eval_fields[] = {
     SPEC_F_NUM("cfg", eval.cfg, 1, INFINITY, 0),
 };
 
+/* Options of every peft, each read only by the one it concerns; whether they fit the base model
+ * (difffit_blocks at most its depth, a rank its layers can hold) is known once it is read. */
+static const spec_field spec_peft_fields[] = {
+    SPEC_F_INT("difffit_blocks", peft.difffit_blocks, 1, 64, SPEC_NULLABLE), /* model.depth's max */
+    SPEC_F_INT("rank", peft.rank, 1, DT_LORA_RANK_MAX, 0),
+    SPEC_F_CUSTOM("alpha", spec_parse_alpha, spec_emit_alpha),
+    SPEC_F_CUSTOM("targets", spec_parse_targets, spec_emit_targets),
+};
+
 static const spec_field spec_ckpt_fields[] = {
     SPEC_F_INT("every", checkpoint.every, 1, INT_MAX, 0),
     SPEC_F_INT("keep", checkpoint.keep, 1, INT_MAX, 0),
@@ -613,6 +712,8 @@ static const spec_section spec_forgetting_section = {
     "forgetting", spec_forgetting_fields, SPEC_COUNT(spec_forgetting_fields), spec_check_forgetting};
 static const spec_section spec_eval_section = {
     "eval", spec_eval_fields, SPEC_COUNT(spec_eval_fields), NULL};
+static const spec_section spec_peft_section = {
+    "peft_options", spec_peft_fields, SPEC_COUNT(spec_peft_fields), spec_check_peft};
 static const spec_section spec_ckpt_section = {
     "checkpoint", spec_ckpt_fields, SPEC_COUNT(spec_ckpt_fields), NULL};
 
@@ -623,6 +724,7 @@ static const spec_field spec_job_fields[] = {
     SPEC_F_STR("dataset", dataset, 0, NULL),
     SPEC_F_CUSTOM("method", spec_parse_method, spec_emit_method),
     SPEC_F_CUSTOM("peft", spec_parse_peft, spec_emit_peft),
+    SPEC_F_OBJECT("peft_options", spec_peft_section),
     SPEC_F_OBJECT("model", spec_model_section),
     SPEC_F_OBJECT("hyperparameters", spec_hp_section),
     SPEC_F_OBJECT("diff_tuning", spec_dt_section),
@@ -870,6 +972,16 @@ static int spec_check_forgetting(dt_spec *s, unsigned seen, dt_spec_error *e)
     return 0;
 }
 
+/* peft_options.alpha left out or null is the rank, so that alpha / rank = 1 (spec_defaults has
+ * the default rank's). */
+static int spec_check_peft(dt_spec *s, unsigned seen, dt_spec_error *e)
+{
+    (void)e;
+    if (!spec_seen(&spec_peft_section, seen, "alpha") || s->peft.alpha == 0)
+        s->peft.alpha = s->peft.rank;
+    return 0;
+}
+
 /* Checks across sections, after the whole request parsed. */
 static int spec_check_job(dt_spec *s, unsigned seen, dt_spec_error *e)
 {
@@ -909,6 +1021,12 @@ static int spec_check_job(dt_spec *s, unsigned seen, dt_spec_error *e)
                          "forgetting.checkpoint is required for method \"forgetting_curve\": the "
                          "fine-tuned model to measure, a job id (job_...: its newest checkpoint) or "
                          "a model id (mdl_...)");
+    if (s->peft.kind != DT_PEFT_NONE && s->method != DT_METHOD_FULL &&
+        s->method != DT_METHOD_DIFF_TUNING)
+        return spec_fail(e, "invalid_value", "peft",
+                         "peft \"%s\" adapts a base model: it needs method \"full\" or "
+                         "\"diff_tuning\", not \"%s\" (omit peft or set it to null)",
+                         spec_peft_name(s->peft.kind), method);
     if (s->hp.batch_size % s->hp.grad_accum != 0)
         return spec_fail(e, "invalid_value", "hyperparameters.grad_accum",
                          "hyperparameters.grad_accum (%d) must divide hyperparameters.batch_size "
@@ -951,6 +1069,12 @@ void spec_defaults(dt_spec *s)
     s->hp.grad_clip = 0.0;
     s->hp.grad_accum = 1;
     s->hp.seed = 0;
+
+    s->peft.kind = DT_PEFT_NONE;
+    s->peft.difffit_blocks = 0; /* half the depth, rounded up */
+    s->peft.rank = 8;
+    s->peft.alpha = 8.0;        /* the rank: what null resolves to */
+    s->peft.targets = DT_LORA_ALL;
 
     s->diff_tuning.power = 1.0;
     s->diff_tuning.replay_ratio = 0.2;

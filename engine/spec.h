@@ -26,6 +26,35 @@ typedef enum {
 #define DT_SPEC_WEBHOOK_URL_MAX 2048 /* bytes of webhook.url */
 #define DT_SPEC_WEBHOOK_STATUS 1u    /* the bit of "status", the default webhook filter */
 
+/* Parameter-efficient fine-tuning (engine/peft.h), with method full or diff_tuning. */
+typedef enum {
+    DT_PEFT_NONE = 0, /* every parameter trains */
+    DT_PEFT_DIFFFIT,  /* gammas on the first blocks, biases, label table */
+    DT_PEFT_BITFIT,   /* biases and label table */
+    DT_PEFT_LORA      /* low-rank A, B beside the target linears; base frozen */
+} dt_peft_kind;
+
+/* LoRA targets (bits of dt_peft_config.targets), in block order. */
+#define DT_LORA_QKV 1u
+#define DT_LORA_PROJ 2u
+#define DT_LORA_FC1 4u
+#define DT_LORA_FC2 8u
+#define DT_LORA_ALL 15u
+#define DT_LORA_RANK_MAX 256
+#define DT_PEFT_DIFFFIT_DEFAULT_LR 1e-3 /* hyperparameters.learning_rate default with a peft */
+
+typedef struct {
+    dt_peft_kind kind;   /* "peft": null | "difffit" | "bitfit" | "lora" */
+    /* "peft_options" */
+    int difffit_blocks;  /* blocks (from the first) with gammas; 0 = half the depth, rounded up
+                          * (14 for DiT-XL/2's 28); at most the depth (checked against the base) */
+    int rank;            /* LoRA rank r, default 8, 1..DT_LORA_RANK_MAX */
+    double alpha;        /* LoRA alpha, > 0; null or absent = rank, so alpha/r = 1 (resolved
+                          * by the parser; 0 in a config built by hand means the rank too) */
+    unsigned targets;    /* LoRA targets, default DT_LORA_ALL; JSON a non-empty array of
+                          * "qkv" | "proj" | "fc1" | "fc2" without repeats */
+} dt_peft_config;
+
 typedef struct {
     char base_model[DT_SPEC_STR]; /* path or id; empty only for pretrain */
     char vae[DT_SPEC_STR];        /* path or id (kind "vae") of the SD VAE of a latent DiT; "" =
@@ -34,7 +63,9 @@ typedef struct {
                                    * and samples are decoded (engine/latents.h) */
     char dataset[DT_SPEC_STR];    /* path or id (forgetting_curve: the held-out target data) */
     dt_method method;
-    char peft[16];                /* "" (none); others are rejected until implemented */
+    dt_peft_config peft;          /* "peft" and "peft_options"; a peft needs method full or
+                                   * diff_tuning; without "learning_rate" a peft job gets
+                                   * DT_PEFT_DIFFFIT_DEFAULT_LR (the reference's DiffFit rate) */
 
     struct {
         char arch[32];            /* "DiT-S/2" ... "DiT-XL/8", or "custom" */
@@ -126,6 +157,8 @@ int spec_from_json(dt_spec *s, json_t *root, dt_spec_error *e);
 json_t *spec_to_json(const dt_spec *s);
 /* "pretrain" | "full" | "diff_tuning" | "forgetting_curve" */
 const char *spec_method_name(dt_method m);
+/* "none" | "difffit" | "bitfit" | "lora" */
+const char *spec_peft_name(dt_peft_kind k);
 /* The event types a webhook may ask for (the SSE types: status, progress, sample, metric,
  * checkpoint, log, error), NULL-terminated; bit i of dt_spec.webhook.events is the i-th. */
 extern const char *const spec_webhook_event_names[];

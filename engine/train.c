@@ -1,6 +1,8 @@
 /* train.c — the training job: setup, the step, sample grids, checkpoints, resume. */
 #include "train.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +22,7 @@
 #include "fsutil.h"
 #include "image.h"
 #include "latents.h"
+#include "peft.h"
 #include "rng.h"
 #include "safetensors.h"
 #include "sampler.h"
@@ -60,8 +63,12 @@ typedef struct {
     char *spec_json;
     const char *err_code;     /* the failure's error.code (events.h); NULL = training_failed */
     int micro;                /* micro-batch size = B / grad_accum */
+    /* a parameter-efficient job (spec peft): the adapter (m.ad points at it) */
+    dit_adapter ad;
+    size_t P_t;               /* trainable floats: the adapter's, else the model's num_floats */
     /* backend memory */
-    float *params, *grads, *ema, *adam_m, *adam_v; /* (num_floats) each */
+    float *params, *grads, *ema, *adam_m, *adam_v; /* (P_t) each */
+    float *base;              /* (num_floats) the frozen base of a PEFT job, else NULL */
     float *x0, *eps, *xt, *out, *dout;  /* (micro, C[_out], H, W) */
     float *loss_ring;         /* (TRAIN_LOSS_RING, B) per-sample losses of unread steps */
     float *norm_sq;           /* (1) */
@@ -73,7 +80,8 @@ typedef struct {
     float *h_ring_loss, *h_ring_w; /* (TRAIN_LOSS_RING, B) losses read back, objective weights */
     int32_t *h_ring_t;          /* (TRAIN_LOSS_RING, B) timesteps of the ring's steps */
     int ring_n, ring_step;      /* steps in the ring; the step of its first row */
-    float *h_stage;             /* (2 * num_floats) checkpoint staging */
+    float *h_stage;             /* (2 * P_t) checkpoint staging; at setup the base weights
+                                 * (num_floats) and, for a PEFT job, its trainable block */
     float *h_grid;              /* (grid, C, H, W) */
     int32_t *h_grid_labels;     /* (grid) */
     /* latent DiT (spec "vae"): the VAE, the dataset's latents, decoding of samples */
@@ -153,6 +161,13 @@ static void train_backend_error(trainer *tr, const char *what, char *err, size_t
     }
 }
 
+/* Floats of the host staging area: two trainable blocks (checkpoints), and at setup the base
+ * weights, followed by the starting trainable block of a PEFT job. */
+static size_t train_stage_floats(const trainer *tr) {
+    const size_t two = 2 * tr->P_t, setup = tr->m.num_floats + (tr->m.ad ? tr->P_t : 0);
+    return two > setup ? two : setup;
+}
+
 /* Refuses, before anything is allocated, a plan that cannot fit in host memory: the staging
  * buffers always live there, and on the CPU so do the parameters, optimizer state, activations
  * and batch buffers. More than RAM plus swap is either refused by the kernel or ends with the
@@ -163,11 +178,12 @@ static void train_backend_error(trainer *tr, const char *what, char *err, size_t
  * Returns 0 or -1. */
 static int train_fits_host(trainer *tr, int grid, char *err, size_t errlen) {
     const dit_config *c = &tr->m.cfg;
-    const double f = sizeof(float), P = (double)tr->m.num_floats, B = tr->plan.B, mb = tr->micro;
+    const double f = sizeof(float), P = (double)tr->P_t, B = tr->plan.B, mb = tr->micro;
+    const double base = tr->m.ad ? (double)tr->m.num_floats : 0; /* the frozen block */
     const double img = (double)c->in_channels * c->image_size * c->image_size;
     const double oimg = (double)c->out_channels * c->image_size * c->image_size;
-    double host = f * (2 * P + B * img + 3 * TRAIN_LOSS_RING * B + grid * img);
-    double dev = f * (5 * P + mb * (3 * img + 2 * oimg) + TRAIN_LOSS_RING * B + grid * 5 * img) +
+    double host = f * (train_stage_floats(tr) + B * img + 3 * TRAIN_LOSS_RING * B + grid * img);
+    double dev = f * (base + 5 * P + mb * (3 * img + 2 * oimg) + TRAIN_LOSS_RING * B + grid * 5 * img) +
                  (double)dit_acts_bytes(&tr->m, tr->micro, 1) +
                  (double)dit_acts_bytes(&tr->m, 2 * grid, 0);
     if (tr->vae) {
@@ -193,7 +209,7 @@ static int train_fits_host(trainer *tr, int grid, char *err, size_t errlen) {
 static int train_alloc(trainer *tr, char *err, size_t errlen) {
     dt_backend *be = tr->be;
     const dit_config *c = &tr->m.cfg;
-    const size_t P = tr->m.num_floats, B = (size_t)tr->plan.B, mb = (size_t)tr->micro;
+    const size_t P = tr->P_t, B = (size_t)tr->plan.B, mb = (size_t)tr->micro;
     const size_t img = (size_t)c->in_channels * c->image_size * c->image_size;
     const size_t oimg = (size_t)c->out_channels * c->image_size * c->image_size;
     float **blocks[] = {&tr->params, &tr->grads, &tr->ema, &tr->adam_m, &tr->adam_v};
@@ -201,6 +217,8 @@ static int train_alloc(trainer *tr, char *err, size_t errlen) {
     if (train_fits_host(tr, G, err, errlen)) return -1;
     for (int i = 0; i < 5; i++)
         if (!(*blocks[i] = be->alloc(be, P * sizeof(float)))) goto oom;
+    if (tr->m.ad && !(tr->base = be->alloc(be, tr->m.num_floats * sizeof(float)))) goto oom;
+    tr->ad.base = tr->base;
     if (!(tr->x0 = be->alloc(be, mb * img * sizeof(float))) ||
         !(tr->eps = be->alloc(be, mb * img * sizeof(float))) ||
         !(tr->xt = be->alloc(be, mb * img * sizeof(float))) ||
@@ -219,7 +237,7 @@ static int train_alloc(trainer *tr, char *err, size_t errlen) {
     tr->h_ring_t = malloc(TRAIN_LOSS_RING * B * sizeof(int32_t));
     tr->h_t = malloc(B * sizeof(int32_t));
     tr->h_y = malloc(B * sizeof(int32_t));
-    tr->h_stage = malloc(2 * P * sizeof(float));
+    tr->h_stage = malloc(train_stage_floats(tr) * sizeof(float));
     tr->h_grid = malloc((size_t)G * img * sizeof(float));
     tr->h_grid_labels = malloc((size_t)G * sizeof(int32_t));
     if (!tr->h_x0 || !tr->h_w || !tr->h_ring_loss || !tr->h_ring_w || !tr->h_ring_t || !tr->h_t || !tr->h_y || !tr->h_stage ||
@@ -387,6 +405,27 @@ static int train_latent_data(trainer *tr, const dit_config *cfg, char *err, size
     return 0;
 }
 
+/* The adapter of a PEFT job (spec peft) on the model, with its base model's reference (absolute
+ * path and sha256, recorded in every checkpoint). Returns 0 or -1 with a message (bad options,
+ * or the base model cannot be read). */
+static int train_adapter(trainer *tr, char *err, size_t errlen) {
+    const dt_spec *s = tr->spec;
+    if (s->method != DT_METHOD_FULL && s->method != DT_METHOD_DIFF_TUNING) {
+        snprintf(err, errlen, "peft \"%s\" needs method full or diff_tuning",
+                 spec_peft_name(s->peft.kind));
+        return -1;
+    }
+    if (peft_adapter_init(&tr->ad, &tr->m.cfg, &s->peft, err, errlen)) return -1;
+    if (!realpath(s->base_model, tr->ad.base_path)) {
+        snprintf(err, errlen, "base model %s: %s", s->base_model, strerror(errno));
+        return -1;
+    }
+    if (fs_sha256_file(tr->ad.base_path, tr->ad.base_sha256, err, errlen)) return -1;
+    tr->m.ad = &tr->ad;
+    tr->P_t = tr->ad.num_floats;
+    return 0;
+}
+
 /* Everything that can be checked before work starts: base model, dataset, class counts. */
 static int train_setup(trainer *tr, char *err, size_t errlen) {
     const dt_spec *s = tr->spec;
@@ -445,6 +484,11 @@ static int train_setup(trainer *tr, char *err, size_t errlen) {
         tr->err_code = DT_ERR_OOM;
         goto done;
     }
+    tr->P_t = tr->m.num_floats;
+    if (s->peft.kind != DT_PEFT_NONE && train_adapter(tr, err, errlen)) {
+        rc = TRAIN_INVALID;
+        goto done;
+    }
     if (diffusion_schedule_init(&tr->sched, DT_DIFFUSION_T) ||
         diffusion_tables_upload(&tr->tab, &tr->sched, tr->be) ||
         difftune_tdist_init(&tr->td, DT_DIFFUSION_T, s->method, s->diff_tuning.power) ||
@@ -463,15 +507,29 @@ static int train_setup(trainer *tr, char *err, size_t errlen) {
         goto done;
     }
 
-    /* Starting weights: the base model's (EMA) weights, or the from-scratch initialisation. */
+    /* Starting weights: the base model's (EMA) weights, or the from-scratch initialisation. A
+     * PEFT job keeps them frozen and starts its trainable block from them. The base file is
+     * read as a plain DiT (a PEFT checkpoint as base is merged into its own base). */
     float *host = tr->h_stage;
     if (s->method == DT_METHOD_PRETRAIN) dit_init_host(&tr->m, host, s->hp.seed);
-    else if (checkpoint_read_weights(&base, &tr->m, "", host, err, errlen)) {
-        rc = TRAIN_INVALID;
-        goto done;
+    else {
+        const dit_adapter *ad = tr->m.ad;
+        tr->m.ad = NULL;
+        int r = checkpoint_read_weights(&base, &tr->m, "", host, err, errlen);
+        tr->m.ad = ad;
+        if (r) {
+            rc = TRAIN_INVALID;
+            goto done;
+        }
     }
-    tr->be->upload(tr->be, tr->params, host, tr->m.num_floats * sizeof(float));
-    tr->be->copy(tr->be, tr->ema, tr->params, tr->m.num_floats * sizeof(float));
+    if (tr->m.ad) {
+        float *train_host = host + tr->m.num_floats;
+        tr->be->upload(tr->be, tr->base, host, tr->m.num_floats * sizeof(float));
+        peft_init_host(&tr->ad, &tr->m, host, train_host, s->hp.seed);
+        host = train_host;
+    }
+    tr->be->upload(tr->be, tr->params, host, tr->P_t * sizeof(float));
+    tr->be->copy(tr->be, tr->ema, tr->params, tr->P_t * sizeof(float));
     rc = TRAIN_OK;
 done:
     safetensors_close(&base);
@@ -481,7 +539,7 @@ done:
 static void train_teardown(trainer *tr) {
     if (tr->be) {
         dt_backend *be = tr->be;
-        void *bufs[] = {tr->params, tr->grads, tr->ema, tr->adam_m, tr->adam_v, tr->x0, tr->eps,
+        void *bufs[] = {tr->params, tr->grads, tr->ema, tr->adam_m, tr->adam_v, tr->base, tr->x0, tr->eps,
                         tr->xt, tr->out, tr->dout, tr->loss_ring, tr->norm_sq, tr->t_dev, tr->y_dev, tr->w_dev};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             if (bufs[i]) be->free(be, bufs[i]);
@@ -502,6 +560,7 @@ static void train_teardown(trainer *tr) {
     dataset_free(&tr->ds);
     latents_free(&tr->lat);
     bank_free(&tr->bank);
+    peft_adapter_free(&tr->ad);
     free(tr->h_x0); free(tr->h_w); free(tr->h_t); free(tr->h_y);
     free(tr->h_ring_loss); free(tr->h_ring_w); free(tr->h_ring_t);
     free(tr->h_stage); free(tr->h_grid); free(tr->h_grid_labels); free(tr->h_grid_pixels);
@@ -533,7 +592,7 @@ static int train_save_failed(trainer *tr, int step, int rc, char *err, size_t er
 
 static int train_save(trainer *tr, int step, char *err, size_t errlen) {
     dt_backend *be = tr->be;
-    const size_t P = tr->m.num_floats, bytes = P * sizeof(float);
+    const size_t P = tr->P_t, bytes = P * sizeof(float);
     events_emit(tr->ev, "progress", json_pack("{s:s, s:i, s:i}", "phase", "saving", "step", step,
                                               "total_steps", tr->spec->hp.steps));
     /* The free-space guard: the new checkpoint and the reserve must fit before older ones are
@@ -705,7 +764,7 @@ static void train_step(trainer *tr, int step) {
     dt_backend *be = tr->be;
     const dt_spec *s = tr->spec;
     const dit_config *c = &tr->m.cfg;
-    const size_t P = tr->m.num_floats, mb = (size_t)tr->micro, B = (size_t)tr->plan.B;
+    const size_t P = tr->P_t, mb = (size_t)tr->micro, B = (size_t)tr->plan.B;
     const int HW = c->image_size * c->image_size;
     const size_t img = (size_t)c->in_channels * HW, oimg = (size_t)c->out_channels * HW;
 
@@ -841,7 +900,7 @@ static int train_resume(trainer *tr, int *start, char *err, size_t errlen) {
     *start = 0;
     int latest = checkpoint_latest(tr->ckpt_dir);
     if (latest < 0) return 0;
-    const size_t P = tr->m.num_floats, bytes = P * sizeof(float);
+    const size_t P = tr->P_t, bytes = P * sizeof(float);
     float *a = tr->h_stage, *b = tr->h_stage + P;
     dt_train_state st = {.weights = a, .ema = b};
     if (checkpoint_load(tr->ckpt_dir, latest, &tr->m, &st, err, errlen)) return -1;
@@ -933,6 +992,14 @@ int train_run(const dt_spec *spec, const dt_train_opts *o, char *err, size_t err
                tr.m.cfg.patch, tr.m.cfg.image_size, tr.m.cfg.image_size, tr.m.cfg.in_channels,
                tr.m.cfg.num_classes, tr.m.num_floats, tr.be->name, dt_precision_name(tr.be->precision),
                tr.ds.n, tr.ds.num_classes);
+    if (tr.m.ad)
+        events_log(tr.ev, "info", "peft %s: %zu of %zu parameters train (%.2f%%) in %d tensors; the "
+                   "base model %s (sha256 %.12s) stays frozen", spec_peft_name(spec->peft.kind),
+                   tr.P_t, tr.m.num_floats, 100.0 * (double)tr.P_t / (double)tr.m.num_floats,
+                   tr.ad.n, tr.ad.base_path, tr.ad.base_sha256);
+    events_emit(tr.ev, "metric", json_pack("{s:s, s:s, s:I, s:I}", "name", "parameters", "peft",
+                                           spec_peft_name(spec->peft.kind), "total",
+                                           (json_int_t)tr.m.num_floats, "trainable", (json_int_t)tr.P_t));
 
     if (tr.vae) {
         events_log(tr.ev, "info", "latent DiT: VAE %s (sha256 %.12s), %dx%d-pixel images as %dx%dx%d "

@@ -140,6 +140,16 @@ struct dt_backend {
     void (*scale)(dt_backend *be, float *x, float a, size_t n);
     /* x (B, R) += row (R) for every b (e.g. pos_embed over the batch) */
     void (*add_rows)(dt_backend *be, float *x, const float *row, int B, size_t R);
+    /* y (rows, cols) = x * g1[col] * g2[col] (g2 NULL = 1): DiffFit's gammas on a layer's
+     * outputs. y may alias x. */
+    void (*scale_cols_forward)(dt_backend *be, float *y, const float *x, const float *g1,
+                               const float *g2, int rows, int cols);
+    /* Given dy (rows, cols) and the unscaled x of the forward: dg1 (cols) += sum over rows of
+     * dy*x*g2 and dg2 += sum of dy*x*g1 (each may be NULL; dg2 needs g2), summed in double, rows
+     * in order; then dx = dy*g1*g2, overwritten (not accumulated), dx may alias dy, NULL skips. */
+    void (*scale_cols_backward)(dt_backend *be, float *dx, float *dg1, float *dg2,
+                                const float *dy, const float *x, const float *g1,
+                                const float *g2, int rows, int cols);
 
     /* ---- embeddings and layout ---- */
     /* out (B,D) = table[labels[b]] */

@@ -137,6 +137,64 @@ static void cuda_pointwise_silu_backward(dt_backend *be, float *dinp, const floa
     cuda_check_launch(cx, "silu_backward");
 }
 
+/* y (rows, cols) = x * g1[c] * g2[c] (g2 NULL = 1); y may alias x. */
+static __global__ void cuda_pointwise_scale_cols_kernel(float *y, const float *x, const float *g1,
+                                                        const float *g2, size_t n, int cols) {
+    const size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const int c = (int)(i % (size_t)cols);
+        y[i] = x[i] * (g2 ? g1[c] * g2[c] : g1[c]);
+    }
+}
+
+/* One thread per column: sum over rows of dy*x in double, rows in order (as the CPU), then
+ * dg1 += sum * g2, dg2 += sum * g1. Adjacent threads read adjacent columns (coalesced). */
+static __global__ void cuda_pointwise_scale_cols_grad_kernel(float *dg1, float *dg2,
+                                                             const float *dy, const float *x,
+                                                             const float *g1, const float *g2,
+                                                             int rows, int cols) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= cols) return;
+    double acc = 0.0;
+    for (int r = 0; r < rows; r++) {
+        const size_t i = (size_t)r * cols + c;
+        acc += (double)dy[i] * x[i];
+    }
+    if (dg1) dg1[c] += (float)(acc * (g2 ? g2[c] : 1.0f));
+    if (dg2) dg2[c] += (float)(acc * g1[c]);
+}
+
+/* y (rows, cols) = x * g1 * g2 by column. */
+static void cuda_pointwise_scale_cols_forward(dt_backend *be, float *y, const float *x,
+                                              const float *g1, const float *g2, int rows,
+                                              int cols) {
+    CUDA_OP_BEGIN(be, cx);
+    if (rows <= 0 || cols <= 0) return;
+    const size_t n = (size_t)rows * cols;
+    cuda_pointwise_scale_cols_kernel<<<cuda_grid(n), CUDA_THREADS, 0, cx->stream>>>(y, x, g1, g2,
+                                                                                   n, cols);
+    cuda_check_launch(cx, "scale_cols_forward");
+}
+
+/* Gamma gradients first (they read dy), then dx = dy * g1 * g2, which may overwrite dy. */
+static void cuda_pointwise_scale_cols_backward(dt_backend *be, float *dx, float *dg1, float *dg2,
+                                               const float *dy, const float *x, const float *g1,
+                                               const float *g2, int rows, int cols) {
+    CUDA_OP_BEGIN(be, cx);
+    if (rows <= 0 || cols <= 0) return;
+    if (dg1 || dg2) {
+        cuda_pointwise_scale_cols_grad_kernel<<<(cols + CUDA_THREADS - 1) / CUDA_THREADS,
+                                                CUDA_THREADS, 0, cx->stream>>>(
+            dg1, dg2, dy, x, g1, g2, rows, cols);
+        if (cuda_check_launch(cx, "scale_cols_backward")) return;
+    }
+    if (!dx) return;
+    const size_t n = (size_t)rows * cols;
+    cuda_pointwise_scale_cols_kernel<<<cuda_grid(n), CUDA_THREADS, 0, cx->stream>>>(dx, dy, g1, g2,
+                                                                                   n, cols);
+    cuda_check_launch(cx, "scale_cols_backward");
+}
+
 /* y (n) += a * x (n). */
 static void cuda_pointwise_axpy(dt_backend *be, float *y, float a, const float *x, size_t n) {
     CUDA_OP_BEGIN(be, cx);
@@ -176,7 +234,7 @@ static void cuda_pointwise_randn(dt_backend *be, float *out, size_t n, uint64_t 
     cuda_check_launch(cx, "randn");
 }
 
-/* Installs activations, axpy, scale, add_rows and randn into `be`; called once by the CUDA
+/* Installs activations, axpy, scale, add_rows, scale_cols_* and randn into `be`; called once by the CUDA
  * backend's creator, touches no other table entries. */
 void cuda_pointwise_install(dt_backend *be) {
     be->gelu_forward = cuda_pointwise_gelu_forward;
@@ -186,5 +244,7 @@ void cuda_pointwise_install(dt_backend *be) {
     be->axpy = cuda_pointwise_axpy;
     be->scale = cuda_pointwise_scale;
     be->add_rows = cuda_pointwise_add_rows;
+    be->scale_cols_forward = cuda_pointwise_scale_cols_forward;
+    be->scale_cols_backward = cuda_pointwise_scale_cols_backward;
     be->randn = cuda_pointwise_randn;
 }
