@@ -14,6 +14,7 @@ int cmd_sample(int argc, char **argv);
 int cmd_dataset(int argc, char **argv);
 int cmd_classifier(int argc, char **argv);
 int cmd_fid(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 int cmd_forgetting(int argc, char **argv);
 int cmd_keys(int argc, char **argv);
 int cmd_webhooks(int argc, char **argv);

@@ -15,6 +15,7 @@ static const struct {
     {"sample", cmd_sample, "draw a grid of samples from a checkpoint"},
     {"dataset", cmd_dataset, "make synthetic datasets and inspect image sets"},
     {"classifier", cmd_classifier, "train and evaluate the small CNN behind fd_classifier"},
+    {"export", cmd_export, "a checkpoint as a plain DiT file (a PEFT checkpoint merged into its base)"},
     {"fid", cmd_fid, "Fréchet distance of a checkpoint's samples to a dataset (FID)"},
     {"forgetting-curve", cmd_forgetting, "what a fine-tuned checkpoint kept of its base model, by timestep"},
     {"keys", cmd_keys, "create, list and revoke the API keys of a data directory"},

@@ -635,6 +635,42 @@ static void test_pointwise(void) {
     for (size_t i = 0; i < n; i++)
         worst = fmax(worst, fabs(rows[i] - (x[i] + (double)y[i % (n / 4)])));
     CHECK(worst < 1e-6, "add_rows: %.3g", worst);
+
+    /* scale_cols (DiffFit's gammas): forward, in place, and the gamma sums of the backward. */
+    const int R = 300, C = 67;
+    float *sx = fbuf((size_t)R * C), *sy = fbuf((size_t)R * C), *sd = fbuf((size_t)R * C);
+    float *g1 = fbuf(C), *g2 = fbuf(C), *dg1 = fbuf(C), *dg2 = fbuf(C);
+    fill_uniform(sx, (size_t)R * C, -1, 1);
+    fill_uniform(sd, (size_t)R * C, -1, 1);
+    fill_uniform(g1, C, 0.5, 1.5);
+    fill_uniform(g2, C, 0.5, 1.5);
+    fill_uniform(dg1, C, -1, 1);
+    fill_uniform(dg2, C, -1, 1);
+    float *dg1_0 = copy_of(dg1, C), *dg2_0 = copy_of(dg2, C), *sd0 = copy_of(sd, (size_t)R * C);
+    be->scale_cols_forward(be, sy, sx, g1, g2, R, C);
+    worst = 0.0;
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++)
+            worst = fmax(worst, fabs(sy[r * C + c] - sx[r * C + c] * (double)g1[c] * g2[c]));
+    CHECK(worst < 1e-6, "scale_cols_forward: %.3g", worst);
+    float *inplace = copy_of(sx, (size_t)R * C);
+    be->scale_cols_forward(be, inplace, inplace, g1, NULL, R, C);
+    worst = 0.0;
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) worst = fmax(worst, fabs(inplace[r * C + c] - sx[r * C + c] * (double)g1[c]));
+    CHECK(worst < 1e-6, "scale_cols_forward in place, one gamma: %.3g", worst);
+    be->scale_cols_backward(be, sd, dg1, dg2, sd, sx, g1, g2, R, C); /* dx aliases dy */
+    double wg = 0.0, wx = 0.0;
+    for (int c = 0; c < C; c++) {
+        double sum = 0.0;
+        for (int r = 0; r < R; r++) sum += (double)sd0[r * C + c] * sx[r * C + c];
+        wg = fmax(wg, fabs(dg1[c] - (dg1_0[c] + sum * g2[c])));
+        wg = fmax(wg, fabs(dg2[c] - (dg2_0[c] + sum * g1[c])));
+        for (int r = 0; r < R; r++)
+            wx = fmax(wx, fabs(sd[r * C + c] - sd0[r * C + c] * (double)g1[c] * g2[c]));
+    }
+    CHECK(wg < 1e-5, "scale_cols_backward gamma sums: %.3g", wg);
+    CHECK(wx < 1e-6, "scale_cols_backward dx = dy * g1 * g2 over dy: %.3g", wx);
 }
 
 /* ---- random numbers ---------------------------------------------------------------------- */

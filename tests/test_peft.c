@@ -360,13 +360,15 @@ static void check_jobs(void) {
     CHECK(synth_write_folder(dom_a, "solid", 3, 8, 8, 1, err, sizeof err) == 0, "%s", err);
     CHECK(synth_write_folder(dom_b, "outline", 2, 8, 8, 2, err, sizeof err) == 0, "%s", err);
     dt_spec base;
-    tu_tiny_spec(&base, dom_a, 8, 4, 8);
+    tu_tiny_spec(&base, dom_a, 8, 20, 8); /* long enough for the adaLN gates to open */
     base.model.depth = 3;
+    base.hp.learning_rate = 5e-3;
+    base.hp.ema_decay = 0;
     char *ev = NULL;
     CHECK(tu_run(&base, base_out, bank, 0, &ev) == TRAIN_OK, "pretraining the base model");
     free(ev);
     char base_ckpt[2300];
-    snprintf(base_ckpt, sizeof base_ckpt, "%s/checkpoints/step_0000004.safetensors", base_out);
+    snprintf(base_ckpt, sizeof base_ckpt, "%s/checkpoints/step_0000020.safetensors", base_out);
 
     static const struct { dt_peft_kind kind; dt_method method; unsigned targets; } runs[] = {
         {DT_PEFT_DIFFFIT, DT_METHOD_DIFF_TUNING, 0},
@@ -415,7 +417,7 @@ static void check_jobs(void) {
         CHECK(runs[r].kind != DT_PEFT_DIFFFIT || !safetensors_find(&f, "blocks.2.gamma1"),
               "difffit: gammas only in the first 2 blocks");
         const char *bm = safetensors_meta(&f, "base_model");
-        CHECK(bm && bm[0] == '/' && strstr(bm, "step_0000004.safetensors"), "%s: base reference %s", name, bm ? bm : "-");
+        CHECK(bm && bm[0] == '/' && strstr(bm, "step_0000020.safetensors"), "%s: base reference %s", name, bm ? bm : "-");
         safetensors_close(&f);
         struct stat sa, sb;
         CHECK(stat(ck_a, &sa) == 0 && stat(base_ckpt, &sb) == 0 && sa.st_size < sb.st_size / 2,

@@ -290,6 +290,17 @@ static void pt_add_rows(dt_backend *be, float *x, const float *row, int B, size_
     PT.add_rows(be, x, row, B, R);
     damage(be, x, (size_t)B * R);
 }
+static void pt_scale_cols_forward(dt_backend *be, float *y, const float *x, const float *g1,
+                                  const float *g2, int rows, int cols) {
+    PT.scale_cols_forward(be, y, x, g1, g2, rows, cols);
+    damage(be, y, (size_t)rows * cols);
+}
+static void pt_scale_cols_backward(dt_backend *be, float *dx, float *dg1, float *dg2,
+                                   const float *dy, const float *x, const float *g1,
+                                   const float *g2, int rows, int cols) {
+    PT.scale_cols_backward(be, dx, dg1, dg2, dy, x, g1, g2, rows, cols);
+    damage(be, dg1, (size_t)cols);
+}
 static void pt_embedding_forward(dt_backend *be, float *out, const float *table,
                                  const int32_t *labels, int B, int D) {
     PT.embedding_forward(be, out, table, labels, B, D);
@@ -406,6 +417,7 @@ static const char *const PERTURBABLE[] = {
     "patchify", "unpatchify", "unpatchify_backward", "randn", "q_sample", "diffusion_loss",
     "cfg_combine", "ddpm_step", "ddim_step", "sum_squares", "clip_by_norm", "adamw_update",
     "ema_update", "conv2d_forward", "group_norm_forward", "upsample2x_forward", "transpose",
+    "scale_cols_forward", "scale_cols_backward",
 };
 
 /* 1 when be implements op `name` (a backend under construction may leave entries NULL). */
@@ -419,6 +431,7 @@ static int op_present(const dt_backend *be, const char *name) {
     HAS(unpatchify_backward) HAS(randn) HAS(q_sample) HAS(diffusion_loss) HAS(cfg_combine)
     HAS(ddpm_step) HAS(ddim_step) HAS(sum_squares) HAS(clip_by_norm) HAS(adamw_update)
     HAS(ema_update) HAS(group_norm_forward) HAS(upsample2x_forward) HAS(transpose)
+    HAS(scale_cols_forward) HAS(scale_cols_backward)
 #undef HAS
     if (!strcmp(name, "conv2d_forward")) return be->conv2d_forward && be->conv2d_scratch_bytes;
     return 1;
@@ -446,6 +459,7 @@ static int perturb_install(dt_backend *be, const char *name) {
     PT_SET(ddim_step) PT_SET(sum_squares) PT_SET(clip_by_norm) PT_SET(adamw_update)
     PT_SET(ema_update) PT_SET(conv2d_forward) PT_SET(group_norm_forward)
     PT_SET(upsample2x_forward) PT_SET(transpose)
+    PT_SET(scale_cols_forward) PT_SET(scale_cols_backward)
 #undef PT_SET
     return -1;
 }
@@ -774,6 +788,15 @@ static void call_scale(dt_backend *be, int w, void **p, const opcase *c) {
 static void call_add_rows(dt_backend *be, int w, void **p, const opcase *c) {
     be->add_rows(be, F(0), F(1), c->iv[0], (size_t)c->iv[1]);
 }
+/* p: y (NULL when it aliases x), x, g1, g2 (NULL for one gamma); iv: rows, cols, alias */
+static void call_scale_cols_forward(dt_backend *be, int w, void **p, const opcase *c) {
+    be->scale_cols_forward(be, c->iv[2] ? F(1) : F(0), F(1), F(2), F(3), c->iv[0], c->iv[1]);
+}
+/* p: dx (NULL when it aliases dy), dg1, dg2, dy, x, g1, g2; iv: rows, cols, alias */
+static void call_scale_cols_backward(dt_backend *be, int w, void **p, const opcase *c) {
+    be->scale_cols_backward(be, c->iv[2] ? F(3) : F(0), F(1), F(2), F(3), F(4), F(5), F(6),
+                            c->iv[0], c->iv[1]);
+}
 static void call_embedding_forward(dt_backend *be, int w, void **p, const opcase *c) {
     be->embedding_forward(be, F(0), F(1), I(2), c->iv[0], c->iv[1]);
 }
@@ -1035,6 +1058,42 @@ static void ops_pointwise(const op_shape *s) {
     fill_normal(oc_add(c, "x", R_INOUT, (size_t)B * R), (size_t)B * R, 0.0, 1.0);
     oc_in(c, "row", (size_t)R, 0.0, 1.0);
     oc_run(c);
+    /* DiffFit's gammas: qkv outputs (one gamma, 3D wide) and proj outputs (two gammas) */
+    const int rows = s->B * s->N, D = s->NH * s->HS;
+    for (int two = 0; two < 2; two++) {
+        const int cols = two ? D : 3 * D;
+        const size_t n2 = (size_t)rows * cols;
+        for (int alias = 0; alias < 2; alias++) {
+            c = oc_begin("scale_cols_forward", K_POINT, call_scale_cols_forward, "%s rows%d cols%d%s%s",
+                         s->name, rows, cols, two ? " g1*g2" : "", alias ? " y=x" : "");
+            c->iv[0] = rows, c->iv[1] = cols, c->iv[2] = alias;
+            if (alias) {
+                oc_add(c, "y", R_NULL, n2);
+                fill_normal(oc_add(c, "x", R_INOUT, n2), n2, 0.0, 1.0);
+            } else {
+                oc_add(c, "y", R_OUT, n2);
+                oc_in(c, "x", n2, 0.0, 1.0);
+            }
+            oc_in(c, "g1", (size_t)cols, 1.0, 0.3);
+            if (two) oc_in(c, "g2", (size_t)cols, 1.0, 0.3);
+            else oc_add(c, "g2", R_NULL, (size_t)cols);
+            oc_run(c);
+            c = oc_begin("scale_cols_backward", K_REDUCE, call_scale_cols_backward,
+                         "%s rows%d cols%d%s%s", s->name, rows, cols, two ? " g1*g2" : "",
+                         alias ? " dx=dy" : "");
+            c->iv[0] = rows, c->iv[1] = cols, c->iv[2] = alias;
+            oc_add(c, "dx", alias ? R_NULL : R_OUT, n2);
+            oc_add(c, "dg1", R_ACC, (size_t)cols);
+            oc_add(c, "dg2", two ? R_ACC : R_NULL, (size_t)cols);
+            if (alias) fill_normal(oc_add(c, "dy", R_INOUT, n2), n2, 0.0, 1.0);
+            else oc_in(c, "dy", n2, 0.0, 1.0);
+            oc_in(c, "x", n2, 0.0, 1.0);
+            oc_in(c, "g1", (size_t)cols, 1.0, 0.3);
+            if (two) oc_in(c, "g2", (size_t)cols, 1.0, 0.3);
+            else oc_add(c, "g2", R_NULL, (size_t)cols);
+            oc_run(c);
+        }
+    }
 }
 
 static void ops_embed(const op_shape *s) {
