@@ -121,3 +121,8 @@ int fs_check_free(const char *dir, const char *what, uint64_t need, uint64_t res
               reserve / 1048576.0, reserve_opt);
     return FS_NO_SPACE;
 }
+
+int64_t fs_file_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (int64_t)st.st_size : 0;
+}

@@ -16,6 +16,8 @@ int fs_mkdirs(const char *path, char *err, size_t errlen);
 int fs_exists(const char *path);
 /* Hex SHA-256 (65 bytes with NUL) of a file's bytes. Returns 0 or -1 with a message. */
 int fs_sha256_file(const char *path, char out_hex[65], char *err, size_t errlen);
+/* The size in bytes of the file at path, or 0 when it cannot be read. */
+int64_t fs_file_size(const char *path);
 /* Hex SHA-256 of a memory buffer. */
 void fs_sha256_hex(const void *data, size_t len, char out_hex[65]);
 

@@ -623,15 +623,8 @@ static int train_report_checkpoint(trainer *tr, int step, char *err, size_t errl
     checkpoint_path(path, sizeof path, tr->ckpt_dir, step, "");
     if (fs_sha256_file(path, sha, err, errlen)) return -1;
     snprintf(name, sizeof name, "step_%07d.safetensors", step);
-    FILE *f = fopen(path, "rb");
-    long size = 0;
-    if (f) {
-        fseek(f, 0, SEEK_END);
-        size = ftell(f);
-        fclose(f);
-    }
     events_emit(tr->ev, "checkpoint", json_pack("{s:i, s:s, s:s, s:I, s:s}", "step", step,
-                "name", name, "path", path, "bytes", (json_int_t)size, "sha256", sha));
+                "name", name, "path", path, "bytes", (json_int_t)fs_file_size(path), "sha256", sha));
     return 0;
 }
 

@@ -63,14 +63,7 @@ int cmd_export(int argc, char **argv) {
         fprintf(stderr, "difftune export: %s\n", err);
         return 1;
     }
-    FILE *o = fopen(out, "rb");
-    long bytes = 0;
-    if (o) {
-        fseek(o, 0, SEEK_END);
-        bytes = ftell(o);
-        fclose(o);
-    }
-    json_t *line = json_pack("{s:s, s:I, s:s, s:s}", "out", out, "bytes", (json_int_t)bytes,
+    json_t *line = json_pack("{s:s, s:I, s:s, s:s}", "out", out, "bytes", (json_int_t)fs_file_size(out),
                              "sha256", sha, "peft", peft);
     char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
     printf("%s\n", text ? text : "{}");
