@@ -80,7 +80,10 @@ typedef struct {
                           * "train_accuracy"?, "held_out_accuracy"?, "class_names"?} from its
                           * metadata. A VAE: {"latent_channels", "block_out_channels",
                           * "layers_per_block", "downsample_factor", "scaling_factor",
-                          * "attention_names": "diffusers" | "legacy"}. */
+                          * "attention_names": "diffusers" | "legacy"}. A PEFT checkpoint is
+                          * a DiT whose config adds "peft": its adapter ({"kind", "rank",
+                          * "alpha", "targets", "difffit_blocks"}) with "base_model" (the id of
+                          * the stored model it adapts, or null) and "base_sha256". */
     int64_t bytes;
     char sha256[65];
     const char *param;   /* on DT_INGEST_INVALID: the request parameter at fault, "file" or one
@@ -93,6 +96,9 @@ typedef struct {
     int input_size; /* the DiT's input size (latent cells per side): needed for diffusers'
                      * layout, which stores no pos_embed; 0 = not given */
     int num_heads;  /* attention heads, for a hidden size that matches no preset; 0 = not given */
+    int peft;       /* 1: a PEFT checkpoint (CHECKPOINT_FORMAT_PEFT of checkpoint.h) is accepted:
+                     * a job's checkpoint promoted on the server that holds its base model. 0
+                     * (uploads): refused, its base is a path on the server that wrote it */
 } dt_ingest_model_opts;
 
 /* Validates a safetensors model file and hashes it. A file whose __metadata__.difftune_kind is
@@ -101,7 +107,9 @@ typedef struct {
  * AutoencoderKL layout): vae_read_config, then vae_load of every weight on the CPU. Any other is
  * a DiT checkpoint in the official or diffusers layout: parses the header, reads the config
  * (metadata or shapes, with opts), checks every DiT parameter tensor is present with its shape
- * and no foreign tensor is there (checkpoint_read_config / checkpoint_read_weights). A DiT
+ * and no foreign tensor is there (checkpoint_read_config / checkpoint_read_weights). A PEFT
+ * checkpoint (accepted only with opts->peft) is read the same way, which reads its base model
+ * (verified by sha256) and merges the adapter in. A DiT
  * whose config needed opts (no config metadata, and an input size or head count from opts) is
  * rewritten in place with that config as __metadata__.config, tensors unchanged, so that every
  * later load reads the same DiT without being told. opts may be NULL (none given); an option

@@ -7,7 +7,9 @@
  * vae_load on the CPU), so an accepted model is one that loads. A DiT's config is bounded before
  * any model is built: its sizes come from the upload and decide how much memory the check
  * allocates. A DiT that needed the upload's options to be read (diffusers' files store no input
- * size) gets that config written into its __metadata__, so jobs read it unaided.
+ * size) gets that config written into its __metadata__, so jobs read it unaided. A PEFT
+ * checkpoint (a job's adapter, format difftune.peft.v1) is a DiT too: read through its base
+ * model, which its metadata names by path, so it is accepted only when promoted from a job.
  */
 #include "ingest.h"
 
@@ -86,9 +88,10 @@ static const char *ingest_model_arch(const dit_config *cfg) {
  * checks names and shapes and that no foreign tensor is present. */
 static int ingest_model_read(const st_file *f, const dit_config *cfg, char *err, size_t errlen) {
     /* Every parameter takes at least 2 bytes (F16/BF16), so a file too small for the config
-     * is refused before the scratch buffer is sized from it. */
+     * is refused before the scratch buffer is sized from it (a PEFT checkpoint holds only its
+     * adapter: the weights are its base's, which the read checks the same way). */
     size_t floats = dit_count_params(cfg);
-    if (floats > f->data_len / 2) {
+    if (!checkpoint_is_peft(f) && floats > f->data_len / 2) {
         dt_errorf(err, errlen, "the config describes a DiT of %zu parameters but the file holds "
                   "only %zu bytes of tensors", floats, f->data_len);
         return DT_INGEST_INVALID;
@@ -227,6 +230,33 @@ static int ingest_model_stated_size(const st_file *f) {
     return checkpoint_read_config(f, 0, 0, &cfg, ignored, sizeof ignored) == 0 ? cfg.image_size : 0;
 }
 
+/* The id of the stored model whose file is path (DIR/models/{id}/model.safetensors) as a JSON
+ * string, or JSON null when path is no stored model's file. */
+static json_t *ingest_model_id_of(const char *path) {
+    const char *slash = strrchr(path, '/');
+    const char *p = slash;
+    while (p && p > path && p[-1] != '/') p--;
+    if (!slash || !p || slash - p != 28 || strncmp(p, "mdl_", 4) != 0) return json_null();
+    for (const char *c = p + 4; c < slash; c++)
+        if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f'))) return json_null();
+    return json_stringn(p, 28);
+}
+
+/* A PEFT checkpoint's adapter for its config's "peft": the __metadata__ "peft" object with the
+ * base model's id (when it is a stored model) and sha256; NULL when the metadata is not JSON. */
+static json_t *ingest_model_peft_json(const st_file *f) {
+    const char *peft = safetensors_meta(f, "peft"), *base = safetensors_meta(f, "base_model");
+    const char *sha = safetensors_meta(f, "base_sha256");
+    json_t *o = peft ? json_loads(peft, 0, NULL) : NULL;
+    if (!json_is_object(o) || !base || !sha) {
+        json_decref(o);
+        return NULL;
+    }
+    json_object_set_new(o, "base_model", ingest_model_id_of(base));
+    json_object_set_new(o, "base_sha256", json_string(sha));
+    return o;
+}
+
 /* Validates a DiT checkpoint (config bounds, config, every weight) into *config (new
  * reference); writes the config into the file when opts supplied part of it. */
 static int ingest_model_dit(const st_file *f, const dt_ingest_model_opts *opts, json_t **config,
@@ -234,6 +264,20 @@ static int ingest_model_dit(const st_file *f, const dt_ingest_model_opts *opts, 
     dit_config cfg = {0};
     const dit_layout layout = dit_layout_detect(f, "");
     const int has_meta = safetensors_meta(f, "config") != NULL;
+    const int peft = checkpoint_is_peft(f);
+    if (peft && !opts->peft) {
+        dt_errorf(err, errlen, "this is a PEFT checkpoint (%s): it holds only an adapter and names "
+                  "its base model by a path on the server that trained it; promote it from its "
+                  "job instead (POST /models {\"job\", \"checkpoint\"}), or promote it with "
+                  "\"merge\": true for a plain DiT file", CHECKPOINT_FORMAT_PEFT);
+        return DT_INGEST_INVALID;
+    }
+    if (peft && (opts->input_size > 0 || opts->num_heads > 0)) {
+        *param = opts->input_size > 0 ? "input_size" : "num_heads";
+        dt_errorf(err, errlen, "%s is not for a PEFT checkpoint, whose metadata has its config",
+                  *param);
+        return DT_INGEST_INVALID;
+    }
     int rc = ingest_model_check_sizes(f, err, errlen); /* before any config is built from it */
     if (rc != DT_INGEST_OK) return rc;
     const int stated = ingest_model_stated_size(f);
@@ -287,6 +331,11 @@ static int ingest_model_dit(const st_file *f, const dt_ingest_model_opts *opts, 
         if (rc != DT_INGEST_OK) return rc;
     }
     *config = ingest_model_config_json(&cfg, layout);
+    json_t *adapter = peft ? ingest_model_peft_json(f) : NULL;
+    if (*config && peft && (!adapter || json_object_set_new(*config, "peft", adapter) != 0)) {
+        json_decref(*config);
+        *config = NULL;
+    }
     if (!*config) {
         dt_errorf(err, errlen, "out of memory");
         return DT_INGEST_ERROR;

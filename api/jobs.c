@@ -4,8 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dit.h"
 #include "fsutil.h"
 #include "http.h"
+#include "peft.h"
 #include "spec.h"
 
 #define JOBS_IDEMPOTENCY_KEY_MAX 255
@@ -145,6 +147,76 @@ static int jobs_check_space(api_req *r, const dt_spec *spec) {
     return -1;
 }
 
+/* The DiT a job trains: the base model's stored config (fine-tuning, forgetting_curve), or the
+ * spec's model with the dataset's class count when it names none (pretrain). Returns 1 with cfg
+ * filled, 0 when a stored config lacks what it takes (an upload from before configs were
+ * recorded: the worker reads the file). */
+static int jobs_dit_config(api_req *r, const dt_spec *spec, dit_config *cfg) {
+    char err[512];
+    json_t *obj = NULL;
+    int ok = 0;
+    if (spec->method == DT_METHOD_PRETRAIN) {
+        long classes = spec->model.num_classes;
+        if (!classes && store_dataset_get(r->api->opts.store, spec->dataset, &obj, err, sizeof err) == 0)
+            classes = json_is_integer(json_object_get(obj, "classes"))
+                          ? (long)json_integer_value(json_object_get(obj, "classes")) : 0;
+        ok = classes > 0 &&
+             dit_config_init(cfg, spec->model.depth, spec->model.hidden_size, spec->model.num_heads,
+                             spec->model.patch_size, spec->model.image_size, spec->model.channels,
+                             (int)classes, spec->model.learn_sigma, err, sizeof err) == 0;
+    } else if (store_model_get(r->api->opts.store, spec->base_model, &obj, err, sizeof err) == 0) {
+        static const char *const keys[] = {"depth", "hidden_size", "num_heads", "patch_size",
+                                           "image_size", "in_channels", "num_classes"};
+        json_t *c = json_object_get(obj, "config");
+        int v[7];
+        ok = json_is_boolean(json_object_get(c, "learn_sigma"));
+        for (int i = 0; ok && i < 7; i++) {
+            json_t *x = json_object_get(c, keys[i]);
+            ok = json_is_integer(x) && json_integer_value(x) > 0 && json_integer_value(x) <= 1 << 24;
+            if (ok) v[i] = (int)json_integer_value(x);
+        }
+        ok = ok && dit_config_init(cfg, v[0], v[1], v[2], v[3], v[4], v[5], v[6],
+                                   json_is_true(json_object_get(c, "learn_sigma")), err,
+                                   sizeof err) == 0;
+    }
+    json_decref(obj);
+    return ok;
+}
+
+/* The parameters of the job's DiT and those it trains, into o (left 0 when the DiT is not known
+ * here). A peft's options must fit the base model: a misfit is a 400 naming the option (the
+ * engine's message, e.g. difffit_blocks beyond the depth or a rank above a layer's size). */
+static int jobs_parameters(api_req *r, const dt_spec *spec, dt_job_create_opts *o) {
+    dit_config cfg;
+    if (!jobs_dit_config(r, spec, &cfg)) return 0;
+    const size_t total = dit_count_params(&cfg);
+    size_t trainable = total;
+    if (spec->method == DT_METHOD_FORGETTING_CURVE) {
+        trainable = 0; /* an analysis: nothing trains */
+    } else if (spec->peft.kind != DT_PEFT_NONE) {
+        dit_adapter ad;
+        char err[256];
+        if (peft_adapter_init(&ad, &cfg, &spec->peft, err, sizeof err)) {
+            /* the engine's message starts with the option's path */
+            char param[64] = "peft_options";
+            const char *at = strstr(err, "peft_options.");
+            if (at) {
+                size_t n = strspn(at, "abcdefghijklmnopqrstuvwxyz_.");
+                if (n > 0 && at[n - 1] == '.') n--;
+                snprintf(param, sizeof param, "%.*s", (int)n, at);
+            }
+            api_reply_error(r, 400, "invalid_value", param, "%s (base_model %s)", err,
+                            spec->base_model);
+            return -1;
+        }
+        trainable = ad.num_floats;
+        peft_adapter_free(&ad);
+    }
+    o->params_total = (int64_t)total;
+    o->params_trainable = (int64_t)trainable;
+    return 0;
+}
+
 /* eval.extractor "classifier:<id>" must name a stored classifier model: the API takes ids, never
  * server paths. */
 static int jobs_check_classifier(api_req *r, const dt_spec *spec) {
@@ -275,6 +347,8 @@ void api_jobs_create(api_req *r) {
     if (jobs_check_classifier(r, &spec)) return;
     if (jobs_check_forgetting(r, &spec)) return;
     if (jobs_check_device(r, spec.device)) return;
+    dt_job_create_opts o = {.idempotency_key = key};
+    if (jobs_parameters(r, &spec, &o)) return;
 
     json_t *full = spec_to_json(&spec);
     if (!full) {
@@ -287,7 +361,7 @@ void api_jobs_create(api_req *r) {
     char *canon = json_dumps(full, JSON_COMPACT | JSON_SORT_KEYS);
     if (canon) fs_sha256_hex(canon, strlen(canon), hash);
     free(canon);
-    dt_job_create_opts o = {.idempotency_key = key, .request_hash = hash};
+    o.request_hash = hash;
     char id[DT_STORE_ID_MAX], err[512];
     int replayed = 0;
     int rc = store_job_create(r->api->opts.store, full, &o, id, &replayed, err, sizeof err);

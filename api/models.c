@@ -1,14 +1,16 @@
 /* models.c — the model resource: upload a safetensors DiT checkpoint (official or diffusers
  * layout; ?input_size= and ?num_heads= for a file that does not say them), difftune classifier or
  * SD VAE (kind "dit", "classifier" or "vae", ingest_model tells them apart), or promote a job's
- * checkpoint (JSON body {"job","checkpoint","name"?}); all are validated (tensor names, shapes,
- * config) before the model is stored. List, get, delete. */
+ * checkpoint (JSON body {"job","checkpoint","name"?,"merge"?}: a PEFT job's checkpoint is kept
+ * as its adapter on the base model, or with "merge": true exported as the merged plain DiT); all
+ * are validated (tensor names, shapes, config) before the model is stored. List, get, delete. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "checkpoint.h"
 #include "fsutil.h"
 #include "http.h"
 #include "ingest.h"
@@ -62,7 +64,9 @@ static void models_finish(api_req *r, const char *id, const char *dir, const cha
     int rc = ingest_model(file, opts, &info, err, sizeof err);
     if (rc) {
         ingest_remove_tree(dir);
-        if (rc == DT_INGEST_INVALID) api_reply_error(r, 422, "invalid_model", info.param, "%s", err);
+        /* a promoted file is the job's checkpoint, not an upload */
+        const char *param = source_job && info.param && !strcmp(info.param, "file") ? "checkpoint" : info.param;
+        if (rc == DT_INGEST_INVALID) api_reply_error(r, 422, "invalid_model", param, "%s", err);
         else if (rc == DT_INGEST_NO_SPACE) api_reply_error(r, 507, "disk_full", NULL, "%s", err);
         else api_reply_error(r, 500, "internal_error", NULL, "%s", err);
         return;
@@ -115,13 +119,21 @@ static void models_promote(api_req *r) {
     const char *key;
     json_t *v;
     json_object_foreach(body, key, v) {
-        if (strcmp(key, "job") && strcmp(key, "checkpoint") && strcmp(key, "name")) {
+        if (strcmp(key, "job") && strcmp(key, "checkpoint") && strcmp(key, "name") && strcmp(key, "merge")) {
             api_reply_error(r, 400, "unknown_field", key,
-                            "unknown field %s: promote a checkpoint with {\"job\", \"checkpoint\", \"name\"}", key);
+                            "unknown field %s: promote a checkpoint with {\"job\", \"checkpoint\", "
+                            "\"name\", \"merge\"}", key);
             json_decref(body);
             return;
         }
     }
+    json_t *merge_v = json_object_get(body, "merge");
+    if (merge_v && !json_is_boolean(merge_v)) {
+        api_reply_error(r, 400, "invalid_type", "merge", "merge must be true or false");
+        json_decref(body);
+        return;
+    }
+    const int merge = json_is_true(merge_v);
     const char *job = models_field(r, body, "job", 1);
     const char *ckpt = job ? models_field(r, body, "checkpoint", 1) : NULL;
     const char *name = ckpt ? models_field(r, body, "name", 0) : NULL;
@@ -147,13 +159,18 @@ static void models_promote(api_req *r) {
     }
     snprintf(dflt, sizeof dflt, "%.60s %.300s", job, ckpt);
     if (!models_prepare(r, id, dir, file, sizeof dir)) {
-        int copied = models_copy(a.path, file, err, sizeof err);
+        /* merge: the plain DiT the checkpoint computes (a PEFT adapter merged into its base, a
+         * plain checkpoint's EMA weights), written by the engine; else the file itself */
+        int copied = merge ? checkpoint_export_merged(a.path, file, err, sizeof err)
+                           : models_copy(a.path, file, err, sizeof err);
         if (copied) {
             ingest_remove_tree(dir);
             if (copied == FS_NO_SPACE) api_reply_error(r, 507, "disk_full", NULL, "%s", err);
+            else if (merge) api_reply_error(r, 422, "invalid_model", "checkpoint", "%s", err);
             else api_reply_error(r, 404, "not_found", "checkpoint", "%s", err);
         } else {
-            models_finish(r, id, dir, file, name ? name : dflt, job, ckpt, NULL);
+            const dt_ingest_model_opts promoted = {.peft = 1};
+            models_finish(r, id, dir, file, name ? name : dflt, job, ckpt, &promoted);
         }
     }
     json_decref(body);
@@ -188,4 +205,48 @@ void api_models_list(api_req *r) { api_catalog_list(r, "mdl_", store_model_list)
 
 void api_models_get(api_req *r) { api_catalog_get(r, store_model_get); }
 
-void api_models_delete(api_req *r) { api_catalog_delete(r, "model", DT_LAYOUT_MODELS, store_model_delete, NULL); }
+/* The first stored PEFT model whose adapter is on model id (its config's peft.base_model), into
+ * dep; 1 when there is one, 0 when none, -1 when the store failed (err). */
+static int models_peft_dependent(api_req *r, const char *id, char dep[DT_STORE_ID_MAX], char *err,
+                                 size_t errlen) {
+    char after[DT_STORE_ID_MAX] = "";
+    for (;;) {
+        json_t *page = NULL;
+        if (store_model_list(r->api->opts.store, DT_STORE_LIST_MAX, after[0] ? after : NULL, &page,
+                             err, errlen))
+            return -1;
+        size_t i;
+        json_t *m;
+        int found = 0;
+        json_array_foreach(json_object_get(page, "data"), i, m) {
+            json_t *base = json_object_get(json_object_get(json_object_get(m, "config"), "peft"),
+                                           "base_model");
+            if (!found && json_is_string(base) && !strcmp(json_string_value(base), id)) {
+                snprintf(dep, DT_STORE_ID_MAX, "%s", json_string_value(json_object_get(m, "id")));
+                found = 1;
+            }
+        }
+        const char *last = json_string_value(json_object_get(page, "last_id"));
+        int more = json_is_true(json_object_get(page, "has_more")) && last;
+        if (more) snprintf(after, sizeof after, "%s", last);
+        json_decref(page);
+        if (found || !more) return found;
+    }
+}
+
+/* A model that a stored PEFT model adapts stays: that model holds only its adapter (409). */
+void api_models_delete(api_req *r) {
+    char dep[DT_STORE_ID_MAX], err[512];
+    int rc = models_peft_dependent(r, r->params[0], dep, err, sizeof err);
+    if (rc < 0) {
+        api_reply_store_error(r, DT_STORE_ERROR, NULL, err);
+        return;
+    }
+    if (rc) {
+        api_reply_error(r, 409, "in_use", NULL, "model %s is the base of PEFT model %s, which holds "
+                        "only an adapter on it: delete %s first (promote its checkpoint with "
+                        "\"merge\": true for a model that stands alone)", r->params[0], dep, dep);
+        return;
+    }
+    api_catalog_delete(r, "model", DT_LAYOUT_MODELS, store_model_delete, NULL);
+}

@@ -165,6 +165,11 @@ static const store_migration MIGRATIONS[] = {
      "DROP TABLE models;"
      "ALTER TABLE models_new RENAME TO models;"
      "CREATE INDEX models_by_created ON models (created_at, id);"},
+    /* the job's parameter counts (the whole DiT, and what its method trains: a peft trains a
+     * fraction), computed when the job is created; NULL for jobs stored before */
+    {"job parameters",
+     "ALTER TABLE jobs ADD COLUMN params_total INTEGER CHECK (params_total >= 0);"
+     "ALTER TABLE jobs ADD COLUMN params_trainable INTEGER CHECK (params_trainable >= 0);"},
 };
 
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))

@@ -115,6 +115,8 @@ typedef struct {
     int max_attempts;            /* attempts per submission (and per retry); 0 = default 3 */
     const char *idempotency_key; /* NULL = none */
     const char *request_hash;    /* required with a key: a digest of the request body */
+    int64_t params_total;        /* the DiT's parameters; 0 = unknown ("parameters" is null) */
+    int64_t params_trainable;    /* those the job trains, 0..params_total */
 } dt_job_create_opts;
 
 /* Stores a new queued job whose spec is the complete, validated job spec (a JSON object,
@@ -130,9 +132,11 @@ int store_job_create(dt_store *s, json_t *spec, const dt_job_create_opts *opts,
                      char id_out[DT_STORE_ID_MAX], int *replayed, char *err, size_t errlen);
 
 /* The job as its API object (DESIGN.md section 3): {"id","object":"job","status","method",
- * "spec","priority","attempt","max_attempts","created_at","started_at","finished_at","device",
- * "progress","error","cancel_requested"}; started_at, finished_at, device and progress are null
- * until set, error is {"code","message"} for a failed job and null otherwise. started_at,
+ * "parameters","spec","priority","attempt","max_attempts","created_at","started_at",
+ * "finished_at","device","progress","error","cancel_requested"}; parameters is
+ * {"total","trainable"} as given at creation, null when not given; started_at, finished_at,
+ * device and progress are null until set, error is {"code","message"} for a failed job and null
+ * otherwise. started_at,
  * device and progress describe the current (or last) attempt and are null again while a job
  * waits in the queue. *out is a new reference. */
 int store_job_get(dt_store *s, const char *id, json_t **out, char *err, size_t errlen);

@@ -37,7 +37,8 @@ int store_job_status_terminal(dt_job_status st) {
 
 #define JOB_COLUMNS                                                                         \
     "id, status, method, spec, priority, attempt, max_attempts, created_at, started_at, "   \
-    "finished_at, device, progress, error_code, error_message, cancel_requested"
+    "finished_at, device, progress, error_code, error_message, cancel_requested, "          \
+    "params_total, params_trainable"
 
 /* The job object of the row, without "spec" (job_from_row and store_job_get add it parsed,
  * the stored text in). NULL when a JSON column is corrupt. */
@@ -49,6 +50,11 @@ static json_t *job_from_row_base(sqlite3_stmt *st) {
     json_object_set_new(o, "object", json_string("job"));
     json_object_set_new(o, "status", store_column_value(st, 1));
     json_object_set_new(o, "method", store_column_value(st, 2));
+    json_t *params = json_null();
+    if (sqlite3_column_type(st, 15) != SQLITE_NULL && sqlite3_column_type(st, 16) != SQLITE_NULL)
+        params = json_pack("{s:I, s:I}", "total", (json_int_t)sqlite3_column_int64(st, 15),
+                           "trainable", (json_int_t)sqlite3_column_int64(st, 16));
+    json_object_set_new(o, "parameters", params);
     json_object_set_new(o, "priority", store_column_value(st, 4));
     json_object_set_new(o, "attempt", store_column_value(st, 5));
     json_object_set_new(o, "max_attempts", store_column_value(st, 6));
@@ -324,9 +330,9 @@ static const char SQL_IDEM_PUT[] =
 static const char SQL_JOB_INSERT[] =
     "INSERT INTO jobs (id, status, method, spec, priority, requested_device, dataset_id,"
     " base_model_id, attempt, max_attempts, attempt_budget, created_at, idempotency_key,"
-    " request_hash)"
+    " request_hash, params_total, params_trainable)"
     " VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?8,"
-    " max(?9, coalesce((SELECT max(created_at) FROM jobs), 0) + 0.000001), ?10, ?11)";
+    " max(?9, coalesce((SELECT max(created_at) FROM jobs), 0) + 0.000001), ?10, ?11, ?12, ?13)";
 
 /* Looks up key; 1 = found (same hash: id_out set; other hash: CONFLICT), 0 = new key. */
 static int idempotency_lookup(dt_store *s, const char *key, const char *hash, char *id_out,
@@ -404,6 +410,12 @@ int store_job_create(dt_store *s, json_t *spec, const dt_job_create_opts *opts,
         store_errorf(err, errlen, "an idempotency key needs the request hash");
         return DT_STORE_INVALID;
     }
+    const int64_t total = opts ? opts->params_total : 0, trainable = opts ? opts->params_trainable : 0;
+    if (total < 0 || trainable < 0 || trainable > total) {
+        store_errorf(err, errlen, "parameter counts must satisfy 0 <= trainable <= total (got %lld "
+                     "of %lld)", (long long)trainable, (long long)total);
+        return DT_STORE_INVALID;
+    }
 
     char id[DT_STORE_ID_MAX];
     if (store_new_id("job_", id, sizeof id) != DT_STORE_OK) {
@@ -440,6 +452,10 @@ int store_job_create(dt_store *s, json_t *spec, const dt_job_create_opts *opts,
     sqlite3_bind_double(st, 9, now);
     store_bind_text(st, 10, key);
     store_bind_text(st, 11, hash);
+    if (total > 0) {
+        sqlite3_bind_int64(st, 12, total);
+        sqlite3_bind_int64(st, 13, trainable);
+    }
     rc = job_step_done(s, st, "storing a job", err, errlen);
     if (rc != DT_STORE_OK) goto out;
 

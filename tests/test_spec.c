@@ -43,7 +43,9 @@ static void check_spec_equal(const dt_spec *a, const dt_spec *b, const char *wha
 #define EQ_I(f) CHECK(a->f == b->f, "%s: " #f " %lld vs %lld", what, (long long)a->f, (long long)b->f)
 #define EQ_D(f) CHECK(a->f == b->f, "%s: " #f " %.17g vs %.17g", what, a->f, b->f)
 #define EQ_S(f) CHECK(strcmp(a->f, b->f) == 0, "%s: " #f " \"%s\" vs \"%s\"", what, a->f, b->f)
-    EQ_S(base_model); EQ_S(vae); EQ_S(dataset); EQ_I(method); EQ_S(peft);
+    EQ_S(base_model); EQ_S(vae); EQ_S(dataset); EQ_I(method);
+    EQ_I(peft.kind); EQ_I(peft.difffit_blocks); EQ_I(peft.rank); EQ_D(peft.alpha);
+    EQ_I(peft.targets);
     EQ_S(model.arch); EQ_I(model.depth); EQ_I(model.hidden_size); EQ_I(model.num_heads);
     EQ_I(model.patch_size); EQ_I(model.image_size); EQ_I(model.channels);
     EQ_I(model.learn_sigma); EQ_I(model.num_classes);
@@ -75,7 +77,9 @@ static void test_defaults(void)
     dt_spec s;
     memset(&s, 0x5a, sizeof s);
     spec_defaults(&s);
-    CHECK(s.base_model[0] == 0 && s.dataset[0] == 0 && s.peft[0] == 0, "empty strings");
+    CHECK(s.base_model[0] == 0 && s.dataset[0] == 0, "empty strings");
+    CHECK(s.peft.kind == DT_PEFT_NONE && s.peft.difffit_blocks == 0 && s.peft.rank == 8 &&
+          s.peft.alpha == 8.0 && s.peft.targets == DT_LORA_ALL, "peft defaults");
     CHECK(s.method == DT_METHOD_DIFF_TUNING, "method %d", s.method);
     CHECK(!strcmp(s.model.arch, "DiT-S/2"), "arch %s", s.model.arch);
     CHECK(s.model.depth == 12 && s.model.hidden_size == 384 && s.model.num_heads == 6 &&
@@ -117,6 +121,10 @@ static void test_defaults(void)
           !strcmp(spec_method_name(DT_METHOD_DIFF_TUNING), "diff_tuning") &&
           !strcmp(spec_method_name(DT_METHOD_FORGETTING_CURVE), "forgetting_curve"),
           "method names");
+    CHECK(!strcmp(spec_peft_name(DT_PEFT_NONE), "none") &&
+          !strcmp(spec_peft_name(DT_PEFT_DIFFFIT), "difffit") &&
+          !strcmp(spec_peft_name(DT_PEFT_BITFIT), "bitfit") &&
+          !strcmp(spec_peft_name(DT_PEFT_LORA), "lora"), "peft names");
 }
 
 static void test_example(void)
@@ -126,7 +134,7 @@ static void test_example(void)
     int rc = parse_str(&s, EXAMPLE, &e);
     CHECK(rc == 0, "DESIGN.md example: %s %s: %s", e.code, e.param, e.message);
     CHECK(!strcmp(s.base_model, "mdl_...") && !strcmp(s.dataset, "ds_..."), "ids");
-    CHECK(s.method == DT_METHOD_DIFF_TUNING && s.peft[0] == 0, "method, peft");
+    CHECK(s.method == DT_METHOD_DIFF_TUNING && s.peft.kind == DT_PEFT_NONE, "method, peft");
     CHECK(!strcmp(s.model.arch, "DiT-S/2") && s.model.image_size == 32 && s.model.channels == 3 &&
           s.model.learn_sigma == 1 && s.model.num_classes == 10, "model");
     CHECK(s.model.depth == 12 && s.model.hidden_size == 384 && s.model.num_heads == 6 &&
@@ -233,6 +241,24 @@ static void test_accepted(void)
         "{\"base_model\":\"m\",\"dataset\":\"d\",\"device\":\"cpu\"}",
         "{\"base_model\":\"m\",\"dataset\":\"d\",\"priority\":100}",
         "{\"base_model\":\"m\",\"dataset\":\"d\",\"peft\":null}",
+        /* every peft with both training methods, options at their edges */
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"peft\":\"difffit\"}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"peft\":\"bitfit\",\"method\":\"full\"}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"peft\":\"lora\",\"method\":\"full\"}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"peft\":\"lora\",\"peft_options\":{\"rank\":1,"
+        "\"alpha\":1e-9,\"targets\":[\"fc2\"]}}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"peft\":\"lora\",\"peft_options\":{\"rank\":256,"
+        "\"alpha\":null,\"targets\":[\"fc2\",\"fc1\",\"proj\",\"qkv\"]}}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"peft\":\"difffit\",\"peft_options\":"
+        "{\"difffit_blocks\":1}}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"peft\":\"difffit\",\"peft_options\":"
+        "{\"difffit_blocks\":64}}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"peft\":\"difffit\",\"peft_options\":"
+        "{\"difffit_blocks\":null}}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"peft\":\"lora\",\"peft_options\":{}}",
+        /* the options are accepted (and ignored) without a peft, like diff_tuning with full */
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"peft_options\":{\"rank\":4}}",
+        "{\"dataset\":\"d\",\"method\":\"pretrain\",\"peft\":null,\"peft_options\":{\"rank\":4}}",
         "{\"base_model\":\"m\",\"dataset\":\"d\",\"method\":\"full\"}",
         "{\"base_model\":\"m\",\"dataset\":\"d\",\"model\":{\"num_classes\":null}}",
         "{\"base_model\":\"m\",\"dataset\":\"d\",\"model\":{\"num_classes\":1000000}}",
@@ -330,11 +356,55 @@ static const bad_case bad_cases[] = {
     /* peft */
     {BASE_EXAMPLE, "{\"peft\":3}", NULL, "invalid_type", "peft"},
     {BASE_EXAMPLE, "{\"peft\":{}}", NULL, "invalid_type", "peft"},
-    {BASE_EXAMPLE, "{\"peft\":\"lora\"}", NULL, "unsupported", "peft"},
-    {BASE_EXAMPLE, "{\"peft\":\"bitfit\"}", NULL, "unsupported", "peft"},
-    {BASE_EXAMPLE, "{\"peft\":\"difffit\"}", NULL, "unsupported", "peft"},
+    {BASE_EXAMPLE, "{\"peft\":[\"lora\"]}", NULL, "invalid_type", "peft"},
+    {BASE_EXAMPLE, "{\"peft\":true}", NULL, "invalid_type", "peft"},
     {BASE_EXAMPLE, "{\"peft\":\"qlora\"}", NULL, "invalid_value", "peft"},
     {BASE_EXAMPLE, "{\"peft\":\"\"}", NULL, "invalid_value", "peft"},
+    {BASE_EXAMPLE, "{\"peft\":\"none\"}", NULL, "invalid_value", "peft"}, /* null says it */
+    {BASE_EXAMPLE, "{\"peft\":\"LoRA\"}", NULL, "invalid_value", "peft"},
+    /* a peft adapts a base model: not with pretrain or forgetting_curve */
+    {BASE_PRETRAIN, "{\"peft\":\"lora\"}", NULL, "invalid_value", "peft"},
+    {BASE_PRETRAIN, "{\"peft\":\"bitfit\"}", NULL, "invalid_value", "peft"},
+    {BASE_EXAMPLE, "{\"method\":\"forgetting_curve\",\"peft\":\"difffit\",\"forgetting\":"
+     "{\"checkpoint\":\"job_1\"}}", NULL, "invalid_value", "peft"},
+    /* peft_options */
+    {BASE_EXAMPLE, "{\"peft_options\":[]}", NULL, "invalid_type", "peft_options"},
+    {BASE_EXAMPLE, "{\"peft_options\":null}", NULL, "invalid_type", "peft_options"},
+    {BASE_EXAMPLE, "{\"peft\":\"lora\",\"peft_options\":{\"r\":8}}", NULL, "unknown_field",
+     "peft_options.r"},
+    {BASE_EXAMPLE, "{\"peft_options\":{\"difffit_blocks\":\"14\"}}", NULL, "invalid_type",
+     "peft_options.difffit_blocks"},
+    {BASE_EXAMPLE, "{\"peft_options\":{\"difffit_blocks\":14.0}}", NULL, "invalid_type",
+     "peft_options.difffit_blocks"},
+    {BASE_EXAMPLE, "{\"peft_options\":{\"difffit_blocks\":0}}", NULL, "invalid_value",
+     "peft_options.difffit_blocks"},
+    {BASE_EXAMPLE, "{\"peft_options\":{\"difffit_blocks\":-1}}", NULL, "invalid_value",
+     "peft_options.difffit_blocks"},
+    {BASE_EXAMPLE, "{\"peft_options\":{\"difffit_blocks\":65}}", NULL, "invalid_value",
+     "peft_options.difffit_blocks"},
+    {BASE_EXAMPLE, "{\"peft_options\":{\"rank\":8.0}}", NULL, "invalid_type", "peft_options.rank"},
+    {BASE_EXAMPLE, "{\"peft_options\":{\"rank\":null}}", NULL, "invalid_type", "peft_options.rank"},
+    {BASE_EXAMPLE, "{\"peft_options\":{\"rank\":0}}", NULL, "invalid_value", "peft_options.rank"},
+    {BASE_EXAMPLE, "{\"peft_options\":{\"rank\":257}}", NULL, "invalid_value", "peft_options.rank"},
+    {BASE_EXAMPLE, "{\"peft_options\":{\"alpha\":\"16\"}}", NULL, "invalid_type",
+     "peft_options.alpha"},
+    {BASE_EXAMPLE, "{\"peft_options\":{\"alpha\":true}}", NULL, "invalid_type", "peft_options.alpha"},
+    {BASE_EXAMPLE, "{\"peft_options\":{\"alpha\":0}}", NULL, "invalid_value", "peft_options.alpha"},
+    {BASE_EXAMPLE, "{\"peft_options\":{\"alpha\":-8}}", NULL, "invalid_value", "peft_options.alpha"},
+    {BASE_EXAMPLE, "{\"peft_options\":{\"targets\":\"qkv\"}}", NULL, "invalid_type",
+     "peft_options.targets"},
+    {BASE_EXAMPLE, "{\"peft_options\":{\"targets\":null}}", NULL, "invalid_type",
+     "peft_options.targets"},
+    {BASE_EXAMPLE, "{\"peft_options\":{\"targets\":[\"qkv\",1]}}", NULL, "invalid_type",
+     "peft_options.targets"},
+    {BASE_EXAMPLE, "{\"peft_options\":{\"targets\":[]}}", NULL, "invalid_value",
+     "peft_options.targets"},
+    {BASE_EXAMPLE, "{\"peft_options\":{\"targets\":[\"qkv\",\"out\"]}}", NULL, "invalid_value",
+     "peft_options.targets"},
+    {BASE_EXAMPLE, "{\"peft_options\":{\"targets\":[\"QKV\"]}}", NULL, "invalid_value",
+     "peft_options.targets"},
+    {BASE_EXAMPLE, "{\"peft_options\":{\"targets\":[\"fc1\",\"proj\",\"fc1\"]}}", NULL,
+     "invalid_value", "peft_options.targets"},
     /* the sections themselves */
     {BASE_EXAMPLE, "{\"model\":[]}", NULL, "invalid_type", "model"},
     {BASE_EXAMPLE, "{\"model\":null}", NULL, "invalid_type", "model"},
@@ -908,9 +978,11 @@ static void test_canonical(void)
     CHECK(j != NULL, "spec_to_json");
     if (!j)
         return;
-    static const char *const top[] = {"base_model", "vae", "dataset", "method", "peft", "model",
-                                      "hyperparameters", "diff_tuning", "forgetting", "eval",
-                                      "checkpoint", "device", "priority", "webhook", NULL};
+    static const char *const top[] = {"base_model", "vae", "dataset", "method", "peft",
+                                      "peft_options", "model", "hyperparameters", "diff_tuning",
+                                      "forgetting", "eval", "checkpoint", "device", "priority",
+                                      "webhook", NULL};
+    static const char *const po[] = {"difffit_blocks", "rank", "alpha", "targets", NULL};
     static const char *const model[] = {"arch", "depth", "hidden_size", "num_heads", "patch_size",
                                         "image_size", "channels", "learn_sigma", "num_classes",
                                         NULL};
@@ -926,6 +998,7 @@ static void test_canonical(void)
     static const char *const ck[] = {"every", "keep", NULL};
     check_keys(j, top, "top");
     check_keys(json_object_get(j, "model"), model, "model");
+    check_keys(json_object_get(j, "peft_options"), po, "peft_options");
     check_keys(json_object_get(j, "hyperparameters"), hp, "hyperparameters");
     check_keys(json_object_get(j, "diff_tuning"), dt, "diff_tuning");
     check_keys(json_object_get(j, "forgetting"), fg, "forgetting");
@@ -935,7 +1008,12 @@ static void test_canonical(void)
     check_keys(json_object_get(j, "checkpoint"), ck, "checkpoint");
     CHECK(json_is_null(json_object_get(j, "base_model")), "empty base_model printed as null");
     CHECK(json_is_null(json_object_get(j, "vae")), "no vae printed as null");
-    CHECK(json_is_null(json_object_get(j, "peft")), "empty peft printed as null");
+    CHECK(json_is_null(json_object_get(j, "peft")), "no peft printed as null");
+    char *po_text = json_dumps(json_object_get(j, "peft_options"), JSON_COMPACT | JSON_PRESERVE_ORDER);
+    CHECK(po_text && !strcmp(po_text, "{\"difffit_blocks\":null,\"rank\":8,\"alpha\":8.0,"
+                                      "\"targets\":[\"qkv\",\"proj\",\"fc1\",\"fc2\"]}"),
+          "default peft_options: %s", po_text ? po_text : "(null)");
+    free(po_text);
     CHECK(json_is_null(json_object_get(j, "webhook")), "no webhook printed as null");
     CHECK(json_is_null(json_object_get(json_object_get(j, "model"), "num_classes")),
           "num_classes 0 printed as null");
@@ -1005,6 +1083,13 @@ static void test_round_trip(void)
         "{\"base_model\":\"m\",\"dataset\":\"d\",\"webhook\":{\"url\":\"https://h.example/x?y=1\","
         "\"events\":[\"error\",\"checkpoint\",\"status\"]}}",
         "{\"base_model\":\"mdl_1\",\"vae\":\"mdl_2\",\"dataset\":\"d\"}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"peft\":\"lora\",\"peft_options\":{\"rank\":4,"
+        "\"targets\":[\"fc2\",\"qkv\"]}}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"method\":\"full\",\"peft\":\"lora\","
+        "\"peft_options\":{\"rank\":16,\"alpha\":0.30000000000000004}}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"peft\":\"difffit\",\"peft_options\":"
+        "{\"difffit_blocks\":14},\"hyperparameters\":{\"learning_rate\":2e-4}}",
+        "{\"base_model\":\"m\",\"dataset\":\"d\",\"method\":\"full\",\"peft\":\"bitfit\"}",
     };
     for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
         dt_spec s;
@@ -1016,6 +1101,87 @@ static void test_round_trip(void)
         if (rc == 0)
             check_round_trip(&s, what);
     }
+}
+
+/* peft and peft_options: what they store, the defaults they resolve, the learning-rate default a
+ * peft brings, and their canonical form. */
+static void test_peft(void)
+{
+    dt_spec s;
+    dt_spec_error e;
+
+    /* a peft without a learning rate trains at the DiffFit rate; an explicit one is kept */
+    int rc = parse_str(&s, "{\"base_model\":\"m\",\"dataset\":\"d\",\"peft\":\"lora\"}", &e);
+    CHECK(rc == 0 && s.peft.kind == DT_PEFT_LORA, "lora: %s", e.message);
+    CHECK(s.hp.learning_rate == DT_PEFT_DIFFFIT_DEFAULT_LR && DT_PEFT_DIFFFIT_DEFAULT_LR == 1e-3,
+          "peft default learning rate %g", s.hp.learning_rate);
+    CHECK(s.peft.rank == 8 && s.peft.alpha == 8 && s.peft.targets == DT_LORA_ALL &&
+          s.peft.difffit_blocks == 0, "lora defaults");
+    /* the explicit rate wins whatever the key order of the request */
+    rc = parse_str(&s, "{\"hyperparameters\":{\"learning_rate\":3e-4},\"peft\":\"difffit\","
+                       "\"base_model\":\"m\",\"dataset\":\"d\"}", &e);
+    CHECK(rc == 0 && s.peft.kind == DT_PEFT_DIFFFIT && s.hp.learning_rate == 3e-4,
+          "explicit learning rate kept with a peft: %g %s", s.hp.learning_rate, e.message);
+    rc = parse_str(&s, "{\"base_model\":\"m\",\"dataset\":\"d\",\"peft\":\"bitfit\","
+                       "\"hyperparameters\":{\"learning_rate\":1e-4}}", &e);
+    CHECK(rc == 0 && s.peft.kind == DT_PEFT_BITFIT && s.hp.learning_rate == 1e-4,
+          "explicit 1e-4 kept with bitfit: %g", s.hp.learning_rate);
+    rc = parse_str(&s, "{\"base_model\":\"m\",\"dataset\":\"d\",\"peft\":null,"
+                       "\"hyperparameters\":{\"steps\":5}}", &e);
+    CHECK(rc == 0 && s.peft.kind == DT_PEFT_NONE && s.hp.learning_rate == 1e-4,
+          "no peft: the usual default %g", s.hp.learning_rate);
+
+    /* alpha: absent or null is the rank, whatever the rank; given, it is kept */
+    rc = parse_str(&s, "{\"base_model\":\"m\",\"dataset\":\"d\",\"peft\":\"lora\","
+                       "\"peft_options\":{\"rank\":4}}", &e);
+    CHECK(rc == 0 && s.peft.rank == 4 && s.peft.alpha == 4, "alpha defaults to rank 4: %g",
+          s.peft.alpha);
+    rc = parse_str(&s, "{\"base_model\":\"m\",\"dataset\":\"d\",\"peft\":\"lora\","
+                       "\"peft_options\":{\"alpha\":null,\"rank\":32}}", &e);
+    CHECK(rc == 0 && s.peft.rank == 32 && s.peft.alpha == 32, "null alpha is rank 32: %g",
+          s.peft.alpha);
+    rc = parse_str(&s, "{\"base_model\":\"m\",\"dataset\":\"d\",\"peft\":\"lora\","
+                       "\"peft_options\":{\"rank\":4,\"alpha\":16,\"targets\":[\"fc2\",\"qkv\"]}}", &e);
+    CHECK(rc == 0 && s.peft.rank == 4 && s.peft.alpha == 16 &&
+          s.peft.targets == (DT_LORA_QKV | DT_LORA_FC2), "rank 4, alpha 16, qkv+fc2: %s",
+          e.message);
+    json_t *j = spec_to_json(&s);
+    char *text = json_dumps(json_object_get(j, "peft_options"), JSON_COMPACT | JSON_PRESERVE_ORDER);
+    CHECK(text && !strcmp(text, "{\"difffit_blocks\":null,\"rank\":4,\"alpha\":16.0,"
+                                "\"targets\":[\"qkv\",\"fc2\"]}"),
+          "canonical peft_options (targets in block order): %s", text ? text : "(null)");
+    CHECK(!strcmp(json_string_value(json_object_get(j, "peft")), "lora"), "peft printed");
+    free(text);
+    json_decref(j);
+    for (int t = 0; t < 4; t++) {
+        static const char *const names[] = {"qkv", "proj", "fc1", "fc2"};
+        char doc[200];
+        snprintf(doc, sizeof doc, "{\"base_model\":\"m\",\"dataset\":\"d\",\"peft\":\"lora\","
+                 "\"peft_options\":{\"targets\":[\"%s\"]}}", names[t]);
+        rc = parse_str(&s, doc, &e);
+        CHECK(rc == 0 && s.peft.targets == (1u << t), "target %s is bit %d (%#x)", names[t], t,
+              s.peft.targets);
+    }
+    CHECK(DT_LORA_QKV == 1 && DT_LORA_PROJ == 2 && DT_LORA_FC1 == 4 && DT_LORA_FC2 == 8,
+          "target bits in block order");
+
+    /* difffit_blocks: null is auto (0), printed as null; a number is kept */
+    rc = parse_str(&s, "{\"base_model\":\"m\",\"dataset\":\"d\",\"peft\":\"difffit\","
+                       "\"method\":\"full\",\"peft_options\":{\"difffit_blocks\":14}}", &e);
+    CHECK(rc == 0 && s.peft.kind == DT_PEFT_DIFFFIT && s.method == DT_METHOD_FULL &&
+          s.peft.difffit_blocks == 14, "difffit_blocks 14: %s", e.message);
+    j = spec_to_json(&s);
+    CHECK(json_integer_value(json_object_get(json_object_get(j, "peft_options"),
+                                             "difffit_blocks")) == 14, "difffit_blocks printed");
+    json_decref(j);
+    rc = parse_str(&s, "{\"base_model\":\"m\",\"dataset\":\"d\",\"peft\":\"difffit\","
+                       "\"peft_options\":{\"difffit_blocks\":null}}", &e);
+    CHECK(rc == 0 && s.peft.difffit_blocks == 0, "difffit_blocks null is auto");
+
+    /* the peft's messages name the method that refused it */
+    rc = parse_str(&s, "{\"dataset\":\"d\",\"method\":\"pretrain\",\"peft\":\"lora\"}", &e);
+    check_error("pretrain with lora", rc, &e, "invalid_value", "peft");
+    CHECK(strstr(e.message, "pretrain") && strstr(e.message, "full"), "message: %s", e.message);
 }
 
 /* The webhook object: what it stores, its defaults, its canonical form and its length bound. */
@@ -1092,5 +1258,6 @@ int main(void)
     test_canonical();
     test_round_trip();
     test_webhook();
+    test_peft();
     return check_done("test_spec");
 }

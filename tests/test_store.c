@@ -159,8 +159,9 @@ static void test_create_get(dt_store *s) {
         double created = json_number_value(json_object_get(j, "created_at"));
         CHECK(json_is_real(json_object_get(j, "created_at")) && created >= before &&
               created <= before + 60, "created_at %f", created);
-        const char *nulls[] = {"started_at", "finished_at", "device", "progress", "error"};
-        for (int i = 0; i < 5; i++)
+        const char *nulls[] = {"started_at", "finished_at", "device", "progress", "error",
+                               "parameters"};
+        for (int i = 0; i < 6; i++)
             CHECK(json_is_null(json_object_get(j, nulls[i])), "%s is null", nulls[i]);
         CHECK(json_is_false(json_object_get(j, "cancel_requested")), "cancel_requested");
     }
@@ -194,6 +195,39 @@ static void test_create_get(dt_store *s) {
     o.max_attempts = 5;
     OK(store_job_create(s, spec, &o, id, NULL, err, E));
     CHECK(job_int(s, id, "max_attempts") == 5, "max_attempts option");
+
+    /* parameter counts: given, they are the job's "parameters" in get and list alike */
+    dt_job_create_opts counts = {.params_total = 675129632, .params_trainable = 1234567};
+    OK(store_job_create(s, spec, &counts, id, NULL, err, E));
+    OK(store_job_get(s, id, &j, err, E));
+    json_t *p = j ? json_object_get(j, "parameters") : NULL;
+    CHECK(p && json_integer_value(json_object_get(p, "total")) == 675129632 &&
+          json_integer_value(json_object_get(p, "trainable")) == 1234567 && json_object_size(p) == 2,
+          "parameters {total, trainable}");
+    json_decref(j);
+    char *text = NULL;
+    size_t len = 0;
+    OK(store_job_get_text(s, id, &text, &len, err, E));
+    CHECK(text && strstr(text, "\"parameters\":{\"total\":675129632,\"trainable\":1234567}"),
+          "parameters in the text form: %s", text ? text : "(null)");
+    free(text);
+    json_t *page = NULL;
+    OK(store_job_list(s, NULL, 1, NULL, &page, err, E));
+    json_t *first = page ? json_array_get(json_object_get(page, "data"), 0) : NULL;
+    CHECK(first && jeq(first, "id", id) &&
+          json_integer_value(json_object_get(json_object_get(first, "parameters"), "trainable")) ==
+              1234567, "parameters in the list");
+    json_decref(page);
+    dt_job_create_opts all = {.params_total = 10, .params_trainable = 10};
+    OK(store_job_create(s, spec, &all, id, NULL, err, E));
+    OK(store_job_get(s, id, &j, err, E));
+    CHECK(j && json_integer_value(json_object_get(json_object_get(j, "parameters"), "trainable")) == 10,
+          "trainable = total");
+    json_decref(j);
+    dt_job_create_opts more = {.params_total = 10, .params_trainable = 11};
+    EXPECT(store_job_create(s, spec, &more, id, NULL, err, E), DT_STORE_INVALID);
+    dt_job_create_opts negative = {.params_total = -1};
+    EXPECT(store_job_create(s, spec, &negative, id, NULL, err, E), DT_STORE_INVALID);
     json_decref(spec);
 }
 
@@ -1251,10 +1285,13 @@ static void test_keys_threads(const char *dir) {
     store_close(s);
 }
 
-/* Undoes migrations 6 (checkpoint pins) and 5 (key scopes) on a raw connection, for the tests
- * that rebuild an older schema. */
+/* Undoes migration 8 (job parameters), then 6 (checkpoint pins) and 5 (key scopes), on a raw
+ * connection, for the tests that rebuild an older schema. */
+#define UNDO_JOB_PARAMETERS \
+    "ALTER TABLE jobs DROP COLUMN params_total; ALTER TABLE jobs DROP COLUMN params_trainable;"
 #define UNDO_KEY_SCOPES \
-    "ALTER TABLE artifacts DROP COLUMN pinned;" \
+    UNDO_JOB_PARAMETERS \
+    " ALTER TABLE artifacts DROP COLUMN pinned;" \
     " DROP INDEX api_keys_active; DROP INDEX api_keys_by_created;" \
     " ALTER TABLE api_keys DROP COLUMN revoked_at; ALTER TABLE api_keys DROP COLUMN scope;"
 
@@ -1324,7 +1361,8 @@ static void test_migrate_class_counts(const char *dir) {
  * table is rebuilt for kind vae, and a VAE can then be stored. */
 static void test_migrate_model_kind_vae(const char *dir) {
     const char *to6 =
-        "CREATE TABLE models_old (id TEXT PRIMARY KEY, name TEXT NOT NULL, path TEXT NOT NULL,"
+        UNDO_JOB_PARAMETERS
+        " CREATE TABLE models_old (id TEXT PRIMARY KEY, name TEXT NOT NULL, path TEXT NOT NULL,"
         " config TEXT NOT NULL, source_job TEXT REFERENCES jobs(id) ON DELETE SET NULL,"
         " source_checkpoint TEXT, bytes INTEGER NOT NULL, sha256 TEXT, created_at REAL NOT NULL,"
         " kind TEXT NOT NULL DEFAULT 'dit' CHECK (kind IN ('dit', 'classifier'))) STRICT;"
@@ -1347,6 +1385,33 @@ static void test_migrate_model_kind_vae(const char *dir) {
     char id[DT_STORE_ID_MAX];
     OK(store_model_create(s, &v, id, err, E));
     json_decref(config);
+    store_close(s);
+}
+
+/* A job stored at schema 7, before parameter counts, reads back with "parameters": null once the
+ * store has migrated, and new jobs get theirs. */
+static void test_migrate_job_parameters(const char *dir) {
+    const char *to7 =
+        UNDO_JOB_PARAMETERS " PRAGMA user_version = 7;"
+        " INSERT INTO jobs (id, status, method, spec, max_attempts, attempt_budget, created_at)"
+        " VALUES ('job_000000000000000000000007', 'succeeded', 'full', '{\"method\":\"full\"}',"
+        " 3, 3, 1.0)";
+    dt_store *s = store_rewound(check_path(dir, "schema7.db"), to7, "back to schema 7");
+    if (!s) return;
+    json_t *j = NULL;
+    OK(store_job_get(s, "job_000000000000000000000007", &j, err, E));
+    CHECK(j && json_is_null(json_object_get(j, "parameters")) && jeq(j, "status", "succeeded"),
+          "an older job has parameters null");
+    json_decref(j);
+    json_t *spec = spec_for("full", 0, "auto", "/data/x", NULL);
+    dt_job_create_opts counts = {.params_total = 100, .params_trainable = 7};
+    char id[DT_STORE_ID_MAX];
+    OK(store_job_create(s, spec, &counts, id, NULL, err, E));
+    OK(store_job_get(s, id, &j, err, E));
+    CHECK(j && json_integer_value(json_object_get(json_object_get(j, "parameters"), "total")) == 100,
+          "a new job has its counts");
+    json_decref(j);
+    json_decref(spec);
     store_close(s);
 }
 
@@ -1587,6 +1652,7 @@ int main(void) {
     test_migrate_class_counts(dir);
     test_migrate_key_scopes(dir);
     test_migrate_model_kind_vae(dir);
+    test_migrate_job_parameters(dir);
     test_keys_threads(dir);
     test_threads(dir, 0);
     test_threads(dir, 1);

@@ -2,8 +2,10 @@
 // playwright-core, uses the web UI of a real `difftune serve` the way a person would. It uploads
 // a dataset (and a broken one), submits a tiny job through the form (after seeing a validation
 // error next to its field, with a double click that must make one job), watches it succeed live,
-// opens a sample, downloads a checkpoint and checks its sha256, promotes it to a model, cancels a
-// running job, compares two jobs, sees a failed job's error, shows the server-down banner, and
+// opens a sample, downloads a checkpoint and checks its sha256, promotes it to a model, fine-tunes
+// that model with LoRA through the form (the PEFT options appearing with their method, the server's
+// error next to the rank) and sees the method and trainable parameter count on the job and jobs
+// pages, promotes the adapter as it is and merged, cancels a running job, compares two jobs, sees a failed job's error, shows the server-down banner, and
 // last, once a key is made, asks for it and works with it (images and downloads included). Screenshots of each page at two widths go to $TMP/screenshots.
 //
 // env: URL (the server), TMP (the archives solid.tar and broken.tar; output), CHROMIUM, SRC,
@@ -210,6 +212,103 @@ await step('models page', async () => {
   await page.locator('tr[data-model]').first().waitFor();
   check('the promoted model is listed', /promoted from the UI/.test(await page.locator('section[data-page=models]').innerText()));
   await screenshot('models');
+});
+
+// ---- a PEFT job through the form: the options follow the choice; method and trainable counts shown
+// A count as the UI writes it ("1.2 M", "51 k"), and its trainable phrase, written out again here.
+const count = (n) => {
+  for (const [u, s] of [['B', 1e9], ['M', 1e6], ['k', 1e3]]) if (n >= s) return `${n / s < 10 ? Number((n / s).toFixed(1)) : Math.round(n / s)} ${u}`;
+  return String(n);
+};
+const trainableText = (p) => {
+  const pct = (100 * p.trainable) / p.total;
+  return `${count(p.trainable)} of ${count(p.total)} trainable (${pct >= 10 ? pct.toFixed(0) : pct >= 1 ? pct.toFixed(1) : Number(pct.toPrecision(2))}%)`;
+};
+let peftId = null;
+await step('peft job', async () => {
+  const base = (await api('GET', '/models')).body.data.find((m) => m.source_job === jobId);
+  await page.goto(BASE + '/#/new');
+  const form = page.locator('form#new-job');
+  await form.waitFor();
+  const shown = (path) => form.locator(`[data-field-for="${path}"]`).isVisible();
+  const lr = form.locator('[name="hyperparameters.learning_rate"]');
+  await form.locator('select[name=method]').selectOption('full');
+  check('no adapter options without a peft', !(await shown('peft_options.rank')) && !(await shown('peft_options.difffit_blocks')));
+  check('the learning rate starts at the server default', await lr.inputValue() === '0.0001', await lr.inputValue());
+  await form.locator('select[name=peft]').selectOption('difffit');
+  check('DiffFit shows its blocks, not LoRA\'s options', await shown('peft_options.difffit_blocks') && !(await shown('peft_options.rank')));
+  check('a peft moves a default learning rate to 1e-3', await lr.inputValue() === '0.001', await lr.inputValue());
+  await form.locator('select[name=peft]').selectOption('bitfit');
+  check('BitFit has no options', !(await shown('peft_options.difffit_blocks')) && !(await shown('peft_options.targets')));
+  await form.locator('select[name=peft]').selectOption('');
+  check('no peft: the learning rate default is back', await lr.inputValue() === '0.0001', await lr.inputValue());
+  await form.locator('select[name=method]').selectOption('pretrain');
+  check('pretrain offers no peft', !(await shown('peft')));
+  await form.locator('select[name=method]').selectOption('full');
+  await form.locator('select[name=peft]').selectOption('lora');
+  check('LoRA shows rank, alpha and the targets', await shown('peft_options.rank') && await shown('peft_options.alpha') &&
+        await shown('peft_options.targets') && !(await shown('peft_options.difffit_blocks')));
+  await form.locator('select[name=dataset]').selectOption(solid.id);
+  await form.locator('select[name=base_model]').selectOption(base.id);
+  await form.locator('[name="peft_options.rank"]').fill('64');
+  await form.locator('#f-peft-target-fc1').uncheck();
+  await form.locator('[name="hyperparameters.steps"]').fill('6');
+  await form.locator('[name="hyperparameters.batch_size"]').fill('4');
+  await form.locator('[name="eval.sample_every"]').fill('0');
+  await form.locator('[name="eval.fid_every"]').fill('0');
+  await form.locator('[name="checkpoint.every"]').fill('6');
+  await screenshot('new-job-peft');
+  await form.locator('button[type=submit]').click();
+  const slot = form.locator('[data-error-for="peft_options.rank"]');
+  await slot.waitFor({ state: 'visible' });
+  check('a rank the base model cannot hold is refused next to the rank', /rank/.test(await slot.innerText()), await slot.innerText());
+  await form.locator('[name="peft_options.rank"]').fill('4');
+  await form.locator('button[type=submit]').click();
+  await page.waitForURL(/#\/jobs\/job_/);
+  peftId = page.url().match(/#\/jobs\/(job_[0-9a-f]+)/)[1];
+  const job = (await api('GET', `/jobs/${peftId}`)).body;
+  check('the form sent the peft and its options', job.spec.peft === 'lora' && job.spec.peft_options.rank === 4 &&
+        job.spec.peft_options.targets.join() === 'qkv,proj,fc2' && job.spec.hyperparameters.learning_rate === 0.001,
+        JSON.stringify([job.spec.peft, job.spec.peft_options, job.spec.hyperparameters.learning_rate]));
+  check('fewer trainable parameters than the model has', job.parameters && job.parameters.trainable < job.parameters.total,
+        JSON.stringify(job.parameters));
+  const root = page.locator(`section[data-page=job][data-job="${peftId}"]`);
+  await root.locator('[data-field=status] [data-status=succeeded]').waitFor({ timeout: 120000 });
+  check('the job page shows the method with its peft', (await root.locator('[data-field=method]').innerText()).trim() === 'full + LoRA r4',
+        await root.locator('[data-field=method]').innerText());
+  check('the job page shows the trainable count', (await root.locator('[data-field=parameters]').innerText()).trim() === trainableText(job.parameters),
+        `${await root.locator('[data-field=parameters]').innerText()} vs ${trainableText(job.parameters)}`);
+  await screenshot('job-peft');
+
+  // promote the adapter as it is, and merged
+  const row = root.locator('tr[data-checkpoint]').last();
+  await row.waitFor();
+  const promoted = async (merged) => {
+    for (let i = 0; i < 50; i++) {
+      const ms = (await api('GET', '/models')).body.data.filter((m) => m.source_job === peftId && Boolean(m.config.peft) === !merged);
+      if (ms.length) return ms[0];
+      await page.waitForTimeout(100);
+    }
+    return null;
+  };
+  await row.locator('button[data-action=promote]').click();
+  const adapter = await promoted(false);
+  check('Promote keeps the LoRA adapter on its base', adapter && adapter.config.peft.kind === 'lora' && adapter.config.peft.base_model === base.id,
+        JSON.stringify(adapter?.config));
+  await row.locator('button[data-action=promote-merged]').click();
+  check('Promote merged makes a plain DiT', Boolean(await promoted(true)));
+
+  await page.goto(BASE + '/#/jobs');
+  const listed = page.locator(`tr[data-job="${peftId}"]`);
+  await listed.waitFor();
+  check('the jobs list shows the method with its peft', (await listed.locator('[data-field=method]').innerText()).trim() === 'full + LoRA r4');
+  check('the jobs list shows the trainable count', (await listed.locator('[data-field=parameters]').innerText()).trim() === trainableText(job.parameters));
+  check('a plain job shows all parameters trainable',
+        /^all [\d.]+( [kMB])? trainable$/.test((await page.locator(`tr[data-job="${jobId}"] [data-field=parameters]`).innerText()).trim()));
+  await page.goto(BASE + '/#/models');
+  await page.locator(`tr[data-model="${adapter.id}"]`).waitFor();
+  check('the models page says what the adapter is on',
+        /LoRA r4 adapter on/.test(await page.locator(`tr[data-model="${adapter.id}"]`).innerText()));
 });
 
 // ---- cancel a running job ------------------------------------------------------------------

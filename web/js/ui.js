@@ -56,6 +56,40 @@ export function fmtNum(x, digits = 4) {
   return Number(x.toPrecision(digits)).toString();
 }
 
+// A count with a unit and two significant digits or its whole part: "950", "51 k", "1.2 M", "33 M".
+export function fmtCount(n) {
+  if (n === null || n === undefined) return '—';
+  for (const [unit, size] of [['B', 1e9], ['M', 1e6], ['k', 1e3]]) {
+    if (Math.abs(n) >= size) {
+      const v = n / size;
+      return `${v < 10 ? Number(v.toFixed(1)) : Math.round(v)} ${unit}`;
+    }
+  }
+  return String(n);
+}
+
+// The parameter-efficient methods of a job spec's "peft".
+export const PEFT_NAMES = { difffit: 'DiffFit', bitfit: 'BitFit', lora: 'LoRA' };
+
+// A job's method with its peft: "diff_tuning + LoRA r8", "full + DiffFit", "pretrain".
+export function methodLabel(job) {
+  const peft = job?.spec?.peft;
+  if (!peft) return job?.method ?? '—';
+  const rank = peft === 'lora' && job.spec.peft_options?.rank ? ` r${job.spec.peft_options.rank}` : '';
+  return `${job.method} + ${PEFT_NAMES[peft] || peft}${rank}`;
+}
+
+// A job's "parameters" as a phrase: "1.2 M of 33 M trainable (3.6%)", "all 33 M trainable";
+// '' when the job has no counts (jobs created before they were recorded).
+export function fmtTrainable(p) {
+  if (!p || !p.total) return '';
+  if (p.trainable === p.total) return `all ${fmtCount(p.total)} trainable`;
+  if (!p.trainable) return `${fmtCount(p.total)}, none trainable`;
+  const pct = (100 * p.trainable) / p.total;
+  const shown = pct >= 10 ? pct.toFixed(0) : pct >= 1 ? pct.toFixed(1) : String(Number(pct.toPrecision(2)));
+  return `${fmtCount(p.trainable)} of ${fmtCount(p.total)} trainable (${shown}%)`;
+}
+
 export function fmtBytes(n) {
   if (n === null || n === undefined) return '—';
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];

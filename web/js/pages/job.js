@@ -7,7 +7,7 @@
 import { get, post, del, followEvents } from '../api.js';
 import {
   h, fill, statusBadge, progressBar, fmtInt, fmtNum, fmtBytes, fmtDuration, fmtTime, shortId,
-  errorBox, toast, section, lightbox, TERMINAL,
+  errorBox, toast, section, lightbox, methodLabel, fmtTrainable, TERMINAL,
 } from '../ui.js';
 import { lineChart } from '../chart.js';
 
@@ -42,6 +42,20 @@ function keptTags(reasons) {
       : r === 'newest' ? 'among the newest checkpoint.keep' : 'pinned: never deleted by retention';
     return [' ', h('span', { class: 'tag', 'data-kept': label, title }, label)];
   });
+}
+
+// What a job's peft trains: "rank 8, alpha 16 on qkv, proj, fc1, fc2" for LoRA, the DiffFit
+// blocks, BitFit's biases.
+function adapterText(spec) {
+  const o = spec.peft_options || {};
+  if (spec.peft === 'lora') {
+    return `LoRA rank ${o.rank}, alpha ${o.alpha} on ${(o.targets || []).join(', ')}; base weights frozen`;
+  }
+  if (spec.peft === 'difffit') {
+    return `DiffFit: gammas on the first ${o.difffit_blocks ?? 'half of the'} blocks, biases and the label table`;
+  }
+  if (spec.peft === 'bitfit') return 'BitFit: biases and the label table';
+  return spec.peft;
 }
 
 // "0–99" for bucket i of n over T timesteps.
@@ -344,7 +358,7 @@ class JobPage {
       ['EMA', hp.ema_decay], ['seed', hp.seed],
     ].filter(([, v]) => v !== undefined && v !== null);
     const facts = [
-      ['Method', h('span', { class: 'tag' }, job.method)],
+      ['Method', h('span', { class: 'tag', 'data-field': 'method' }, methodLabel(job))],
       ['Dataset', link('#/datasets', this.names.dataset, spec.dataset) || '—'],
       ['Base model', link('#/models', this.names.model, spec.base_model) ||
                      h('span', { class: 'muted' }, job.method === 'pretrain' ? 'none (from scratch)' : '—')],
@@ -354,6 +368,8 @@ class JobPage {
       ['Started', fmtTime(job.started_at)],
       ['Finished', fmtTime(job.finished_at)],
     ];
+    if (job.parameters) facts.splice(1, 0, ['Parameters', h('span', { 'data-field': 'parameters' }, fmtTrainable(job.parameters))]);
+    if (spec.peft) facts.splice(1, 0, ['Adapter', h('span', { 'data-field': 'adapter' }, adapterText(spec))]);
     // A forgetting curve trains nothing: its hyperparameters are unused defaults.
     if (job.method !== 'forgetting_curve') facts.push(['Hyperparameters', settings.map(([k, v]) => `${k} ${v}`).join(' · ')]);
     if (job.method === 'pretrain' && spec.model) {
@@ -577,7 +593,13 @@ class JobPage {
           h('div', { class: 'row' },
             h('a', { class: 'button small', 'data-action': 'download', href: c.url, download: c.name }, 'Download'),
             h('button', { type: 'button', class: 'small', 'data-action': 'promote',
-                          onclick: (e) => this.promote(c, e.currentTarget) }, 'Promote'),
+                          title: this.job.spec?.peft ? 'A model that holds this adapter, on the base model' : null,
+                          onclick: (e) => this.promote(c, e.currentTarget, false) }, 'Promote'),
+            this.job.spec?.peft
+              ? h('button', { type: 'button', class: 'small', 'data-action': 'promote-merged',
+                              title: 'A plain DiT: the adapter merged into the base model\'s weights',
+                              onclick: (e) => this.promote(c, e.currentTarget, true) }, 'Promote merged')
+              : null,
             h('button', { type: 'button', class: 'small', 'data-action': 'pin', 'aria-pressed': c.pinned ? 'true' : 'false',
                           title: c.pinned ? 'Let retention delete it when nothing else keeps it' : 'Keep it whatever retention says',
                           onclick: (e) => this.togglePin(c, e.currentTarget) }, c.pinned ? 'Unpin' : 'Pin'))))))));
@@ -602,14 +624,17 @@ class JobPage {
     }
   }
 
-  async promote(ckpt, button) {
-    const suggested = `${this.job.method} ${this.id.slice(-6)} step ${ckpt.step ?? ''}`.trim();
-    const name = prompt(`Name of the new model made from ${ckpt.name}:`, suggested);
+  // Promotes a checkpoint to a model; merge: a PEFT job's adapter merged into its base (a plain
+  // DiT that stands alone) rather than the adapter itself.
+  async promote(ckpt, button, merge) {
+    const suggested = `${methodLabel(this.job)} ${this.id.slice(-6)} step ${ckpt.step ?? ''}${merge ? ' merged' : ''}`.trim();
+    const name = prompt(`Name of the new model made from ${ckpt.name}${merge ? ' (merged)' : ''}:`, suggested);
     if (name === null) return;
     button.disabled = true;
     fill(this.el.checkpointMsg);
     try {
       const body = { job: this.id, checkpoint: ckpt.name };
+      if (merge) body.merge = true;
       if (name.trim()) body.name = name.trim();
       const model = await post('/models', body);
       toast(h('span', {}, 'Promoted to model ', h('strong', {}, model.name || model.id), ' · ',

@@ -1,9 +1,12 @@
-// pages/jobs.js — the jobs list (#/jobs, #/jobs?status=S): status, method, dataset, base model,
-// progress with ETA, latest loss and FID, refreshed every 2 seconds so new jobs and status
+// pages/jobs.js — the jobs list (#/jobs, #/jobs?status=S): status, method (with its peft and
+// the trainable parameter count), dataset, base model, progress with ETA, latest loss and FID, refreshed every 2 seconds so new jobs and status
 // changes appear by themselves. Rows can be picked for the compare page.
 
 import { get, getAll } from '../api.js';
-import { h, fill, errorBox, statusBadge, progressBar, fmtNum, fmtDuration, fmtAgo, shortId, STATUSES, TERMINAL, every } from '../ui.js';
+import {
+  h, fill, errorBox, statusBadge, progressBar, fmtNum, fmtDuration, fmtAgo, shortId, methodLabel, fmtTrainable,
+  STATUSES, TERMINAL, every,
+} from '../ui.js';
 
 const PAGE = 50;
 const REFRESH_MS = 2000;
@@ -97,7 +100,8 @@ export function render(main, _parts, query) {
       h('td', {}, h('a', { href: `#/jobs/${job.id}`, onclick: (e) => e.stopPropagation() }, shortId(job.id))),
       h('td', {}, statusBadge(job.status), job.cancel_requested && !TERMINAL.includes(job.status)
         ? h('span', { class: 'muted' }, ' cancelling') : null),
-      h('td', { class: 'hide-narrow' }, h('span', { class: 'tag' }, job.method)),
+      h('td', { class: 'hide-narrow' }, h('span', { class: 'tag', 'data-field': 'method' }, methodLabel(job)),
+        job.parameters ? h('div', { class: 'muted small', 'data-field': 'parameters' }, fmtTrainable(job.parameters)) : null),
       h('td', { class: 'hide-narrow' }, state.names.get(job.spec?.dataset) || shortId(job.spec?.dataset)),
       h('td', { class: 'hide-narrow' }, job.spec?.base_model ? state.names.get(job.spec.base_model) || shortId(job.spec.base_model) : h('span', { class: 'muted' }, 'none')),
       h('td', {}, progressBar(p.step, p.total_steps || job.spec?.hyperparameters?.steps, `${job.id} progress`),

@@ -98,6 +98,11 @@ function architecture(m) {
             shape(c.in_channels), c.num_classes != null && `${fmtInt(c.num_classes)} classes`];
     if (c.arch) bits.unshift(c.arch);
     if (c.layout === 'diffusers') bits.push('diffusers layout');
+    // a PEFT checkpoint promoted as it is: an adapter on its base model
+    if (c.peft) {
+      const name = { difffit: 'DiffFit', bitfit: 'BitFit', lora: `LoRA r${c.peft.rank}` }[c.peft.kind] || c.peft.kind;
+      bits.push(`${name} adapter on ${c.peft.base_model ? shortId(c.peft.base_model) : `a base (sha256 ${String(c.peft.base_sha256).slice(0, 12)})`}`);
+    }
   } else if (m.kind === 'vae') {
     bits = ['SD VAE', c.latent_channels != null && `${c.latent_channels} latent channels`,
             Array.isArray(c.block_out_channels) && `channels ${c.block_out_channels.join('/')}`,
@@ -126,6 +131,7 @@ function promoteForm(query, onPromoted) {
                     h('option', { value: '' }, 'Choose a job first'));
   const nameInput = h('input', { id: 'promote-name', name: 'name', type: 'text', maxlength: 200, autocomplete: 'off',
                                  placeholder: 'default: job and checkpoint' });
+  const mergeBox = h('input', { id: 'promote-merge', name: 'merge', type: 'checkbox' });
   const ckptHint = h('span', { class: 'hint' }, 'Older checkpoints are pruned as a job keeps training.');
   const jobHint = h('span', { class: 'hint' }, 'Succeeded jobs, newest first.');
   const submit = h('button', { type: 'submit', class: 'primary' }, 'Promote');
@@ -140,7 +146,12 @@ function promoteForm(query, onPromoted) {
     h('div', { class: 'fields' },
       field('Job', jobSel, jobHint),
       field('Checkpoint', ckptSel, ckptHint),
-      field('Name', nameInput, h('span', { class: 'hint' }, 'How the model is listed.'))),
+      field('Name', nameInput, h('span', { class: 'hint' }, 'How the model is listed.')),
+      h('div', { class: 'field', 'data-field-for': 'merge' },
+        h('label', { class: 'check' }, mergeBox, ' Merge'),
+        h('span', { class: 'hint' }, 'For a DiffFit, BitFit or LoRA job: store the plain DiT with the adapter merged into ' +
+          'the base model’s weights, instead of the adapter alone (which needs its base model kept).'),
+        h('p', { class: 'field-error', 'data-error-for': 'merge', hidden: true }))),
     h('div', { class: 'row form-actions' }, submit),
     status);
 
@@ -233,6 +244,7 @@ function promoteForm(query, onPromoted) {
     const body = { job: jobSel.value, checkpoint: ckptSel.value };
     const name = nameInput.value.trim();
     if (name) body.name = name;
+    if (mergeBox.checked) body.merge = true;
     submit.disabled = true;
     fill(status, h('p', { class: 'muted' }, 'Promoting… the server copies and checks the checkpoint.'));
     try {

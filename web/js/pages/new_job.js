@@ -2,7 +2,9 @@
 // The fields, their defaults, choices and hints come from the server's own OpenAPI document, so
 // the form never drifts from what the server accepts; the server validates, and its error is
 // shown next to the field its `param` names. One Idempotency-Key per form: a double submit, or a
-// retry after a lost answer, makes one job.
+// retry after a lost answer, makes one job. With full or diff_tuning a PEFT method (DiffFit,
+// BitFit, LoRA) can be chosen; its options appear with it, and the learning rate left at its
+// default follows the default of the choice (1e-3 with a peft, as the server's).
 
 import { get, getAll, post, newIdempotencyKey } from '../api.js';
 import { h, fill, errorBox, fmtInt } from '../ui.js';
@@ -27,6 +29,15 @@ const METHODS = [
   ['full', 'Full fine-tuning', 'Standard fine-tuning: every timestep trained on the new data alone.'],
   ['pretrain', 'Pretrain', 'Trains a new model from scratch (no base model), e.g. to make a base for later fine-tuning.'],
 ];
+
+const PEFTS = [
+  ['', 'None', 'Every parameter of the base model trains.'],
+  ['difffit', 'DiffFit', 'Trains scale factors (gammas) on the first blocks, every bias and the label table; the rest stays frozen.'],
+  ['bitfit', 'BitFit', 'Trains only the biases and the label table.'],
+  ['lora', 'LoRA', 'Trains low-rank matrices beside the chosen linears; the base weights stay frozen and the adapter can be merged into them.'],
+];
+const LORA_TARGETS = ['qkv', 'proj', 'fc1', 'fc2'];
+const PEFT_METHODS = ['full', 'diff_tuning'];
 
 const ACRONYMS = { fid: 'FID', ema: 'EMA', cfg: 'CFG', lr: 'LR' };
 const label = (name) => name.split('_').map((w, i) => ACRONYMS[w] || (i ? w : w[0].toUpperCase() + w.slice(1))).join(' ');
@@ -106,12 +117,35 @@ async function load(page, query) {
     h('option', { value: '' }, 'None: the model works on pixels'),
     vaes.map((m) => h('option', { value: m.id, selected: m.id === (query.get('vae') || spec.vae) },
       `${m.name} (${m.config?.latent_channels ?? '?'} latent channels, x${m.config?.downsample_factor ?? '?'})`)));
+  const peftSel = h('select', { id: 'f-peft', name: 'peft', 'data-type': 'string' },
+    PEFTS.map(([v, text]) => h('option', { value: v, selected: v === (spec.peft || '') }, v ? `${text} (${v})` : text)));
+  const peftHint = h('span', { class: 'hint' });
   const basics = h('fieldset', {}, h('legend', {}, 'What to train'), h('div', { class: 'fields' },
-    wrap('method', 'Method', methodSel, methodHint), wrap('dataset', 'Dataset', datasetSel,
+    wrap('method', 'Method', methodSel, methodHint),
+    wrap('peft', 'Parameter-efficient', peftSel, peftHint), wrap('dataset', 'Dataset', datasetSel,
       h('a', { href: '#/datasets' }, 'Upload a dataset')),
     wrap('base_model', 'Base model', modelSel, h('a', { href: '#/models' }, 'Models')),
     wrap('vae', 'VAE (latent models)', vaeSel, h('span', { class: 'hint' },
       'for a DiT with 4 input channels: the SD VAE it was trained with'))));
+
+  // The peft's options: DiffFit's blocks; LoRA's rank, alpha and target linears (checkboxes,
+  // sent as the targets array).
+  const peftProps = schemas.PeftSettings.properties;
+  const peftField = (name) => field(`peft_options.${name}`, peftProps[name], valueOf(`peft_options.${name}`, peftProps[name]));
+  const chosenTargets = spec.peft_options?.targets || peftProps.targets.default || LORA_TARGETS;
+  const targetBoxes = LORA_TARGETS.map((t) => h('input', { type: 'checkbox', id: `f-peft-target-${t}`, 'data-target': t,
+                                                           checked: chosenTargets.includes(t) }));
+  const targetsField = h('div', { class: 'field', 'data-field-for': 'peft_options.targets', 'data-peft': 'lora' },
+    h('span', { class: 'field-label', id: 'f-peft-targets-label' }, 'Targets'),
+    h('div', { class: 'checks', role: 'group', 'aria-labelledby': 'f-peft-targets-label' },
+      targetBoxes.map((box) => h('label', { for: box.id }, box, ' ', box.dataset.target))),
+    h('span', { class: 'hint' }, peftProps.targets.description),
+    h('p', { class: 'field-error', 'data-error-for': 'peft_options.targets', id: 'f-peft-targets-error', hidden: true }));
+  const forPeft = (el, peft) => { el.dataset.peft = peft; return el; };
+  const peftBox = h('fieldset', { 'data-section': 'peft_options' }, h('legend', {}, 'Adapter'),
+    h('div', { class: 'fields' },
+      forPeft(peftField('difffit_blocks'), 'difffit'), forPeft(peftField('rank'), 'lora'),
+      forPeft(peftField('alpha'), 'lora'), targetsField));
 
   const sections = [];
   const advanced = h('div', { class: 'fields' });
@@ -133,15 +167,37 @@ async function load(page, query) {
 
   const formError = h('div', { 'data-form-error': '' });
   const submit = h('button', { type: 'submit', class: 'primary' }, 'Create job');
-  const form = h('form', { id: 'new-job', novalidate: true }, basics, sections.map((x) => x.box),
+  const form = h('form', { id: 'new-job', novalidate: true }, basics, peftBox, sections.map((x) => x.box),
     h('details', { id: 'advanced' }, h('summary', {}, 'Advanced settings'), advanced),
     formError, h('div', { class: 'row' }, submit,
       h('span', { class: 'muted' }, 'Settings left at their defaults are sent as shown.')));
 
-  // Shows the sections and fields that apply to the chosen method and architecture.
+  // The learning rate's default with and without a peft (the server's, from its document).
+  const lrProp = schemas.Hyperparameters.properties.learning_rate;
+  const lrDefault = (peft) => (peft ? lrProp['x-peft-default'] ?? 1e-3 : lrProp.default);
+  let lastPeft = null;
+
+  // Shows the sections and fields that apply to the chosen method, peft and architecture.
   const sync = () => {
     const m = methodSel.value;
     methodHint.textContent = METHODS.find(([v]) => v === m)[2];
+    const peftOn = PEFT_METHODS.includes(m);
+    peftSel.disabled = !peftOn;
+    peftSel.closest('.field').hidden = !peftOn;
+    const peft = peftOn ? peftSel.value : '';
+    peftHint.textContent = PEFTS.find(([v]) => v === peft)[2];
+    peftBox.hidden = !peft || peft === 'bitfit';
+    for (const f of peftBox.querySelectorAll('[data-peft]')) {
+      const on = f.dataset.peft === peft;
+      f.hidden = !on;
+      for (const el of f.querySelectorAll('input, select')) el.disabled = !on;
+    }
+    // a learning rate still at the old choice's default moves to the new one's
+    const lr = form.elements['hyperparameters.learning_rate'];
+    if (lastPeft !== null && Boolean(lastPeft) !== Boolean(peft) && lr && Number(lr.value) === lrDefault(lastPeft)) {
+      lr.value = String(lrDefault(peft));
+    }
+    lastPeft = peft;
     for (const { s, box } of sections) {
       const on = !s.when || s.when(m);
       box.hidden = !on;
@@ -175,6 +231,10 @@ async function load(page, query) {
       let o = body;
       for (const k of path.slice(0, -1)) o = o[k] ??= {};
       o[path.at(-1)] = v;
+    }
+    if (body.peft === 'lora') {
+      body.peft_options ??= {};
+      body.peft_options.targets = targetBoxes.filter((b) => b.checked).map((b) => b.dataset.target);
     }
     submit.disabled = true;
     submit.textContent = 'Creating…';
