@@ -12,7 +12,9 @@
 # 32x32x4 latents, 1000 classes) bf16 at batch 32, bf16 at the largest batch that fits, fp32 at
 # batch 32, then (SD VAE) bench_vae encode/decode images/s at 128-512 px and the bf16 step with
 # the batch encoded on the fly by the VAE; 5. the PyTorch reference train step (eager); 6. bench_gpu_sample DDIM-50 and DDPM-250
-# with CFG 4; 7. the PyTorch reference sampling (eager); 8. last, the PyTorch train step under
+# with CFG 4; 7. the PyTorch reference sampling (eager); 7b. bench_peft (bf16: full fine-tuning
+# at batch 32 and PEFT_BATCH, DiffFit, BitFit and LoRA rank 8 at PEFT_BATCH; step time and memory
+# of each, about 3 minutes); 8. last, the PyTorch train step under
 # torch.compile (it may take minutes to compile, so it gets what is left of the budget).
 #
 # Each step runs under `timeout`, a failure does not stop the next one, and the whole run keeps to
@@ -21,7 +23,7 @@
 # (copied to $OUT/results too), with a combined bench/results/gpu_summary.json and a table at the
 # end. Exit status 0 when no step failed or timed out. Settings (environment): BUDGET (s, default
 # 510), BUILD (build-gpu), DEVICE (cuda:0), ARCH (DiT-XL/2), IMAGE (32), BATCH (32), TRAIN_STEPS
-# (20), MAX_BATCH_CAP (4096), INCEPTION_BATCH (64), VAE_BATCH (16), RESULTS (bench/results), PYTHON (python3),
+# (20), PEFT_BATCH (64), MAX_BATCH_CAP (4096), INCEPTION_BATCH (64), VAE_BATCH (16), RESULTS (bench/results), PYTHON (python3),
 # NO_BUILD=1 (reuse the build). A dry run on a CPU (toy sizes, results kept out of the tree):
 #   NO_BUILD=1 BUILD=build DEVICE=cpu ARCH=DiT-S/8 IMAGE=16 BATCH=2 TRAIN_STEPS=2 MAX_BATCH_CAP=8 \
 #     INCEPTION_BATCH=2 bench/gpu_bench.sh
@@ -37,6 +39,7 @@ IMAGE=${IMAGE:-32}
 BATCH=${BATCH:-32}
 MAX_BATCH_CAP=${MAX_BATCH_CAP:-4096}
 TRAIN_STEPS=${TRAIN_STEPS:-20}
+PEFT_BATCH=${PEFT_BATCH:-64}
 INCEPTION_BATCH=${INCEPTION_BATCH:-64}
 VAE_BATCH=${VAE_BATCH:-16}
 PYTHON=${PYTHON:-python3}
@@ -121,7 +124,7 @@ main() {
     grep -q "CUDA backend ON" "$LOGDIR/configure.log" ||
       echo "WARNING: the configure log does not say 'CUDA backend ON': the benchmarks will not find cuda:0"
     run_step build 300 - cmake --build "$BUILD" -j"$(nproc)" --target bench_gpu_train bench_gpu_sample \
-      bench_inception bench_vae gen_vae
+      bench_inception bench_vae bench_peft gen_vae
     if [ $gpu_tests = ON ]; then
       run_step build_gpu_tests 180 - cmake --build "$BUILD" -j"$(nproc)" --target test_backend_vs_cpu \
         test_inception_gpu test_vae_gpu gen_vae
@@ -225,6 +228,20 @@ main() {
     skip_step torch_sample "no torch"
   fi
 
+  # ---- parameter-efficient fine-tuning: full at batch 32 and at PEFT_BATCH, each peft at
+  # PEFT_BATCH (the reference trains DiffFit at 64 and full fine-tuning at 32) ----
+  local peft_bin="$BUILD/bench/bench_peft" run m b
+  if [ -x "$peft_bin" ]; then
+    for run in "none:$BATCH" "none:$PEFT_BATCH" "difffit:$PEFT_BATCH" "bitfit:$PEFT_BATCH" "lora:$PEFT_BATCH"; do
+      m=${run%%:*} b=${run##*:}
+      j=$RESULTS/gpu_peft_${TAG}_${m}_bs${b}_bf16.json
+      run_step "peft_${m}_bs$b" 90 "$j" "$peft_bin" --device "$DEVICE" --precision bf16 "${MODEL[@]}" \
+        --batch "$b" --peft "$m" --rank 8 --steps 10 --warmup 3 --json "$j"
+    done
+  else
+    skip_step peft "no $peft_bin"
+  fi
+
   # ---- last: torch.compile, with whatever time is left ----
   if [ $have_torch = 1 ] && (( BUDGET - $(elapsed) < 100 )); then
     skip_step torch_train_compile "only $(( BUDGET - $(elapsed) ))s left: too little to compile"
@@ -275,6 +292,7 @@ for r in records:
         print(f"  {r.get('impl', '?'):<7} {r.get('benchmark', '?'):<8} error: {str(r['error'])[:80]}")
         continue
     what = (f"{r.get('step_ms_median', 0):.1f} ms/step" if r.get("benchmark") == "train"
+            else f"{r.get('peft', '?')} {r.get('step_ms_median', 0):.0f} ms" if r.get("benchmark") == "peft"
             else f"features {r.get('device', '?')}" if r.get("benchmark") == "inception"
             else f"{r.get('sampler', '?')}-{r.get('sampling_steps', '?')}")
     impl = r.get("impl", "?") + ("+c" if r.get("compile") else "")
