@@ -168,8 +168,11 @@ static int peft_open(peft_state *s, const peft_opts *o, const dit_config *c, int
         bench_init_params(&s->m, s->params, 1);
     }
     be->copy(be, s->ema, s->params, P * f);
-    return be->sync(be) ? (snprintf(err, errlen, "setup failed on %s: %s", be->name,
-                                    be->last_error(be)), -1) : 0;
+    if (be->sync(be)) {
+        snprintf(err, errlen, "setup failed on %s: %s", be->name, be->last_error(be));
+        return -1;
+    }
+    return 0;
 oom:
     snprintf(err, errlen, "out of memory: %.2f GiB held when the next buffer was refused on %s",
              bench_mem.cur / 1073741824.0, be->name);

@@ -14,7 +14,7 @@
 # the batch encoded on the fly by the VAE; 5. the PyTorch reference train step (eager); 6. bench_gpu_sample DDIM-50 and DDPM-250
 # with CFG 4; 7. the PyTorch reference sampling (eager); 7b. bench_peft (bf16: full fine-tuning
 # at batch 32 and PEFT_BATCH, DiffFit, BitFit and LoRA rank 8 at PEFT_BATCH; step time and memory
-# of each, about 3 minutes); 8. last, the PyTorch train step under
+# of each, 90 s at most each); 8. last, the PyTorch train step under
 # torch.compile (it may take minutes to compile, so it gets what is left of the budget).
 #
 # Each step runs under `timeout`, a failure does not stop the next one, and the whole run keeps to

@@ -56,6 +56,7 @@ DT=$ROOT/$BUILD/difftune
 command -v jq >/dev/null || { echo "peft_quality.sh needs jq" >&2; exit 1; }
 case $OUT_JSON in /*) ;; *) OUT_JSON=$ROOT/$OUT_JSON ;; esac
 
+case $WORK in /|/tmp|/tmp/|"$HOME"|"$HOME"/|"") echo "WORK=$WORK: give a directory of its own (it is emptied)" >&2; exit 2 ;; esac
 rm -rf "$WORK" && mkdir -p "$WORK/runs" || exit 1
 START=$(date +%s.%N)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
