@@ -73,14 +73,6 @@ static void peft_close(peft_state *s) {
     memset(s, 0, sizeof *s);
 }
 
-/* The "--peft" name as a kind; -1 when unknown. */
-static int peft_kind_parse(const char *name) {
-    const char *names[] = {"none", "difffit", "bitfit", "lora"};
-    for (int k = 0; k < 4; k++)
-        if (!strcmp(name, names[k])) return k;
-    return -1;
-}
-
 /* The starting trainable block of an adapted model, written on the backend: replaced tensors
  * copied from the (random) base, gammas 1 + N(0, 1e-3), LoRA A uniform in +-1/sqrt(in), LoRA B
  * N(0, 1e-3) (non-zero, so the LoRA branch's products are real work). Only the compact block
@@ -306,7 +298,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--json")) o.json_path = v;
         else { fprintf(stderr, "unknown option %s\n", a); peft_usage(); return 2; }
     }
-    const int kind = peft_kind_parse(o.peft);
+    const int kind = spec_peft_kind(o.peft);
     if (kind < 0) { fprintf(stderr, "unknown --peft %s\n", o.peft); peft_usage(); return 2; }
     if (o.steps < 1 || o.warmup < 0 || o.batch < 1) { peft_usage(); return 2; }
     dit_config c;

@@ -10,16 +10,11 @@
 
 #include "rng.h"
 
-static const char *const peft_targets[PEFT_LORA_TARGETS] = {"qkv", "proj", "fc1", "fc2"};
 static const char *const peft_target_layers[PEFT_LORA_TARGETS] = {"attn.qkv", "attn.proj",
                                                                   "mlp.fc1", "mlp.fc2"};
 /* (out, in) of each target as multiples of the hidden size */
 static const int peft_target_out[PEFT_LORA_TARGETS] = {3, 1, 4, 1};
 static const int peft_target_in[PEFT_LORA_TARGETS] = {1, 1, 1, 4};
-
-const char *peft_target_name(int t) {
-    return t >= 0 && t < PEFT_LORA_TARGETS ? peft_targets[t] : "?";
-}
 
 /* Appends one tensor (or only counts when ad->t is NULL). */
 static void peft_add(dit_adapter *ad, const char *name, int ndim, int64_t d0, int64_t d1,
@@ -278,7 +273,8 @@ void peft_merge_host(const dit_adapter *ad, const dit_model *m, const float *bas
 char *peft_config_json(const dt_peft_config *pc) {
     json_t *targets = json_array();
     for (int t = 0; t < PEFT_LORA_TARGETS; t++)
-        if (pc->targets & (1u << t)) json_array_append_new(targets, json_string(peft_targets[t]));
+        if (pc->targets & (1u << t))
+            json_array_append_new(targets, json_string(spec_lora_target_name(t)));
     json_t *o = json_pack("{s:s, s:i, s:f, s:o, s:i}", "kind", spec_peft_name(pc->kind), "rank",
                           pc->rank, "alpha", pc->alpha, "targets", targets, "difffit_blocks",
                           pc->difffit_blocks);
@@ -299,14 +295,13 @@ int peft_config_parse(const char *text, dt_peft_config *pc, char *err, size_t er
         snprintf(err, errlen, "the peft metadata is not a valid adapter description");
         goto done;
     }
-    static const dt_peft_kind kinds[] = {DT_PEFT_DIFFFIT, DT_PEFT_BITFIT, DT_PEFT_LORA};
-    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
-        if (!strcmp(kind, spec_peft_name(kinds[k]))) pc->kind = kinds[k];
+    const int k = spec_peft_kind(kind);
+    pc->kind = k > 0 ? (dt_peft_kind)k : DT_PEFT_NONE; /* "none" is no adapter either */
     size_t i;
     json_t *v;
     json_array_foreach(targets, i, v) {
         for (int t = 0; t < PEFT_LORA_TARGETS; t++)
-            if (json_is_string(v) && !strcmp(json_string_value(v), peft_targets[t]))
+            if (json_is_string(v) && !strcmp(json_string_value(v), spec_lora_target_name(t)))
                 pc->targets |= 1u << t;
     }
     if (pc->kind == DT_PEFT_NONE) {

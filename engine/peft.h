@@ -102,7 +102,5 @@ const peft_tensor *peft_find(const dit_adapter *ad, const char *name);
  * or -1 with a message. */
 char *peft_config_json(const dt_peft_config *pc);
 int peft_config_parse(const char *json, dt_peft_config *pc, char *err, size_t errlen);
-/* "qkv" | "proj" | "fc1" | "fc2" for target t (0..3). */
-const char *peft_target_name(int t);
 
 #endif

@@ -288,6 +288,14 @@ const char *spec_peft_name(dt_peft_kind k)
     return "unknown";
 }
 
+int spec_peft_kind(const char *name)
+{
+    for (size_t k = 0; k < sizeof spec_peft_names / sizeof spec_peft_names[0]; k++)
+        if (!strcmp(name, spec_peft_names[k]))
+            return (int)k;
+    return -1;
+}
+
 /* "peft": null (none) or a method name ("none" itself is not a value: null says it). A peft
  * changes the learning-rate default: hyperparameters come later in table order, so an explicit
  * learning_rate still wins. */
@@ -319,6 +327,11 @@ static json_t *spec_emit_peft(const dt_spec *s)
 
 /* peft_options.targets: a non-empty array of distinct target names, stored as bits. */
 static const char *const spec_lora_target_names[] = {"qkv", "proj", "fc1", "fc2", NULL};
+
+const char *spec_lora_target_name(int t)
+{
+    return t >= 0 && t < 4 ? spec_lora_target_names[t] : NULL;
+}
 
 static int spec_parse_targets(dt_spec *s, json_t *v, const char *path, dt_spec_error *e)
 {

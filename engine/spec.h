@@ -159,6 +159,11 @@ json_t *spec_to_json(const dt_spec *s);
 const char *spec_method_name(dt_method m);
 /* "none" | "difffit" | "bitfit" | "lora" */
 const char *spec_peft_name(dt_peft_kind k);
+/* The kind spec_peft_name calls name, or -1 for any other string. */
+int spec_peft_kind(const char *name);
+/* "qkv" | "proj" | "fc1" | "fc2": the LoRA target of bit (1 << t) of dt_peft_config.targets;
+ * NULL for t outside 0..3. */
+const char *spec_lora_target_name(int t);
 /* The event types a webhook may ask for (the SSE types: status, progress, sample, metric,
  * checkpoint, log, error), NULL-terminated; bit i of dt_spec.webhook.events is the i-th. */
 extern const char *const spec_webhook_event_names[];
