@@ -27,15 +27,13 @@ void bank_settings_from_spec(dt_bank_settings *s, const dt_spec *spec) {
     s->latent = spec->vae[0] != '\0';
 }
 
-int bank_key(const char *base_model_path, const dt_bank_settings *s, char key[65], char *err, size_t errlen) {
-    char model_hash[65], text[256];
-    if (fs_sha256_file(base_model_path, model_hash, err, errlen)) return -1;
+void bank_key(const char *base_sha256, const dt_bank_settings *s, char key[65]) {
+    char text[256];
     /* chunk only changes how the work is split, not the images, so it is not part of the key */
-    snprintf(text, sizeof text, "%s|n=%d|steps=%d|sampler=%s|cfg=%.6g|seed=%llu|%s", model_hash,
+    snprintf(text, sizeof text, "%s|n=%d|steps=%d|sampler=%s|cfg=%.6g|seed=%llu|%s", base_sha256,
              s->size, s->steps, s->ddim ? "ddim" : "ddpm", s->cfg, (unsigned long long)BANK_SEED,
              s->latent ? "clip_x0=0|store=latents" : "clip_x0=1");
     fs_sha256_hex(text, strlen(text), key);
-    return 0;
 }
 
 static int bank_read(dt_bank *bank, const char *path, const dt_bank_settings *s,

@@ -28,8 +28,9 @@ typedef struct {
 
 /* Settings from a spec (chunk = min(batch_size, size), at least 1). */
 void bank_settings_from_spec(dt_bank_settings *s, const dt_spec *spec);
-/* The cache key (64 hex + NUL) for a base model file and settings. */
-int bank_key(const char *base_model_path, const dt_bank_settings *s, char key[65], char *err, size_t errlen);
+/* The cache key (64 hex + NUL) for the base model file of sha256 base_sha256 (fs_sha256_file)
+ * and settings. */
+void bank_key(const char *base_sha256, const dt_bank_settings *s, char key[65]);
 
 /* Loads ROOT/key/bank.safetensors into bank when present (*reused = 1); otherwise samples it with
  * the weights at params (backend memory, the base model's EMA weights), emitting "progress"

@@ -89,6 +89,7 @@ typedef struct {
     int pixel_size;             /* the images' side: image_size x the VAE's downsampling */
     dt_latents lat;             /* the dataset's latents; lat.mean NULL until read or encoded */
     char lat_key[65], vae_sha[65];
+    char base_sha[65];          /* sha256 of the base model file; "" until train_base_sha */
     int lat_reused;             /* 1: read from the cache at setup; 0: train_latents encodes */
     int keep_pixels;            /* the dataset's images stay loaded (evaluation references) */
     dt_latent_decoder dec;      /* sample grids and evaluation samples */
@@ -405,6 +406,17 @@ static int train_latent_data(trainer *tr, const dit_config *cfg, char *err, size
     return 0;
 }
 
+/* The sha256 of the base model file, hashed once however many parts of the job need it (the
+ * knowledge bank's key, a PEFT checkpoint's base reference). Returns it, or NULL with a
+ * message. */
+static const char *train_base_sha(trainer *tr, char *err, size_t errlen) {
+    if (!tr->base_sha[0] && fs_sha256_file(tr->spec->base_model, tr->base_sha, err, errlen)) {
+        tr->base_sha[0] = '\0';
+        return NULL;
+    }
+    return tr->base_sha;
+}
+
 /* The adapter of a PEFT job (spec peft) on the model, with its base model's reference (absolute
  * path and sha256, recorded in every checkpoint). Returns 0 or -1 with a message (bad options,
  * or the base model cannot be read). */
@@ -420,7 +432,9 @@ static int train_adapter(trainer *tr, char *err, size_t errlen) {
         snprintf(err, errlen, "base model %s: %s", s->base_model, strerror(errno));
         return -1;
     }
-    if (fs_sha256_file(tr->ad.base_path, tr->ad.base_sha256, err, errlen)) return -1;
+    const char *sha = train_base_sha(tr, err, errlen);
+    if (!sha) return -1;
+    snprintf(tr->ad.base_sha256, sizeof tr->ad.base_sha256, "%s", sha);
     tr->m.ad = &tr->ad;
     tr->P_t = tr->ad.num_floats;
     return 0;
@@ -947,7 +961,9 @@ static int train_bank(trainer *tr, char *err, size_t errlen) {
     dt_bank_settings bs;
     char key[65];
     bank_settings_from_spec(&bs, tr->spec);
-    if (bank_key(tr->spec->base_model, &bs, key, err, errlen)) return -1;
+    const char *sha = train_base_sha(tr, err, errlen);
+    if (!sha) return -1;
+    bank_key(sha, &bs, key);
     events_emit(tr->ev, "progress", json_pack("{s:s, s:i, s:i}", "phase", "knowledge_bank", "step", 0,
                                               "total_steps", bs.size));
     int reused = 0;
