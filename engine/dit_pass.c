@@ -38,11 +38,10 @@ static dit_layer_acts dit_layer(const dit_acts *a, const dit_config *c, int l, i
     v.h1 = a->h1 + k * 4 * BND;
     v.h1g = a->h1g + k * 4 * BND;
     v.h2 = a->h2 + k * BND;
-    if (a->qkv_raw && (size_t)l < (a->training ? a->gamma_layers : (size_t)DIT_MAX_DEPTH)) {
-        const size_t g = a->training ? (size_t)l : 0;
-        v.qkv_raw = a->qkv_raw + g * 3 * BND;
-        v.proj_raw = a->proj_raw + g * BND;
-        v.h2_raw = a->h2_raw + g * BND;
+    if (a->qkv_raw && k < a->gamma_layers) { /* DiffFit's first blocks (all share k 0 at inference) */
+        v.qkv_raw = a->qkv_raw + k * 3 * BND;
+        v.proj_raw = a->proj_raw + k * BND;
+        v.h2_raw = a->h2_raw + k * BND;
     } else {
         v.qkv_raw = v.proj_raw = v.h2_raw = NULL;
     }
