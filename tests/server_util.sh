@@ -8,6 +8,9 @@
 #   expect_status CODE WHAT              checks the last status
 #   expect_error STATUS CODE PARAM WHAT  checks status, error.code, error.param ("-" = none) and X-Request-Id
 #   wait_status JOB STATUS [SECONDS]     polls GET /jobs/JOB until it has STATUS
+#   submit JSON                          POST /jobs, expects 201; sets JOB
+#   upload_domains                       synthetic solid and outline sets (3 classes x 8, 8 px)
+#                                        uploaded as datasets; sets SOLID and OUTLINE
 #   (check, ok, bad and finish come from check_util.sh)
 source "$(dirname "${BASH_SOURCE[0]}")/check_util.sh"
 command -v curl >/dev/null || { echo "curl is required (deploy/install-deps.sh installs it)" >&2; exit 1; }
@@ -51,6 +54,22 @@ http() {
 }
 
 jb() { jq -r "$1" "$TMP/body" 2>/dev/null; }
+
+submit() {
+  http POST /jobs -H 'Content-Type: application/json' -d "$1"
+  expect_status 201 "submit $(echo "$1" | tr -s ' \n' ' ' | head -c 200)"
+  JOB=$(jb .id)
+}
+
+upload_domains() {
+  "$BIN" dataset synth --style solid --classes 3 --per-class 8 --size 8 --out "$TMP/solid" >/dev/null || bad "synth"
+  "$BIN" dataset synth --style outline --classes 3 --per-class 8 --size 8 --out "$TMP/outline" >/dev/null || bad "synth"
+  tar -C "$TMP" -cf "$TMP/solid.tar" solid && tar -C "$TMP" -cf "$TMP/outline.tar" outline
+  http POST "/datasets?name=solid" --data-binary "@$TMP/solid.tar" -H 'Content-Type: application/x-tar'
+  expect_status 201 "upload solid"; SOLID=$(jb .id)
+  http POST "/datasets?name=outline" --data-binary "@$TMP/outline.tar" -H 'Content-Type: application/x-tar'
+  expect_status 201 "upload outline"; OUTLINE=$(jb .id)
+}
 
 expect_status() {
   if [ "$CODE" = "$1" ]; then ok; else bad "$2: status $CODE, expected $1: $(head -c 300 "$TMP/body")"; fi

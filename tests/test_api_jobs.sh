@@ -10,20 +10,9 @@ rm -rf "$TMP" && mkdir -p "$TMP"
 DATA="$TMP/data"
 serve_start "$DATA" --devices cpu --slots-per-device 1 --cancel-grace 5
 
-"$BIN" dataset synth --style solid --classes 3 --per-class 8 --size 8 --out "$TMP/solid" >/dev/null || bad "synth"
-"$BIN" dataset synth --style outline --classes 3 --per-class 8 --size 8 --out "$TMP/outline" >/dev/null || bad "synth"
-tar -C "$TMP" -cf "$TMP/solid.tar" solid && tar -C "$TMP" -cf "$TMP/outline.tar" outline
-http POST "/datasets?name=solid" --data-binary "@$TMP/solid.tar" -H 'Content-Type: application/x-tar'
-expect_status 201 "upload solid"; SOLID=$(jb .id)
-http POST "/datasets?name=outline" --data-binary "@$TMP/outline.tar" -H 'Content-Type: application/x-tar'
-expect_status 201 "upload outline"; OUTLINE=$(jb .id)
+upload_domains
 
 TINY='"model": {"arch": "custom", "depth": 1, "hidden_size": 16, "num_heads": 2, "patch_size": 2, "image_size": 8}'
-submit() { # submit JSON: sets JOB
-  http POST /jobs -H 'Content-Type: application/json' -d "$1"
-  expect_status 201 "submit"
-  JOB=$(jb .id)
-}
 pretrain() { # pretrain STEPS CKPT_EVERY [PRIORITY]
   submit "{\"method\": \"pretrain\", \"dataset\": \"$SOLID\", $TINY,
     \"hyperparameters\": {\"steps\": $1, \"batch_size\": 4, \"learning_rate\": 1e-3},

@@ -14,19 +14,8 @@ DATA="$TMP/data"
 PY=${DIFFTUNE_PYTHON:-python3}
 serve_start "$DATA" --devices cpu --slots-per-device 2
 
-"$BIN" dataset synth --style solid --classes 3 --per-class 8 --size 8 --out "$TMP/solid" >/dev/null || bad "synth"
-"$BIN" dataset synth --style outline --classes 3 --per-class 8 --size 8 --out "$TMP/outline" >/dev/null || bad "synth"
-tar -C "$TMP" -cf "$TMP/solid.tar" solid && tar -C "$TMP" -cf "$TMP/outline.tar" outline
-http POST "/datasets?name=solid" --data-binary "@$TMP/solid.tar" -H 'Content-Type: application/x-tar'
-expect_status 201 "upload solid"; SOLID=$(jb .id)
-http POST "/datasets?name=outline" --data-binary "@$TMP/outline.tar" -H 'Content-Type: application/x-tar'
-expect_status 201 "upload outline"; OUTLINE=$(jb .id)
+upload_domains
 
-submit() { # submit JSON: sets JOB
-  http POST /jobs -H 'Content-Type: application/json' -d "$1"
-  expect_status 201 "submit $(echo "$1" | tr -s ' \n' ' ' | head -c 200)"
-  JOB=$(jb .id)
-}
 params() { curl -sS "$URL/jobs/$1" | jq -r '"\(.parameters.total) \(.parameters.trainable)"'; }
 
 # The tiny DiT: D = 32, depth 2, patch 2, 3 channels (6 out, learn_sigma), 3 classes. Its

@@ -25,11 +25,6 @@ DATA="$TMP/data"
 "$BIN" dataset synth --style solid --classes 3 --per-class 8 --size 8 --out "$TMP/solid" >/dev/null || bad "synth"
 tar -C "$TMP" -cf "$TMP/solid.tar" solid
 TINY='"model": {"arch": "custom", "depth": 1, "hidden_size": 16, "num_heads": 2, "patch_size": 2, "image_size": 8}'
-submit() { # submit JSON: sets JOB
-  http POST /jobs -H 'Content-Type: application/json' -d "$1"
-  expect_status 201 "submit"
-  JOB=$(jb .id)
-}
 job_events() { curl -sS "$URL/jobs/$1/events?limit=1000"; }
 ckpt_list() { curl -sS "$URL/jobs/$1/checkpoints" | jq -c '[.data[] | [.name, .sha256]] | sort'; }
 wait_for() { # wait_for SECONDS COMMAND...: until COMMAND succeeds

@@ -22,11 +22,6 @@ expect_status 201 "upload a dataset"; DS=$(jb .id)
 http POST "/models?name=clf" --data-binary "@$TMP/clf.safetensors" -H 'Content-Type: application/octet-stream'
 expect_status 201 "upload the classifier"; CLF=$(jb .id)
 
-submit() { # submit JSON: sets JOB
-  http POST /jobs -H 'Content-Type: application/json' -d "$1"
-  expect_status 201 "submit"
-  JOB=$(jb .id)
-}
 names() { curl -sS "$URL/jobs/$1/checkpoints" | jq -r '[.data[].name] | join(" ")'; }
 on_disk() { # on_disk JOB GLOB: the checkpoint files matching GLOB, by name
   (cd "$DATA/jobs/$1/checkpoints" 2>/dev/null && ls $2 2>/dev/null) | sort | tr '\n' ' ' | sed 's/ $//'
